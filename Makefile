@@ -1,0 +1,36 @@
+# `make test` installs everything from nothing into .venv and runs the whole test suite.
+PY ?= python3
+VENV ?= .venv
+PIP = $(VENV)/bin/pip
+PYTEST = $(VENV)/bin/python -m pytest
+
+.PHONY: install test test-python test-convex system-deps man bench
+
+$(VENV)/bin/python:
+	$(PY) -m venv $(VENV)
+
+install: $(VENV)/bin/python
+	$(PIP) install --quiet --upgrade pip
+	$(PIP) install --quiet -e '.[dev]'
+
+# Debian's Chromium and ChromeDriver for the browser tests (root only; skipped otherwise).
+system-deps:
+	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && ! command -v chromedriver >/dev/null; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; \
+	fi
+
+test-convex:
+	@if [ -f examples/convex/package.json ]; then \
+		cd examples/convex && npm ci --no-audit --no-fund && npx tsc --noEmit && npx vitest run; \
+	fi
+
+test-python: install
+	$(PYTEST)
+
+test: system-deps test-convex test-python
+
+man: install
+	$(VENV)/bin/python scripts/gen_man.py
+
+bench: install
+	$(VENV)/bin/python -m bench

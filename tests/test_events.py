@@ -1,0 +1,168 @@
+"""The event envelope: vocabulary round trips, validation, the lazy JSON Lines reader."""
+
+from __future__ import annotations
+
+import io
+import subprocess
+import sys
+
+import orjson
+import pytest
+
+from mmx.errors import EventError
+from mmx.events import (
+    JOINT_NAMES,
+    VOCABULARY,
+    Event,
+    EventWriter,
+    Producer,
+    decode,
+    encode,
+    from_dict,
+    new_id,
+    read_events,
+)
+
+#: One valid data example per type of DESIGN.md's vocabulary.
+EXAMPLES = {
+    "session.started": {"kind": "photoshoot_performance", "title": "Look 1", "notes": "", "mode": "manual"},
+    "session.ended": {"reason": "operator", "state": {"program": "cam-1"}},
+    "camera.joined": {"camera": "cam-1", "device": "dev-a", "name": "iPhone A", "model": "iPhone15,3",
+                      "role": "hero", "facing": "back", "zoom": 1, "lenses": [0.5, 1, 2, 3],
+                      "placement": {"label": "front", "azimuth_deg": 0, "distance_m": 3.5}},
+    "camera.left": {"camera": "cam-1", "reason": "timeout"},
+    "camera.changed": {"camera": "cam-1", "zoom": 0.5},
+    "camera.command": {"camera": "cam-1", "command_id": "c1", "command": "zoom", "args": {"zoom": 0.5}},
+    "camera.ack": {"camera": "cam-1", "command_id": "c1", "ok": True, "error": None, "latency_ms": 3.2},
+    "director.cut": {"from": "cam-2", "to": "cam-3", "by": "ghost", "proposal": "01JD3K"},
+    "director.hold": {"camera": "cam-3", "by": "operator"},
+    "director.release": {"camera": "cam-3", "by": "operator"},
+    "director.mode": {"mode": "autopilot", "previous": "manual"},
+    "still.captured": {"still": "s1", "camera": "cam-1", "path": "stills/cam-1/s1.jpg",
+                       "sha256": "ab" * 32, "bytes": 1234, "width": 640, "height": 360},
+    "still.marker": {"label": "jump", "camera": "cam-2"},
+    "ghost.proposed": {"proposal": "p1", "from": "cam-1", "to": "cam-2", "score": 0.8,
+                       "reasons": [{"feature": "motion", "value": 0.5}], "cut_at": 1.5, "expires_at": 2.0},
+    "ghost.accepted": {"proposal": "p1", "by": "operator"},
+    "ghost.vetoed": {"proposal": "p1", "by": "operator"},
+    "ghost.expired": {"proposal": "p1"},
+    "pose.sample": {"camera": "cam-1", "t": 1795264000.1,
+                    "joints": {name: [0.5, 0.5, 0.9] for name in JOINT_NAMES}},
+    "music.cue": {"track": "cd" * 32, "title": "intro", "path": "intro.ogg", "started_at": 1795264000.0, "offset_s": 0.0},
+}
+
+
+def test_examples_cover_the_vocabulary():
+    assert set(EXAMPLES) == set(VOCABULARY)
+    assert len(JOINT_NAMES) == 19
+
+
+@pytest.mark.parametrize("etype", sorted(EXAMPLES))
+def test_every_type_round_trips(etype):
+    producer = Producer("serve", session="S1")
+    event = producer.make(etype, EXAMPLES[etype])
+    line = encode(event)
+    assert line.endswith(b"\n") and line.count(b"\n") == 1
+    back = decode(line)
+    assert back.to_dict() == event.to_dict()
+    assert encode(back) == line
+
+
+def test_unknown_type_and_fields_pass_through_untouched():
+    line = b'{"v":1,"id":"x-1","seq":3,"ts":1.5,"type":"lights.dimmed","src":"dmx","data":{"level":0.3},"extra":[1]}'
+    event = decode(line)
+    assert event.type == "lights.dimmed"
+    assert encode(event) == line + b"\n"
+
+
+def test_producer_numbers_seq_and_makes_unique_ulids():
+    producer = Producer("ghost", start_seq=41)
+    events = [producer.make("ghost.expired", {"proposal": "p"}) for _ in range(100)]
+    assert [e.seq for e in events] == list(range(42, 142))
+    assert len({e.id for e in events}) == 100
+    assert all(len(e.id) == 26 for e in events)
+    assert new_id() != new_id()
+
+
+@pytest.mark.parametrize(
+    ("line", "reason"),
+    [
+        (b"not json", "not JSON"),
+        (b"[1, 2]", "expected a JSON object, got an array"),
+        (b'{"id":"a","ts":1}', "missing field 'type'"),
+        (b'{"id":"a","ts":1,"type":""}', "field 'type' must be a non-empty string"),
+        (b'{"ts":1,"type":"x"}', "missing field 'id'"),
+        (b'{"id":"' + b"a" * 129 + b'","ts":1,"type":"x"}', "field 'id' must be a string of 1 to 128 characters"),
+        (b'{"id":"a","type":"x"}', "missing field 'ts'"),
+        (b'{"id":"a","ts":"now","type":"x"}', "field 'ts' must be a finite number"),
+        (b'{"id":"a","ts":1,"type":"x","seq":"7"}', "field 'seq' must be a number, got a string"),
+        (b'{"id":"a","ts":1,"type":"x","data":[]}', "field 'data' must be an object, got an array"),
+        (b'{"id":"a","ts":1,"type":"director.cut","data":{"to":3}}', "director.cut: data field 'to' must be a string, got a number"),
+        (b'{"id":"a","ts":1,"type":"director.cut","data":{}}', "director.cut: missing data field 'to'"),
+        (b'{"id":"a","ts":1,"type":"camera.ack","data":{"camera":"c","command_id":"x","ok":1}}', "data field 'ok' must be a boolean"),
+        (b'{"id":"a","ts":1,"type":"camera.changed","data":{"camera":"c","placement":{"azimuth_deg":"left"}}}', "placement field 'azimuth_deg' must be a number"),
+        (b'{"id":"a","ts":1,"type":"x"}\xff', "not JSON: not valid UTF-8"),
+    ],
+)
+def test_bad_lines_are_reported_with_their_reason(line, reason):
+    with pytest.raises(EventError) as info:
+        decode(line, line_no=7)
+    assert info.value.line == 7
+    assert info.value.message.startswith("line 7: ")
+    assert reason in info.value.message
+
+
+def test_reader_reports_line_numbers_and_goes_on():
+    good = [encode(Producer("t").make("still.marker", {"label": str(i)})) for i in range(3)]
+    stream = io.BytesIO(
+        good[0] + b"\n" + b"   \r\n" + b"{broken\r\n" + good[1].replace(b"\n", b"\r\n") + b"[]\n"
+        + b"x" * 5000 + b"\n" + good[2].rstrip(b"\n")  # last line without a line end
+    )
+    errors: list[EventError] = []
+    events = list(read_events(stream, on_error=errors.append, max_line_bytes=4096))
+    assert [e.data["label"] for e in events] == ["0", "1", "2"]
+    assert [(e.line, e.reason.split(":")[0]) for e in errors] == [
+        (4, "not JSON"), (6, "expected a JSON object, got an array"), (7, "line longer than 4096 bytes"),
+    ]
+
+
+def test_reader_without_handler_raises_at_first_bad_line():
+    with pytest.raises(EventError, match="line 2: not JSON"):
+        list(read_events(io.BytesIO(encode(Event("x", src="t")) + b"oops\n")))
+
+
+def test_reader_is_lazy_on_a_real_pipe():
+    """One line written and flushed into a pipe is decoded before the writer closes it."""
+    proc = subprocess.Popen(
+        [sys.executable, "-c",
+         "import sys\nfrom mmx.events import read_events\n"
+         "for e in read_events(sys.stdin.buffer):\n    print(e.type, flush=True)\n"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        proc.stdin.write(encode(Event("first", src="t")))
+        proc.stdin.flush()
+        assert proc.stdout.readline() == b"first\n"
+    finally:
+        proc.stdin.close()
+        proc.wait(timeout=10)
+
+
+def test_writer_flushes_every_record():
+    class Recorder(io.BytesIO):
+        flushes = 0
+
+        def flush(self):
+            self.flushes += 1
+
+    fp = Recorder()
+    writer = EventWriter(fp)
+    assert writer.write_all(Event("a", src="t") for _ in range(3)) == 3
+    assert fp.flushes == 3
+    assert len(fp.getvalue().splitlines()) == 3
+
+
+def test_from_dict_defaults():
+    event = from_dict({"id": "u-1", "ts": 2, "type": "x"})
+    assert (event.data, event.seq, event.session, event.src, event.v) == ({}, None, None, "", 1)
+    assert orjson.loads(event.encode())["type"] == "x"
