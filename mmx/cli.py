@@ -110,6 +110,9 @@ def _register() -> None:
     from mmx.commands import ledger
 
     app.add_typer(ledger.app, name="ledger")
+    from mmx.commands import device as device_cmd
+
+    app.command("device")(device_cmd.device)
 
 
 _register()

@@ -1,0 +1,71 @@
+"""The device's stable id, kept in a small JSON state file so a restarted device is the
+same device to the server's registry (same camera id, same placement).
+
+One file per device name: ``<state-dir>/device-<name-slug>.json`` holding
+``{"device": "dev-<ulid>", "name": ...}``, written atomically (temp file, fsync, rename).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+from pathlib import Path
+
+import orjson
+
+from mmx.errors import DataError, IOFailure
+from mmx.events import new_id
+
+
+def state_file(state_dir: str | Path, name: str) -> Path:
+    """The state file of the device called ``name`` under ``state_dir``."""
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-.") or "device"
+    return Path(state_dir) / f"device-{slug}.json"
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fp:
+            fp.write(data)
+            fp.flush()
+            os.fsync(fp.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def load_device_id(state_dir: str | Path, name: str, *, device_id: str | None = None) -> str:
+    """The device id for ``name``: ``device_id`` when given, else the one stored in the
+    state file, else a new ``dev-<ulid>`` written there first.
+
+    An explicit ``device_id`` is also recorded in the state file (so a later start without
+    it keeps it). Raises DataError when the state file exists but is unreadable as a state
+    file (it is never silently replaced: that would make this a new device), IOFailure when
+    the state directory cannot be written.
+    """
+    path = state_file(state_dir, name)
+    stored: str | None = None
+    if path.exists():
+        try:
+            obj = orjson.loads(path.read_bytes())
+        except (orjson.JSONDecodeError, OSError) as exc:
+            raise DataError(f"{path}: not a device state file ({exc})",
+                            hint="fix or delete it; deleting makes this a new device to the server") from None  # fmt: skip
+        stored = obj.get("device") if isinstance(obj, dict) else None
+        if not isinstance(stored, str) or not stored or len(stored) > 128:
+            raise DataError(f"{path}: no usable 'device' id",
+                            hint="fix or delete it; deleting makes this a new device to the server")  # fmt: skip
+    chosen = device_id or stored or f"dev-{new_id().lower()}"
+    if chosen != stored:
+        try:
+            _write_atomic(path, orjson.dumps({"device": chosen, "name": name}) + b"\n")
+        except OSError as exc:
+            raise IOFailure(f"cannot write device state {path}: {exc.strerror or exc}") from None
+    return chosen
