@@ -1,0 +1,206 @@
+"""Beat grids for the ghost: which track is playing and when its beats fall on the wall clock.
+
+A ``music.cue`` says track ``track`` (sha256 of the audio file) started at Unix time
+``started_at`` from ``offset_s`` into the track, so (DESIGN.md, "Audio features and
+alignment") ``track_time = wall_time - started_at + offset_s`` and a beat at track time
+``b`` sits at wall time ``started_at + b - offset_s``.
+
+Beat grids come from `mmx features` artifacts (``<stem>-<sha12>.npz``: ``beat_times`` in
+seconds, ``tempo_bpm``, ``sha256``, optionally ``downbeat_times``). mmx.audio's
+``find_features`` / ``load_beat_grid`` are used when that package provides them; until then
+the small readers here read the npz with numpy.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from mmx.errors import DataError
+
+
+@dataclass(frozen=True)
+class BeatGrid:
+    """Beat times of one track, in seconds from the track's start (sorted, finite).
+
+    ``downbeats`` holds the subset that are bar downbeats when the artifact knows them
+    (empty otherwise). ``duration_s`` is the track length when known (else the last beat).
+    """
+
+    track: str
+    beat_times: tuple[float, ...]
+    downbeats: frozenset[float] = field(default_factory=frozenset)
+    tempo_bpm: float | None = None
+    duration_s: float | None = None
+    source: str = ""
+
+
+def _arr(npz, key: str) -> np.ndarray | None:
+    if key not in npz.files:
+        return None
+    return np.asarray(npz[key])
+
+
+def read_beat_grid(path: str | Path) -> BeatGrid:
+    """Read a `mmx features` artifact's beat grid with numpy.
+
+    Uses ``beat_times`` (seconds) or else ``beat_frames * hop_length / sr``; downbeats from
+    ``downbeat_times`` or ``downbeat_frames`` when present. Raises DataError when the file
+    is not a readable npz or has no beats.
+    """
+    path = Path(path)
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            times = _arr(npz, "beat_times")
+            sr = _arr(npz, "sr")
+            hop = _arr(npz, "hop_length")
+            if times is None:
+                frames = _arr(npz, "beat_frames")
+                if frames is None or sr is None or hop is None:
+                    raise DataError(f"{path}: no beat_times or beat_frames in the feature artifact")
+                times = frames.astype(float) * float(hop) / float(sr)
+            down = _arr(npz, "downbeat_times")
+            if down is None:
+                dframes = _arr(npz, "downbeat_frames")
+                if dframes is not None and sr is not None and hop is not None:
+                    down = dframes.astype(float) * float(hop) / float(sr)
+            sha = _arr(npz, "sha256")
+            tempo = _arr(npz, "tempo_bpm")
+            duration = _arr(npz, "duration_s")
+            if duration is None:
+                duration = _arr(npz, "duration")
+    except DataError:
+        raise
+    except (OSError, ValueError, KeyError) as exc:
+        raise DataError(f"{path}: not a readable feature artifact: {exc}") from None
+    beats = sorted(float(b) for b in np.ravel(times) if math.isfinite(float(b)))
+    downs = frozenset(float(b) for b in np.ravel(down)) if down is not None else frozenset()
+    return BeatGrid(
+        track=str(sha.item()) if sha is not None else "",
+        beat_times=tuple(beats),
+        downbeats=frozenset(b for b in beats if b in downs),
+        tempo_bpm=float(np.ravel(tempo)[0]) if tempo is not None and np.size(tempo) else None,
+        duration_s=float(np.ravel(duration)[0]) if duration is not None and np.size(duration) else None,
+        source=str(path),
+    )
+
+
+def find_artifact(features_dir: str | Path, sha256: str) -> Path | None:
+    """The feature artifact of the audio file with this sha256 in ``features_dir``, or None.
+
+    Artifacts are named ``<stem>-<sha12>.npz``; a name match is confirmed by the file's
+    ``sha256`` key when it has one.
+    """
+    if not sha256 or len(sha256) < 12:
+        return None
+    try:
+        from mmx.audio import find_features  # type: ignore[attr-defined]
+
+        found = find_features(features_dir, sha256)
+        return Path(found) if found else None
+    except (ImportError, AttributeError):
+        pass
+    base = Path(features_dir)
+    if not base.is_dir():
+        return None
+    for candidate in sorted(base.glob(f"*-{sha256[:12].lower()}.npz")):
+        try:
+            with np.load(candidate, allow_pickle=False) as npz:
+                if "sha256" in npz.files and str(npz["sha256"].item()) != sha256:
+                    continue
+        except (OSError, ValueError):
+            continue
+        return candidate
+    return None
+
+
+def load_grid(path: str | Path) -> BeatGrid:
+    """Load a beat grid from an artifact path (mmx.audio's loader when present)."""
+    try:
+        from mmx.audio import load_beat_grid  # type: ignore[attr-defined]
+    except (ImportError, AttributeError):
+        return read_beat_grid(path)
+    grid = load_beat_grid(path)
+    if isinstance(grid, BeatGrid):
+        return grid
+    # mmx.audio's own shape: accept an object or mapping with beat_times (+ optional fields)
+    get = grid.get if isinstance(grid, dict) else (lambda k, d=None: getattr(grid, k, d))
+    times = get("beat_times")
+    if times is None:
+        return read_beat_grid(path)
+    beats = sorted(float(b) for b in np.ravel(np.asarray(times)) if math.isfinite(float(b)))
+    down = get("downbeat_times")
+    downs = frozenset(float(b) for b in np.ravel(np.asarray(down))) if down is not None else frozenset()
+    tempo = get("tempo_bpm")
+    duration = get("duration_s") or get("duration")
+    return BeatGrid(
+        track=str(get("sha256") or ""), beat_times=tuple(beats), downbeats=frozenset(b for b in beats if b in downs),
+        tempo_bpm=float(np.ravel(np.asarray(tempo))[0]) if tempo is not None else None,
+        duration_s=float(np.ravel(np.asarray(duration))[0]) if duration is not None else None, source=str(path),
+    )  # fmt: skip
+
+
+class BeatLibrary:
+    """Finds and caches the beat grid of a track hash in a features directory (or none)."""
+
+    def __init__(self, features_dir: str | Path | None = None, grids: dict[str, BeatGrid] | None = None) -> None:
+        self.features_dir = Path(features_dir) if features_dir else None
+        self._cache: dict[str, BeatGrid | None] = dict(grids or {})
+        self.errors: dict[str, str] = {}
+
+    def get(self, track: str) -> BeatGrid | None:
+        """The grid of ``track`` (sha256) or None when no artifact is found or it is unreadable
+        (the reason is kept in ``errors[track]``)."""
+        if track in self._cache:
+            return self._cache[track]
+        grid = None
+        if self.features_dir is None:
+            self.errors[track] = "no --features directory given"
+        else:
+            path = find_artifact(self.features_dir, track)
+            if path is None:
+                self.errors[track] = f"no feature artifact for track {track[:12]} in {self.features_dir}"
+            else:
+                try:
+                    grid = load_grid(path)
+                    if not grid.beat_times:
+                        self.errors[track] = f"{path.name} has no beats"
+                        grid = None
+                except DataError as exc:
+                    self.errors[track] = exc.message
+        self._cache[track] = grid
+        return grid
+
+
+@dataclass(frozen=True)
+class Cue:
+    """The music playing: a track's grid placed on the wall clock by its ``music.cue``."""
+
+    track: str
+    started_at: float
+    offset_s: float
+    grid: BeatGrid | None
+    title: str = ""
+
+    def wall_beats_after(self, t: float, count: int) -> list[tuple[float, bool]]:
+        """Up to ``count`` beats strictly after wall time ``t``: ``(wall_time, is_downbeat)``."""
+        if self.grid is None:
+            return []
+        shift = self.started_at - self.offset_s
+        beats = self.grid.beat_times
+        i = bisect.bisect_right(beats, t - shift)
+        return [(beats[j] + shift, beats[j] in self.grid.downbeats) for j in range(i, min(len(beats), i + count))]
+
+    def nearest_beat_distance(self, t: float) -> float | None:
+        """Seconds from wall time ``t`` to the nearest beat, or None without a grid."""
+        if self.grid is None or not self.grid.beat_times:
+            return None
+        shift = self.started_at - self.offset_s
+        beats = self.grid.beat_times
+        i = bisect.bisect_left(beats, t - shift)
+        near = [abs(beats[j] + shift - t) for j in (i - 1, i) if 0 <= j < len(beats)]
+        return min(near)

@@ -1,0 +1,193 @@
+"""Per-camera signals from ``pose.sample`` events: presence, framing, motion energy, stillness.
+
+Every signal is a number in ``[0, 1]`` so the policy can weigh them against each other:
+
+- **presence** — share of the 19 Apple Vision joints seen with confidence ≥
+  ``confidence_min`` (0.5) in the latest sample.
+- **framing** — how well the subject fills and sits in the frame: the product of a size
+  term (bounding-box height of the confident joints against ``framing_ideal_height``,
+  1 at the ideal, 0 at twice or none of it) and a centeredness term (1 when the box centre
+  is the frame centre, 0 at a corner).
+- **motion** — joint speed normalized by body size (bounding-box diagonal), averaged over
+  the last ``window_s`` seconds, in body sizes per second, squashed by
+  ``1 - exp(-speed / motion_scale_bps)`` so 1 body/s with the default scale (0.5) reads ≈ 0.86.
+- **stillness** — the subject holding a pose: present, speed under ``stillness_max_bps``,
+  ramping from 0 to 1 over ``stillness_full_s`` seconds of holding still.
+
+Joints are ``[x, y, confidence]`` in normalized image coordinates, origin top-left
+(DESIGN.md). A joint with a non-finite value, a coordinate outside ``[-coord_margin,
+1 + coord_margin]`` or a confidence outside ``[0, 1]`` is dropped and counted in
+`CameraSignals.dropped_joints`; a sample older than the camera's latest is dropped and
+counted in `CameraSignals.out_of_order`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from dataclasses import dataclass
+from typing import Any
+
+from mmx.events import JOINT_NAMES
+
+N_JOINTS = len(JOINT_NAMES)
+
+
+@dataclass(frozen=True, slots=True)
+class SignalParams:
+    """Constants of the signal extraction (policy file table ``[signals]``)."""
+
+    confidence_min: float = 0.5
+    window_s: float = 1.0
+    stale_s: float = 1.0
+    coord_margin: float = 0.0
+    framing_ideal_height: float = 0.6
+    motion_scale_bps: float = 0.5
+    stillness_max_bps: float = 0.15
+    stillness_full_s: float = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class Signals:
+    """A camera's signals at one moment (all in ``[0, 1]``) plus the raw speed."""
+
+    presence: float = 0.0
+    framing: float = 0.0
+    motion: float = 0.0
+    stillness: float = 0.0
+    speed_bps: float = 0.0
+    fresh: bool = False
+
+    def as_dict(self) -> dict[str, float]:
+        return {"presence": self.presence, "framing": self.framing, "motion": self.motion, "stillness": self.stillness}
+
+
+EMPTY = Signals()
+
+
+def clean_joints(joints: Any, params: SignalParams) -> tuple[dict[str, tuple[float, float, float]], int]:
+    """The usable joints of a ``pose.sample`` and how many were dropped as bad.
+
+    Returns ``({name: (x, y, confidence)}, dropped)``. Unknown joint names are ignored
+    (not counted); a known joint that is not three finite numbers, whose coordinates leave
+    the frame (± ``coord_margin``) or whose confidence is outside ``[0, 1]`` is dropped.
+    ``joints`` of None (nobody seen) or not an object gives ``({}, 0)``.
+    """
+    if not isinstance(joints, dict):
+        return {}, 0
+    out: dict[str, tuple[float, float, float]] = {}
+    dropped = 0
+    lo, hi = -params.coord_margin, 1.0 + params.coord_margin
+    for name in JOINT_NAMES:
+        value = joints.get(name)
+        if value is None:
+            continue
+        try:
+            x, y, c = (float(v) for v in value)
+        except (TypeError, ValueError):
+            dropped += 1
+            continue
+        if not (math.isfinite(x) and math.isfinite(y) and math.isfinite(c)):
+            dropped += 1
+            continue
+        if not (lo <= x <= hi and lo <= y <= hi and 0.0 <= c <= 1.0):
+            dropped += 1
+            continue
+        out[name] = (x, y, c)
+    return out, dropped
+
+
+class CameraSignals:
+    """Keeps one camera's recent pose samples and derives its `Signals`.
+
+    Feed samples with `add` in capture-time order (``t`` Unix seconds); read with `at`.
+    Memory is bounded: only samples within ``window_s`` of the latest are kept.
+    """
+
+    __slots__ = ("params", "_prev", "_speeds", "_last_t", "_presence", "_framing", "_still_since",
+                 "dropped_joints", "out_of_order", "samples")  # fmt: skip
+
+    def __init__(self, params: SignalParams | None = None) -> None:
+        self.params = params or SignalParams()
+        self._prev: dict[str, tuple[float, float, float]] = {}
+        self._speeds: deque[tuple[float, float]] = deque()
+        self._last_t: float | None = None
+        self._presence = 0.0
+        self._framing = 0.0
+        self._still_since: float | None = None
+        self.dropped_joints = 0
+        self.out_of_order = 0
+        self.samples = 0
+
+    @property
+    def last_t(self) -> float | None:
+        return self._last_t
+
+    def add(self, t: float, joints: Any) -> bool:
+        """Take one ``pose.sample`` (capture time ``t``, joints object or None).
+
+        Returns False when the sample was dropped (not newer than the latest, or ``t`` not
+        finite); bad joints inside an accepted sample are dropped and counted.
+        """
+        p = self.params
+        if not math.isfinite(t) or (self._last_t is not None and t <= self._last_t):
+            self.out_of_order += 1
+            return False
+        good, dropped = clean_joints(joints, p)
+        self.dropped_joints += dropped
+        self.samples += 1
+        seen = {k: v for k, v in good.items() if v[2] >= p.confidence_min}
+        self._presence = len(seen) / N_JOINTS
+        speed = None
+        if len(seen) >= 2:
+            xs = [v[0] for v in seen.values()]
+            ys = [v[1] for v in seen.values()]
+            x0, x1, y0, y1 = min(xs), max(xs), min(ys), max(ys)
+            h = y1 - y0
+            size_term = max(0.0, 1.0 - abs(h - p.framing_ideal_height) / p.framing_ideal_height)
+            cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+            centered = max(0.0, 1.0 - math.hypot(cx - 0.5, cy - 0.5) / math.hypot(0.5, 0.5))
+            self._framing = size_term * centered
+            body = math.hypot(x1 - x0, y1 - y0)
+            dt = t - self._last_t if self._last_t is not None else 0.0
+            if body > 1e-3 and 0.0 < dt <= p.window_s:
+                moved = [
+                    math.hypot(v[0] - q[0], v[1] - q[1])
+                    for k, v in seen.items()
+                    if (q := self._prev.get(k)) is not None
+                ]
+                if moved:
+                    speed = (sum(moved) / len(moved)) / dt / body
+        else:
+            self._framing = 0.0
+        self._last_t = t
+        self._prev = seen
+        if speed is not None:
+            self._speeds.append((t, speed))
+        while self._speeds and self._speeds[0][0] < t - p.window_s:
+            self._speeds.popleft()
+        mean = self._mean_speed()
+        if seen and self._speeds and mean <= p.stillness_max_bps:
+            if self._still_since is None:
+                self._still_since = self._speeds[0][0]
+        else:
+            self._still_since = None
+        return True
+
+    def _mean_speed(self) -> float:
+        if not self._speeds:
+            return 0.0
+        return sum(s for _, s in self._speeds) / len(self._speeds)
+
+    def at(self, now: float) -> Signals:
+        """The signals as of ``now`` (Unix seconds); all zero when the latest sample is older
+        than ``stale_s`` (the camera stopped seeing anyone or stopped sending)."""
+        p = self.params
+        if self._last_t is None or now - self._last_t > p.stale_s:
+            return EMPTY
+        speed = self._mean_speed()
+        motion = 1.0 - math.exp(-speed / p.motion_scale_bps) if p.motion_scale_bps > 0 else 0.0
+        stillness = 0.0
+        if self._still_since is not None and p.stillness_full_s > 0:
+            stillness = min(1.0, max(0.0, (self._last_t - self._still_since) / p.stillness_full_s))
+        return Signals(self._presence, self._framing, motion, stillness, speed, True)
