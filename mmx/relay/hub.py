@@ -1,0 +1,408 @@
+"""The relay's media core: camera feeds in, one shared encoder per output, packets fanned out.
+
+Shape of the data path (one process, one asyncio loop plus one encoder thread):
+
+    WHIP publisher ─► aiortc receiver (decode) ─► CameraFeed.frame   (latest frame only)
+                                                      │ wake
+    program camera ─► SharedEncoder "hero" ── encode once (VP8) ──► ring of the last
+                                                                    RING encoded frames
+    each WHEP viewer: FanoutTrack.recv() hands the *same* av.Packet to its own
+    RTCRtpSender, which only packetizes (aiortc's pre-encoded path, ``Encoder.pack``),
+    encrypts and sends.
+
+A cut only changes which feed the hero encoder draws from; the viewers' RTP streams (SSRC,
+sequence numbers, timestamps from one monotonic clock) go on, so nothing is renegotiated
+(Janus ``switch`` does the same with a keyframe request; re-encoding makes even that
+unnecessary). Buffers are bounded: a feed keeps one frame, an encoder keeps RING packets;
+a viewer that falls behind the ring skips to the next keyframe. A program camera without
+frames for ``lost_after_s`` is replaced by a "camera lost" slate.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fractions
+import time
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import av
+import numpy as np
+from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+from av import VideoFrame
+
+from mmx.relay.pattern import SLATE_SOURCE, draw_stamp
+
+#: RTP video clock (Hz); encoded packets carry pts in this time base.
+VIDEO_CLOCK = 90000
+VIDEO_TIME_BASE = fractions.Fraction(1, VIDEO_CLOCK)
+#: Encoded frames kept for viewers that are a little behind (~0.5 s at 30 fps).
+RING = 16
+#: VP8 bits per pixel per frame for the hero encode (≈ 550 kbit/s at 640×360×30, 2.2 Mbit/s at 720p).
+BITS_PER_PIXEL = 0.08
+#: A forced keyframe at most this often (s), however many viewers ask (PLI storms).
+KEYFRAME_MIN_INTERVAL_S = 0.25
+
+
+@dataclass
+class CameraFeed:
+    """One published camera: its latest decoded frame and liveness.
+
+    ``frame_at`` is `time.monotonic()` when the frame arrived; ``frames`` counts arrivals.
+    """
+
+    name: str
+    frame: VideoFrame | None = None
+    frames: int = 0
+    frame_at: float = 0.0
+    live: bool = False
+    session: Any = None
+    arrivals: deque = field(default_factory=lambda: deque(maxlen=60))
+
+    def fps(self, now: float | None = None) -> float:
+        """Frames per second over the last ~2 s of arrivals."""
+        now = time.monotonic() if now is None else now
+        recent = [t for t in self.arrivals if now - t <= 2.0]
+        return round(len(recent) / 2.0, 1)
+
+
+@dataclass
+class EncodedFrame:
+    """One encoded frame shared by every viewer of an encoder."""
+
+    seq: int
+    packet: av.Packet
+    keyframe: bool
+    camera: str | None  # None for the slate
+    relay_ms: float  # frame arrival at the relay → encoded, ms
+
+
+def _vp8_context(width: int, height: int) -> Any:
+    ctx = av.CodecContext.create("libvpx", "w")
+    ctx.width, ctx.height = width, height
+    ctx.pix_fmt = "yuv420p"
+    ctx.time_base = VIDEO_TIME_BASE
+    bitrate = int(BITS_PER_PIXEL * width * height * 30)
+    ctx.bit_rate = bitrate
+    ctx.gop_size = 3000  # keyframes only when asked for (join, PLI, cut to a new size)
+    ctx.qmin, ctx.qmax = 2, 56
+    # aiortc's own realtime VP8 settings (aiortc/codecs/vpx.py), with our bitrate
+    ctx.options = {
+        "bufsize": str(bitrate), "cpu-used": "-6", "deadline": "realtime", "lag-in-frames": "0",
+        "minrate": str(bitrate), "maxrate": str(bitrate), "noise-sensitivity": "0",
+        "overshoot-pct": "15", "partitions": "0", "static-thresh": "1", "undershoot-pct": "100",
+    }
+    ctx.thread_count = 2 if width * height >= 640 * 480 else 1
+    return ctx
+
+
+class SharedEncoder:
+    """Encodes one output (the hero feed, or one camera) once for all of its viewers.
+
+    ``camera`` None follows the hub's program camera. Runs only while it has viewers.
+    """
+
+    def __init__(self, hub: Hub, camera: str | None = None) -> None:
+        self.hub = hub
+        self.camera = camera
+        self.ring: deque[EncodedFrame] = deque(maxlen=RING)
+        self.seq = 0
+        self.viewers = 0
+        self.encoded = 0
+        self.keyframes = 0
+        self._ctx: Any = None
+        self._wake = asyncio.Event()
+        self._arrival: asyncio.Future = asyncio.get_running_loop().create_future()
+        self._task: asyncio.Task | None = None
+        self._force_keyframe = False
+        self._last_keyframe_at = 0.0
+        self._taken: dict[str, int] = {}
+        self._last_out = 0.0
+        self._pts = -1
+        self._t0 = time.monotonic()
+
+    # ------------------------------------------------------------------ control
+    def source(self) -> str | None:
+        """The camera this encoder draws from now."""
+        return self.camera if self.camera is not None else self.hub.program
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def request_keyframe(self, *, urgent: bool = False) -> None:
+        """Ask for the next encoded frame to be a keyframe (rate-limited unless ``urgent``)."""
+        if urgent or time.monotonic() - self._last_keyframe_at >= KEYFRAME_MIN_INTERVAL_S:
+            self._force_keyframe = True
+            self.wake()
+
+    def attach(self) -> FanoutTrack:
+        """A new viewer's track; it starts at the next keyframe, which is requested now."""
+        self.viewers += 1
+        if self._task is None or self._task.done():
+            self._task = asyncio.ensure_future(self._run())
+        track = FanoutTrack(self)
+        self.request_keyframe(urgent=True)
+        return track
+
+    def detach(self) -> None:
+        self.viewers = max(0, self.viewers - 1)
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except (asyncio.CancelledError, Exception):
+                pass
+
+    # ------------------------------------------------------------------ encoding
+    async def _run(self) -> None:
+        hub = self.hub
+        while True:
+            try:
+                await asyncio.wait_for(self._wake.wait(), timeout=hub.slate_interval_s)
+            except (asyncio.TimeoutError, TimeoutError):
+                pass
+            self._wake.clear()
+            if self.viewers == 0:
+                continue
+            name = self.source()
+            feed = hub.cameras.get(name) if name else None
+            now = time.monotonic()
+            if feed is not None and feed.frame is not None and feed.live and self._taken.get(feed.name) != feed.frames:
+                self._taken[feed.name] = feed.frames
+                frame, camera, arrived = feed.frame, feed.name, feed.frame_at
+            elif feed is None or feed.frame is None or not feed.live or now - feed.frame_at > hub.lost_after_s:
+                if now - self._last_out < hub.slate_interval_s * 0.9:
+                    continue
+                size = (self._ctx.width, self._ctx.height) if self._ctx is not None else hub.slate_size
+                frame, camera, arrived = hub.slate(name, size), None, now
+            else:
+                continue  # no new frame yet: viewers stay on the last one
+            force = self._force_keyframe
+            self._force_keyframe = False
+            pts = max(self._pts + 1, int((now - self._t0) * VIDEO_CLOCK))
+            self._pts = pts
+            packets = await asyncio.get_running_loop().run_in_executor(
+                hub.executor, self._encode, frame, pts, force)
+            self._last_out = time.monotonic()
+            relay_ms = (self._last_out - arrived) * 1000.0
+            for packet in packets:
+                packet.pts = pts
+                packet.time_base = VIDEO_TIME_BASE
+                key = bool(packet.is_keyframe)
+                if key:
+                    self.keyframes += 1
+                    self._last_keyframe_at = self._last_out
+                self.ring.append(EncodedFrame(self.seq, packet, key, camera, relay_ms))
+                self.seq += 1
+                self.encoded += 1
+            if packets:
+                arrival, self._arrival = self._arrival, asyncio.get_running_loop().create_future()
+                arrival.set_result(None)
+
+    def _encode(self, frame: VideoFrame, pts: int, force_keyframe: bool) -> list[av.Packet]:
+        # runs on the hub's single encoder thread, so frames shared between encoders are
+        # never touched by two threads at once
+        if frame.format.name != "yuv420p":
+            frame = frame.reformat(format="yuv420p")
+        if self._ctx is None or (self._ctx.width, self._ctx.height) != (frame.width, frame.height):
+            self._ctx = _vp8_context(frame.width, frame.height)
+        frame.pts = pts
+        frame.time_base = VIDEO_TIME_BASE
+        frame.pict_type = av.video.frame.PictureType.I if force_keyframe else av.video.frame.PictureType.NONE
+        return list(self._ctx.encode(frame))
+
+    # ------------------------------------------------------------------ fan-out
+    async def next_for(self, viewer: FanoutTrack) -> EncodedFrame:
+        """The next encoded frame for ``viewer`` (waits for one; skips to a keyframe when behind)."""
+        while True:
+            ring = self.ring
+            if viewer.next_seq is not None and ring and viewer.next_seq < ring[0].seq:
+                viewer.next_seq = None  # fell behind the ring: resume at a fresh keyframe
+                viewer.min_seq = self.seq
+                viewer.resyncs += 1
+                self.request_keyframe(urgent=True)
+            if viewer.next_seq is None:
+                for entry in reversed(ring):
+                    if entry.seq < viewer.min_seq:
+                        break
+                    if entry.keyframe:
+                        viewer.next_seq = entry.seq
+                        break
+            if viewer.next_seq is not None and ring and viewer.next_seq <= ring[-1].seq:
+                entry = ring[viewer.next_seq - ring[0].seq]
+                viewer.next_seq += 1
+                return entry
+            await asyncio.shield(self._arrival)
+
+
+class FanoutTrack(MediaStreamTrack):
+    """A viewer's video track: yields the shared encoder's `av.Packet` objects (pre-encoded).
+
+    aiortc's `RTCRtpSender` packs anything that is not a `Frame` with its codec's ``pack``
+    (packetize only), so per viewer there is no encode. ``on_frame(entry)`` is called for each
+    frame handed out (the relay uses it for the viewer's camera-name data channel).
+    """
+
+    kind = "video"
+
+    def __init__(self, encoder: SharedEncoder) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.next_seq: int | None = None
+        self.min_seq = encoder.seq
+        self.resyncs = 0
+        self.sent = 0
+        self.camera: str | None = None
+        self.on_frame: Callable[[EncodedFrame], None] | None = None
+        self._detached = False
+
+    async def recv(self) -> av.Packet:  # type: ignore[override]
+        if self.readyState != "live":
+            raise MediaStreamError
+        entry = await self.encoder.next_for(self)
+        self.sent += 1
+        self.camera = entry.camera
+        if self.on_frame is not None:
+            self.on_frame(entry)
+        return entry.packet
+
+    def stop(self) -> None:
+        super().stop()
+        if not self._detached:
+            self._detached = True
+            self.encoder.detach()
+
+
+class Hub:
+    """Camera feeds, the program camera and the shared encoders of one relay.
+
+    ``lost_after_s``: a program camera without a new frame for this long shows the slate.
+    ``slate_fps``: frame rate of the slate. ``slate_size``: (width, height) of the slate
+    when no frame was encoded yet.
+    """
+
+    def __init__(self, *, lost_after_s: float = 1.0, slate_fps: float = 10.0,
+                 slate_size: tuple[int, int] = (640, 360)) -> None:
+        self.cameras: dict[str, CameraFeed] = {}
+        self.program: str | None = None
+        self.lost_after_s = lost_after_s
+        self.slate_interval_s = 1.0 / slate_fps
+        self.slate_size = slate_size
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mmx-relay-encode")
+        self.hero = SharedEncoder(self)
+        self.singles: dict[str, SharedEncoder] = {}
+        self.cuts = 0
+        self._slates: dict[tuple[str | None, tuple[int, int]], np.ndarray] = {}
+
+    def feed(self, name: str) -> CameraFeed:
+        if name not in self.cameras:
+            self.cameras[name] = CameraFeed(name)
+        return self.cameras[name]
+
+    def encoder_for(self, camera: str | None) -> SharedEncoder:
+        """The hero encoder (``camera`` None) or the one-camera encoder for ``camera``."""
+        if camera is None:
+            return self.hero
+        if camera not in self.singles:
+            self.singles[camera] = SharedEncoder(self, camera)
+        return self.singles[camera]
+
+    def set_program(self, camera: str | None) -> bool:
+        """Cut the hero feed to ``camera``; True when the program changed."""
+        if camera == self.program:
+            return False
+        self.program = camera
+        self.cuts += 1
+        self.hero.wake()
+        return True
+
+    def frame_arrived(self, feed: CameraFeed) -> None:
+        """Called on each new frame (and when a feed goes down): wakes encoders drawing from it."""
+        if self.program == feed.name:
+            self.hero.wake()
+        single = self.singles.get(feed.name)
+        if single is not None:
+            single.wake()
+
+    async def pump(self, feed: CameraFeed, track: MediaStreamTrack, session: Any) -> None:
+        """Read ``track`` into ``feed`` with latest-frame semantics until it ends."""
+        queue = getattr(track, "_queue", None)
+        try:
+            while True:
+                frame = await track.recv()
+                # aiortc's decoded-frame queue is unbounded: keep only the newest frame
+                while queue is not None and not queue.empty():
+                    newer = queue.get_nowait()
+                    if newer is None:
+                        raise MediaStreamError
+                    frame = newer
+                if feed.session is not session:
+                    return
+                now = time.monotonic()
+                feed.frame, feed.frame_at, feed.live = frame, now, True
+                feed.frames += 1
+                feed.arrivals.append(now)
+                self.frame_arrived(feed)
+        except MediaStreamError:
+            pass
+        finally:
+            if feed.session is session:
+                feed.live = False
+                self.frame_arrived(feed)
+
+    def slate(self, camera: str | None, size: tuple[int, int]) -> VideoFrame:
+        """The "camera lost" slate for ``camera`` at ``size``, stamped with source 255 and now."""
+        key = (camera, size)
+        base = self._slates.get(key)
+        if base is None:
+            base = _render_slate(camera, size)
+            if len(self._slates) > 32:
+                self._slates.clear()
+            self._slates[key] = base
+        yuv = base.copy()
+        draw_stamp(yuv[: size[1]], SLATE_SOURCE, int(time.time() * 1000))
+        return VideoFrame.from_ndarray(yuv, format="yuv420p")
+
+    def status(self) -> dict[str, Any]:
+        """Program, cameras (live, fps, frames), encoder and viewer counts."""
+        now = time.monotonic()
+        return {
+            "program": self.program,
+            "cuts": self.cuts,
+            "cameras": [
+                {"camera": f.name, "status": "live" if f.live else "lost", "frames": f.frames,
+                 "fps": f.fps(now), "last_frame_age_ms": round((now - f.frame_at) * 1000, 1) if f.frames else None}
+                for f in self.cameras.values()
+            ],
+            "hero": {"viewers": self.hero.viewers, "encoded": self.hero.encoded, "keyframes": self.hero.keyframes},
+            "singles": {name: {"viewers": e.viewers, "encoded": e.encoded} for name, e in self.singles.items()},
+        }
+
+    async def close(self) -> None:
+        for enc in [self.hero, *self.singles.values()]:
+            await enc.close()
+        self.executor.shutdown(wait=False, cancel_futures=True)
+
+
+def _render_slate(camera: str | None, size: tuple[int, int]) -> np.ndarray:
+    """A dark slate reading "camera lost: <camera>" (or "no program"), as yuv420p rows."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    width, height = size
+    image = Image.new("RGB", (width, height), (24, 24, 32))
+    draw = ImageDraw.Draw(image)
+    text = f"camera lost: {camera}" if camera else "no program camera"
+    try:
+        font = ImageFont.load_default(size=max(12, height // 12))
+    except TypeError:  # Pillow < 10.1
+        font = ImageFont.load_default()
+    box = draw.textbbox((0, 0), text, font=font)
+    draw.text(((width - (box[2] - box[0])) / 2, (height - (box[3] - box[1])) / 2), text,
+              fill=(230, 80, 80), font=font)
+    frame = VideoFrame.from_image(image).reformat(format="yuv420p")
+    return frame.to_ndarray()
