@@ -113,6 +113,9 @@ def _register() -> None:
     from mmx.commands import device as device_cmd
 
     app.command("device")(device_cmd.device)
+    from mmx.commands import demo as demo_cmd
+
+    app.command("demo")(demo_cmd.demo)
 
 
 _register()
