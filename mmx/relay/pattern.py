@@ -121,3 +121,42 @@ def make_frame(width: int, height: int, *, source: int, sent_ms: int | None = No
     chroma[: height // 4] = 128  # U
     chroma[height // 4:] = 90 + (source * 53) % 80  # V
     return VideoFrame.from_ndarray(yuv, format="yuv420p")
+
+
+def pattern_track(width: int = 640, height: int = 360, *, source: int = 1, fps: float = 30.0):
+    """An aiortc video track producing test-pattern frames ``width`` × ``height`` at ``fps``.
+
+    Each frame is stamped with ``source`` and the Unix ms at which ``recv()`` returned it
+    (just before the sender encodes it). ``track.frames_sent`` counts frames.
+    """
+    import asyncio
+    import fractions
+
+    from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+
+    class _Track(MediaStreamTrack):
+        kind = "video"
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.frames_sent = 0
+            self._start: float | None = None
+
+        async def recv(self) -> VideoFrame:
+            if self.readyState != "live":
+                raise MediaStreamError
+            now = time.monotonic()
+            if self._start is None:
+                self._start = now
+            due = self._start + self.frames_sent / fps
+            if due > now:
+                await asyncio.sleep(due - now)
+            elif now - due > 0.5:  # fell far behind (a stalled loop): skip ahead, don't burst
+                self._start = now - self.frames_sent / fps
+            frame = make_frame(width, height, source=source, tick=self.frames_sent)
+            frame.pts = int((time.monotonic() - self._start) * 90000)
+            frame.time_base = fractions.Fraction(1, 90000)
+            self.frames_sent += 1
+            return frame
+
+    return _Track()
