@@ -110,12 +110,18 @@ def _register() -> None:
     from mmx.commands import ledger
 
     app.add_typer(ledger.app, name="ledger")
+    from mmx.commands import serve as serve_cmd
+
+    app.command("serve")(serve_cmd.serve)
     from mmx.commands import device as device_cmd
 
     app.command("device")(device_cmd.device)
     from mmx.commands import demo as demo_cmd
 
     app.command("demo")(demo_cmd.demo)
+    from mmx.commands import relay as relay_cmd
+
+    app.command("relay")(relay_cmd.relay)
 
 
 _register()

@@ -33,7 +33,7 @@ from aiortc import RTCSessionDescription
 from aiortc.codecs import is_rtx
 from aiortc.sdp import SessionDescription
 
-from mmx.errors import ServiceUnavailableError
+from mmx.errors import InputMissingError, ServiceUnavailableError
 from mmx.relay.hub import FanoutTrack, Hub
 from mmx.relay.jitter import install_marker_release
 from mmx.relay.net import HostRestrictedPeerConnection
@@ -341,3 +341,55 @@ async def serve_relay(relay: Relay, *, host: str = "127.0.0.1", port: int = 8760
         raise ServiceUnavailableError(f"cannot listen on {host}:{port}: {exc.strerror or exc}",
                                       hint="pick another --port or stop what is using it") from None
     return runner
+
+
+async def run_relay(*, server: str | None, host: str = "127.0.0.1", port: int = 8760, token: str | None = None,
+                    ice_hosts: Sequence[str] = ("127.0.0.1",), events: str | None = None,
+                    on_status: StatusFn | None = None, on_error: Callable[[Any], None] | None = None,
+                    stop: asyncio.Event | None = None, status_interval_s: float = 5.0) -> None:
+    """Run a relay until ``stop`` is set: serve HTTP, follow cuts, report status.
+
+    Cuts come from ``events`` (``'-'`` stdin, or a JSON Lines file path) when given, else from
+    mmx serve at ``server``. ``on_status`` gets ``{"status": "listening", "url": …}`` first,
+    then changes and a ``{"status": "stats", …}`` record every ``status_interval_s``.
+    Raises `ServiceUnavailableError` when ``host:port`` cannot be bound, `InputMissingError`
+    when the events file does not exist.
+    """
+    from mmx.events import read_events, stdin_reader
+    from mmx.relay.director import apply_event, follow_server, follow_stream
+
+    report = on_status or (lambda record: None)
+    stop = stop or asyncio.Event()
+    relay = Relay(token=token, ice_hosts=ice_hosts, on_status=report)
+    runner = await serve_relay(relay, host=host, port=port)
+    report({"status": "listening", "url": f"http://{host}:{port}"})
+    tasks: list[asyncio.Task] = []
+    try:
+        if events == "-":
+            reader = await stdin_reader()
+            tasks.append(asyncio.ensure_future(follow_stream(relay.hub, reader, on_status=report, on_error=on_error)))
+        elif events:
+            try:
+                fp = open(events, "rb")
+            except OSError as exc:
+                raise InputMissingError(f"cannot read {events}: {exc.strerror}") from None
+            with fp:
+                for event in read_events(fp, on_error=on_error):
+                    apply_event(relay.hub, event, report)
+        elif server:
+            tasks.append(asyncio.ensure_future(follow_server(relay.hub, server, token=token,
+                                                             on_status=report, on_error=on_error)))
+
+        async def stats() -> None:
+            while True:
+                await asyncio.sleep(status_interval_s)
+                report({"status": "stats", **relay.hub.status()})
+
+        tasks.append(asyncio.ensure_future(stats()))
+        await stop.wait()
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await relay.close()
+        await runner.cleanup()

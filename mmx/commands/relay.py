@@ -1,0 +1,107 @@
+"""`mmx relay`: the low-latency WebRTC hero feed that follows the director's cuts."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from typing import Any
+
+import typer
+
+from mmx.commands._common import console, report_line_error
+from mmx.errors import EX_INTERRUPTED
+
+
+def _render(record: dict[str, Any]) -> None:
+    kind = record.get("status")
+    if kind == "listening":
+        console.print(f"listening on {record['url']}")
+    elif kind == "cut":
+        console.print(f"cut [bold]{record.get('from')}[/] → [bold red]{record['to']}[/] (by {record.get('by')})")
+    elif kind == "program":
+        console.print(f"program [bold red]{record['camera']}[/]")
+    elif kind == "following":
+        console.print(f"following director cuts from {record['server']}")
+    elif kind == "server_unreachable":
+        console.print(f"[yellow]server unreachable[/] {record['server']}: {record['reason']} (retry in {record['retry_s']:g} s)")
+    elif kind == "publisher":
+        console.print(f"publisher [bold]{record['camera']}[/] joined ({record['session']})")
+    elif kind == "viewer":
+        console.print(f"viewer of {record['name']} joined ({record['viewers']} on that feed)")
+    elif kind in ("whip_closed", "whep_closed"):
+        who = "publisher" if kind == "whip_closed" else "viewer of"
+        console.print(f"{who} {record['name']} left ({record['reason']})")
+    elif kind == "stats":
+        cams = ", ".join(f"{c['camera']} {c['status']} {c['fps']:g} fps" for c in record["cameras"]) or "no cameras"
+        console.print(f"program {record['program']} · {cams} · hero viewers {record['hero']['viewers']}", style="dim")
+
+
+def relay(
+    server: str = typer.Option("http://127.0.0.1:8750", "--server", help="Base URL of mmx serve (its director.cut events drive the hero feed)."),
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on."),
+    port: int = typer.Option(8760, "--port", min=1, max=65535, help="TCP port to listen on."),
+    token: str | None = typer.Option(None, "--token", envvar="MMX_TOKEN", help="Token required on every request (Bearer or ?token=) and sent to mmx serve [default: no check]."),
+    ice_host: list[str] = typer.Option(["127.0.0.1"], "--ice-host", help="Address for ICE host candidates; repeat for several (pick the shoot network)."),
+    events: str | None = typer.Option(None, "--events", help="Read director.cut events from this JSON Lines file or '-' (stdin) instead of the server."),
+) -> None:
+    """Relay camera video to viewers over WebRTC; the hero feed follows the director's cuts.
+
+    Cameras publish over WHIP (POST /whip/CAMERA with an SDP offer, 201 with the answer and
+    a Location to DELETE); a browser can publish its camera from /publish/CAMERA. Viewers
+    subscribe over WHEP: /whep/hero follows the program camera, /whep/CAMERA shows one
+    camera. The page at / plays the hero feed with the camera name and the measured
+    latency. Append ?token=T to page URLs when a token is set.
+
+    The hero feed is decoded and encoded once (VP8) and the same packets go to every
+    viewer, so adding viewers adds no encoding; a cut only switches the encoder's source, so
+    viewers never renegotiate. A program camera that stops sending stays on its last frame,
+    then shows a "camera lost" slate after 1 s until it is back or the director cuts away.
+
+    The program follows director.cut events from mmx serve (GET /v1/events, resumed with
+    since= after a dropped connection) or, with --events, from a JSON Lines file or stdin;
+    bad lines are reported as "line N: …" and skipped. No STUN/TURN servers are used; host
+    candidates are bound to the --ice-host addresses only.
+
+    stdout stays empty; status (listening, publishers, viewers, cuts, stats every 5 s) goes
+    to stderr. Runs until SIGINT/SIGTERM.
+
+    Examples:
+
+    \b
+        mmx relay --server http://127.0.0.1:8750 --token T
+        mmx relay --events - --ice-host 192.168.1.20 < cuts.jsonl
+        mmx serve --token T | mmx relay --events - --token T
+
+    See also:
+    mmx-serve(1), mmx-device(1), mmx-ghost(1)
+    """
+    from mmx.relay.server import run_relay
+
+    def on_error(exc: Any) -> None:
+        report_line_error(exc, events or "server")
+
+    interrupted = asyncio.run(_run(run_relay, dict(
+        server=server, host=host, port=port, token=token, ice_hosts=ice_host, events=events,
+        on_status=_render, on_error=on_error)))
+    if interrupted:
+        raise typer.Exit(EX_INTERRUPTED)
+
+
+async def _run(run_relay: Any, kwargs: dict[str, Any]) -> bool:
+    """Run until SIGINT/SIGTERM; returns whether SIGINT stopped it."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    got: list[int] = []
+
+    def on_signal(signum: int) -> None:
+        got.append(signum)
+        stop.set()
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, on_signal, signum)
+    try:
+        await run_relay(stop=stop, **kwargs)
+    finally:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(signum)
+    return signal.SIGINT in got
