@@ -1,0 +1,196 @@
+"""`mmx serve`: run the live coordination server (thin: options → `mmx.serve.Server`)."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import IO, Any
+
+import typer
+from rich.live import Live
+from rich.table import Table
+from rich.text import Text
+
+from mmx.commands._common import console
+from mmx.errors import IOFailure
+from mmx.events import Event
+from mmx.paths import mmx_home
+from mmx.serve import ServeConfig, Server
+from mmx.serve.config import DEFAULT_HOST, DEFAULT_PORT
+
+
+def serve(
+    host: str = typer.Option(DEFAULT_HOST, "--host", help="Address to listen on (loopback by default)."),
+    port: int = typer.Option(DEFAULT_PORT, "--port", help="TCP port (0 picks a free one)."),
+    lan: bool = typer.Option(False, "--lan", help="Listen on all interfaces (0.0.0.0) and advertise _mmx._tcp over mDNS."),
+    data: Path = typer.Option(None, "--data", help="Data directory: registry and session capture directories [default: $MMX_HOME/serve]."),
+    token: str = typer.Option(None, "--token", envvar="MMX_TOKEN", help="Access token for devices and operators [default: generated and printed]."),
+    events: str = typer.Option(None, "--events", help="Write every event as JSON Lines to FILE or '-' (stdout) [default: '-' when stdout is not a terminal]."),
+    device_timeout: float = typer.Option(3.0, "--device-timeout", min=0.2, help="Seconds of silence before a device is lost."),
+    ack_timeout: float = typer.Option(2.0, "--ack-timeout", min=0.05, help="Seconds a command waits for the device's ack (504 after)."),
+    max_still_bytes: int = typer.Option(50 * 1024 * 1024, "--max-still-bytes", min=1, help="Largest accepted still upload in bytes (413 above)."),
+    fallback: str = typer.Option(None, "--fallback", help="Camera to cut to when the program camera is lost [default: none]."),
+    duplicate_angle_deg: float = typer.Option(15.0, "--duplicate-angle-deg", min=0.0, help="Cameras closer than this azimuth are duplicate coverage."),
+) -> None:
+    """Run the live multi-camera coordination server.
+
+    Capture devices (the iPhone app or `mmx device`) connect over a WebSocket; operators,
+    `mmx ghost` and `mmx demo` use the HTTP API under /v1 (DESIGN.md). The server is the one
+    authority over live state: which cameras are connected, what is on program, hold, mode
+    and the production session.
+
+    stdout: every event as compact JSON Lines (with --events - or when stdout is not a
+    terminal), so `mmx serve | mmx ledger push` records the shoot. stderr: the token (when
+    generated), a "listening on http://HOST:PORT" line, then a live status view on a
+    terminal or plain log lines otherwise. SIGINT/SIGTERM end the active session with reason
+    "shutdown", close the devices and flush every file.
+
+    Without --lan the server listens on 127.0.0.1 only. Every request needs the token:
+    "Authorization: Bearer T" or ?token=T (for <img> MJPEG URLs).
+
+    Examples:
+
+    \b
+        mmx serve --token s3cret | mmx ledger push
+        mmx serve --lan --data ~/shoots --fallback cam-1
+        curl -H 'Authorization: Bearer s3cret' localhost:8750/v1/state
+        curl -N -H 'Authorization: Bearer s3cret' 'localhost:8750/v1/events?since=0&types=director.*'
+
+    Files:
+
+    \b
+        DATA/registry.json                        device id -> camera id and placement
+        DATA/sessions/ID/session.json             session metadata, cameras, clock facts
+        DATA/sessions/ID/events.jsonl             every event of the session
+        DATA/sessions/ID/stills/CAMERA/STILL.jpg  uploaded stills
+
+    Environment:
+
+    \b
+        MMX_TOKEN   the access token (same as --token)
+
+    See also:
+
+    \b
+        mmx-device(1), mmx-ledger-push(1), mmx-ghost(1)
+    """
+    bind = "0.0.0.0" if lan else host
+    data_dir = data if data is not None else mmx_home() / "serve"
+    generated = not token
+    token = token or secrets.token_urlsafe(24)
+    config = ServeConfig(
+        data_dir=data_dir, token=token, host=bind, port=port, device_timeout_s=device_timeout,
+        ack_timeout_s=ack_timeout, max_still_bytes=max_still_bytes, fallback_camera=fallback,
+        duplicate_angle_deg=duplicate_angle_deg,
+    )  # fmt: skip
+    if events is None and not sys.stdout.isatty():
+        events = "-"
+    interactive = sys.stderr.isatty()
+    asyncio.run(_run(config, events=events, lan=lan, interactive=interactive, generated=generated))
+
+
+def _open_events(target: str | None) -> IO[bytes] | None:
+    if target is None:
+        return None
+    if target == "-":
+        return sys.stdout.buffer
+    try:
+        return open(target, "ab")
+    except OSError as exc:
+        raise IOFailure(f"cannot write events to {target}: {exc.strerror}") from None
+
+
+async def _run(config: ServeConfig, *, events: str | None, lan: bool, interactive: bool, generated: bool) -> None:
+    live: Live | None = None
+
+    def log(message: str) -> None:
+        stamp = time.strftime("%H:%M:%S")
+        if live is not None:
+            live.console.print(f"{stamp} {message}", markup=False, highlight=False, soft_wrap=True)
+        else:
+            console.print(f"{stamp} {message}", markup=False, highlight=False, soft_wrap=True)
+
+    server = Server(config, log=log)
+    out = _open_events(events)
+    if out is not None:
+
+        def to_stream(event: Event, line: bytes) -> None:
+            try:
+                out.write(line)
+                out.flush()
+            except (BrokenPipeError, ValueError, OSError) as exc:
+                server.hub.remove_sink(to_stream)
+                log(f"warning: event output closed ({type(exc).__name__}); events still go to the capture files")
+
+        server.hub.add_sink(to_stream)
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    advertiser = None
+    url = await server.start()
+    try:
+        if generated:
+            console.print(f"token: {config.token}", markup=False, highlight=False, soft_wrap=True)
+        console.print(f"listening on {url}", markup=False, highlight=False, soft_wrap=True)
+        if lan:
+            from mmx.serve.advertise import Advertiser, lan_addresses, service_info
+
+            addresses = lan_addresses()
+            advertiser = Advertiser(service_info(server.port or config.port, addresses=addresses))
+            try:
+                await advertiser.start()
+                console.print(f"advertising _mmx._tcp on {', '.join(addresses) or 'no LAN address'}", markup=False)
+            except Exception as exc:  # noqa: BLE001 - mDNS is a convenience; serving goes on
+                advertiser = None
+                log(f"warning: cannot advertise over mDNS: {exc}")
+        if interactive:
+            with Live(_status(server), console=console, refresh_per_second=2, transient=True) as live_view:
+                live = live_view
+                while not stop.is_set():
+                    live_view.update(_status(server))
+                    try:
+                        await asyncio.wait_for(stop.wait(), 0.5)
+                    except TimeoutError:
+                        pass
+            live = None
+        else:
+            await stop.wait()
+    finally:
+        log("shutting down")
+        if advertiser is not None:
+            await advertiser.stop()
+        await server.stop("shutdown")
+        if out is not None and out is not sys.stdout.buffer:
+            out.close()
+        log(f"stopped after {server.hub.seq - server.hub.first_seq + 1} events")
+
+
+def _status(server: Server) -> Any:
+    state = server.state()
+    head = Text.assemble(
+        ("mmx serve ", "bold"), (server.url or "", "cyan"),
+        f"   session: {state['session'] or '-'}   program: {state['program'] or '-'}"
+        f"   hold: {state['hold'] or '-'}   mode: {state['mode']}   events: {state['seq']}",
+    )  # fmt: skip
+    table = Table(title=head, title_justify="left", expand=False)
+    for column in ("camera", "name", "status", "facing", "zoom", "battery", "placement", "seen"):
+        table.add_column(column)
+    now = time.time()
+    for cam in state["cameras"]:
+        placement = cam["placement"] or {}
+        where = placement.get("label") or ""
+        if placement.get("azimuth_deg") is not None:
+            where = f"{where} {placement['azimuth_deg']:g}°".strip()
+        seen = f"{now - cam['last_seen']:.1f}s ago" if cam["last_seen"] else "-"
+        style = "green" if cam["status"] == "live" else "red"
+        on_air = " ●" if cam["camera"] == state["program"] else ""
+        table.add_row(cam["camera"] + on_air, cam["name"], Text(cam["status"], style=style), cam["facing"] or "-",
+                      f"{cam['zoom']:g}×" if cam["zoom"] is not None else "-",
+                      f"{cam['battery']:.0%}" if cam["battery"] is not None else "-", where or "-", seen)  # fmt: skip
+    return table

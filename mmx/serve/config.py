@@ -1,0 +1,43 @@
+"""The settings of one `mmx serve` run (every timeout and limit in one place)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+#: Where a server listens unless told otherwise (loopback only; ``--lan`` opens it up).
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8750
+#: Director modes of DESIGN.md.
+MODES = ("manual", "ghost", "autopilot")
+
+
+@dataclass(slots=True)
+class ServeConfig:
+    """Everything `Server` needs; every field has the CLI's default.
+
+    - ``data_dir``: registry (``registry.json``), ``sessions/<id>/`` capture directories,
+      ``stills/`` for stills taken outside a session.
+    - ``device_timeout_s``: silence after which a device is lost (``camera.left`` ``timeout``).
+    - ``heartbeat_s``: how often devices are asked to send a heartbeat (in ``welcome``).
+    - ``ack_timeout_s``: how long an operator command waits for the device's ``ack`` (504 after).
+    - ``max_still_bytes``: largest accepted still upload (413 above).
+    - ``fallback_camera``: where the program goes when the program camera is lost (None: nowhere).
+    - ``duplicate_angle_deg``: two cameras closer than this in azimuth are duplicate coverage.
+    - ``ring_size`` / ``pose_ring_size``: events (other than pose / pose samples) kept in memory
+      for ``GET /v1/events?since=``; older ones are read back from the capture files.
+    """
+
+    data_dir: Path
+    token: str
+    host: str = DEFAULT_HOST
+    port: int = DEFAULT_PORT
+    device_timeout_s: float = 3.0
+    heartbeat_s: float = 1.0
+    ack_timeout_s: float = 2.0
+    max_still_bytes: int = 50 * 1024 * 1024
+    fallback_camera: str | None = None
+    duplicate_angle_deg: float = 15.0
+    ring_size: int = 10_000
+    pose_ring_size: int = 2_000
+    max_preview_bytes: int = 4 * 1024 * 1024
