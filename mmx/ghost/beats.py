@@ -7,8 +7,8 @@ alignment") ``track_time = wall_time - started_at + offset_s`` and a beat at tra
 
 Beat grids come from `mmx features` artifacts (``<stem>-<sha12>.npz``: ``beat_times`` in
 seconds, ``tempo_bpm``, ``sha256``, optionally ``downbeat_times``). mmx.audio's
-``find_features`` / ``load_beat_grid`` are used when that package provides them; until then
-the small readers here read the npz with numpy.
+``find_features`` / ``load_beat_grid`` are used when that package is importable; the small
+readers here fill in what they do not return (duration, downbeats) and stand in without it.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mmx.errors import DataError
+from mmx.errors import DataError, MmxError
 
 
 @dataclass(frozen=True)
@@ -98,12 +98,12 @@ def find_artifact(features_dir: str | Path, sha256: str) -> Path | None:
     if not sha256 or len(sha256) < 12:
         return None
     try:
-        from mmx.audio import find_features  # type: ignore[attr-defined]
-
+        from mmx.audio import find_features
+    except ImportError:
+        pass
+    else:
         found = find_features(features_dir, sha256)
         return Path(found) if found else None
-    except (ImportError, AttributeError):
-        pass
     base = Path(features_dir)
     if not base.is_dir():
         return None
@@ -119,29 +119,21 @@ def find_artifact(features_dir: str | Path, sha256: str) -> Path | None:
 
 
 def load_grid(path: str | Path) -> BeatGrid:
-    """Load a beat grid from an artifact path (mmx.audio's loader when present)."""
+    """Load a beat grid from an artifact path.
+
+    Beats and tempo come from mmx.audio's ``load_beat_grid`` when that package provides it
+    (``(beat_times_s, tempo_bpm)``); duration and downbeats, which it does not return, are
+    read here. Raises DataError (or mmx.audio's InputMissingError/IOFailure).
+    """
+    grid = read_beat_grid(path)
     try:
-        from mmx.audio import load_beat_grid  # type: ignore[attr-defined]
-    except (ImportError, AttributeError):
-        return read_beat_grid(path)
-    grid = load_beat_grid(path)
-    if isinstance(grid, BeatGrid):
+        from mmx.audio import load_beat_grid
+    except ImportError:
         return grid
-    # mmx.audio's own shape: accept an object or mapping with beat_times (+ optional fields)
-    get = grid.get if isinstance(grid, dict) else (lambda k, d=None: getattr(grid, k, d))
-    times = get("beat_times")
-    if times is None:
-        return read_beat_grid(path)
-    beats = sorted(float(b) for b in np.ravel(np.asarray(times)) if math.isfinite(float(b)))
-    down = get("downbeat_times")
-    downs = frozenset(float(b) for b in np.ravel(np.asarray(down))) if down is not None else frozenset()
-    tempo = get("tempo_bpm")
-    duration = get("duration_s") or get("duration")
-    return BeatGrid(
-        track=str(get("sha256") or ""), beat_times=tuple(beats), downbeats=frozenset(b for b in beats if b in downs),
-        tempo_bpm=float(np.ravel(np.asarray(tempo))[0]) if tempo is not None else None,
-        duration_s=float(np.ravel(np.asarray(duration))[0]) if duration is not None else None, source=str(path),
-    )  # fmt: skip
+    times, tempo = load_beat_grid(path)
+    beats = tuple(float(b) for b in np.ravel(times) if math.isfinite(float(b)))
+    return BeatGrid(track=grid.track, beat_times=beats, downbeats=frozenset(b for b in beats if b in grid.downbeats),
+                    tempo_bpm=float(tempo), duration_s=grid.duration_s, source=str(path))  # fmt: skip
 
 
 class BeatLibrary:
@@ -170,7 +162,7 @@ class BeatLibrary:
                     if not grid.beat_times:
                         self.errors[track] = f"{path.name} has no beats"
                         grid = None
-                except DataError as exc:
+                except MmxError as exc:
                     self.errors[track] = exc.message
         self._cache[track] = grid
         return grid

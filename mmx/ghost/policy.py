@@ -313,7 +313,7 @@ class Policy:
         t = self.event_time(event) if now is None else now
         if t < self.now:
             self.stats["events_out_of_order"] += 1
-        out = self.step(t)
+        out = self.step(t, consider=False)
         self.stats["events"] += 1
         now = self.now
         d = event.data
@@ -451,7 +451,7 @@ class Policy:
             times += [t for t in (self.program_since + r.min_shot_s, self.program_since + r.max_shot_s) if t > self.now]
         return min(times) if times else None
 
-    def step(self, now: float) -> list[Output]:
+    def step(self, now: float, *, consider: bool = True) -> list[Output]:
         """Advance the clock to ``now``: execute or expire the pending proposal at its own
         deadline times, then consider a new proposal at ``now``."""
         out: list[Output] = []
@@ -469,7 +469,8 @@ class Policy:
             else:
                 break
         now = self._clock(now)
-        out += self._consider(now)
+        if consider:
+            out += self._consider(now)
         return out
 
     def _execute(self, p: Proposal, now: float) -> list[Output]:

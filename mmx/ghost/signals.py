@@ -31,6 +31,7 @@ from typing import Any
 from mmx.events import JOINT_NAMES
 
 N_JOINTS = len(JOINT_NAMES)
+_NUMBER = (float, int)  # exact types: a JSON true/false is not a coordinate
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,22 +79,17 @@ def clean_joints(joints: Any, params: SignalParams) -> tuple[dict[str, tuple[flo
     out: dict[str, tuple[float, float, float]] = {}
     dropped = 0
     lo, hi = -params.coord_margin, 1.0 + params.coord_margin
+    num = _NUMBER
     for name in JOINT_NAMES:
         value = joints.get(name)
         if value is None:
             continue
-        try:
-            x, y, c = (float(v) for v in value)
-        except (TypeError, ValueError):
+        # NaN fails every comparison and ±inf the range checks, so no isfinite is needed
+        if (type(value) is list and len(value) == 3 and type(x := value[0]) in num and type(y := value[1]) in num
+                and type(c := value[2]) in num and lo <= x <= hi and lo <= y <= hi and 0.0 <= c <= 1.0):  # fmt: skip
+            out[name] = (x, y, c)
+        else:
             dropped += 1
-            continue
-        if not (math.isfinite(x) and math.isfinite(y) and math.isfinite(c)):
-            dropped += 1
-            continue
-        if not (lo <= x <= hi and lo <= y <= hi and 0.0 <= c <= 1.0):
-            dropped += 1
-            continue
-        out[name] = (x, y, c)
     return out, dropped
 
 
@@ -104,13 +100,15 @@ class CameraSignals:
     Memory is bounded: only samples within ``window_s`` of the latest are kept.
     """
 
-    __slots__ = ("params", "_prev", "_speeds", "_last_t", "_presence", "_framing", "_still_since",
-                 "dropped_joints", "out_of_order", "samples")  # fmt: skip
+    __slots__ = ("params", "_prev", "_speeds", "_speed_sum", "_last_t", "_presence", "_framing", "_still_since",
+                 "_cache", "dropped_joints", "out_of_order", "samples")  # fmt: skip
 
     def __init__(self, params: SignalParams | None = None) -> None:
         self.params = params or SignalParams()
         self._prev: dict[str, tuple[float, float, float]] = {}
         self._speeds: deque[tuple[float, float]] = deque()
+        self._speed_sum = 0.0
+        self._cache: tuple[float, Signals] | None = None
         self._last_t: float | None = None
         self._presence = 0.0
         self._framing = 0.0
@@ -162,10 +160,14 @@ class CameraSignals:
             self._framing = 0.0
         self._last_t = t
         self._prev = seen
+        self._cache = None
         if speed is not None:
             self._speeds.append((t, speed))
+            self._speed_sum += speed
         while self._speeds and self._speeds[0][0] < t - p.window_s:
-            self._speeds.popleft()
+            self._speed_sum -= self._speeds.popleft()[1]
+        if not self._speeds:
+            self._speed_sum = 0.0  # no float drift carried across gaps
         mean = self._mean_speed()
         if seen and self._speeds and mean <= p.stillness_max_bps:
             if self._still_since is None:
@@ -177,7 +179,7 @@ class CameraSignals:
     def _mean_speed(self) -> float:
         if not self._speeds:
             return 0.0
-        return sum(s for _, s in self._speeds) / len(self._speeds)
+        return max(0.0, self._speed_sum / len(self._speeds))
 
     def at(self, now: float) -> Signals:
         """The signals as of ``now`` (Unix seconds); all zero when the latest sample is older
@@ -185,9 +187,13 @@ class CameraSignals:
         p = self.params
         if self._last_t is None or now - self._last_t > p.stale_s:
             return EMPTY
+        if self._cache is not None and self._cache[0] == now:
+            return self._cache[1]
         speed = self._mean_speed()
         motion = 1.0 - math.exp(-speed / p.motion_scale_bps) if p.motion_scale_bps > 0 else 0.0
         stillness = 0.0
         if self._still_since is not None and p.stillness_full_s > 0:
             stillness = min(1.0, max(0.0, (self._last_t - self._still_since) / p.stillness_full_s))
-        return Signals(self._presence, self._framing, motion, stillness, speed, True)
+        sig = Signals(self._presence, self._framing, motion, stillness, speed, True)
+        self._cache = (now, sig)
+        return sig
