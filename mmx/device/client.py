@@ -239,7 +239,7 @@ class DeviceClient:
                     raise ServiceUnavailableError(
                         f"cannot reach {self.config.server} after {failures} attempts: {error}",
                         hint="is mmx serve running there?")
-                delay = backoff_delay(max(0, failures - 1), rng=self._rng)
+                delay = backoff_delay(failures, rng=self._rng)
                 self._emit("retry", attempt=failures + 1, delay_s=round(delay, 3), error=error)
                 try:
                     await asyncio.wait_for(self._stopping.wait(), delay)
