@@ -1,0 +1,159 @@
+"""`mmx pair`: pair recorded pose with music features into a windowed training dataset."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from mmx.commands._common import console, open_input, write_jsonl
+from mmx.errors import DataError
+
+
+def pair(
+    inventory: str = typer.Argument(..., metavar="INVENTORY", help="Inventory from `mmx discover` (JSON Lines); '-' reads stdin."),
+    out: Path = typer.Option(..., "-o", "--out", help="Dataset directory to write (replaced whole if it holds an mmx dataset)."),
+    window: float = typer.Option(5.0, "--window", help="Window length in seconds."),
+    stride: float = typer.Option(0.5, "--stride", help="Seconds between window starts."),
+    max_gap: float = typer.Option(0.5, "--max-gap", help="Frames farther than this many seconds from a real pose sample are unobserved."),
+    min_observed: float = typer.Option(0.5, "--min-observed", help="Drop windows whose observed share of frames is below this (0..1)."),
+    clock_offset: float = typer.Option(0.0, "--clock-offset", help="Seconds added to every track time computed from pose timestamps."),
+    split: str = typer.Option("0.8/0.1/0.1", "--split", help="Train/val/test fractions of sessions (or tracks)."),
+    split_by: str = typer.Option("session", "--split-by", help="Keep every window of a 'session' or of a 'track' on one side."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the split shuffle."),
+    cues: Path | None = typer.Option(None, "--cues", help="Cue file pairing standalone pose files with tracks: JSON Lines {pose, track, offset_s}."),
+    shard_size: int = typer.Option(256, "--shard-size", help="Windows per shard file."),
+    audio_features: str = typer.Option("onset_env,mfcc,chroma", "--audio-features",
+                                       help="Feature-artifact arrays concatenated into the audio columns, in order (onset_env, mfcc, chroma, mel)."),
+    preview: Path | None = typer.Option(None, "--preview", help="Also plot the first window to this PNG (onset envelope and beats over kinetic energy)."),
+) -> None:  # fmt: skip
+    """Pair recorded pose with music features into a windowed training dataset.
+
+    Reads the inventory that `mmx discover` wrote (feature artifacts, session capture
+    directories, standalone pose files) and pairs every session x camera x music cue. A
+    pose sample taken at wall time w sits at track time
+    w - started_at + offset_s + clock_offset (started_at and offset_s from the session's
+    music.cue event); a cue lasts until the next cue or the end of the session. Pose is
+    linearly interpolated (every joint coordinate and confidence) onto the audio frame times
+    k * hop_length / sr (22050/512, about 43.07 frames per second); frames farther than
+    --max-gap seconds from a real pose sample (joints not null) are unobserved. Windows of
+    --window seconds start every --stride seconds inside each cue; windows with less than
+    --min-observed observed frames are dropped and counted. Sessions (or, with --split-by
+    track, tracks) are shuffled with --seed into train/val/test, never single windows.
+    Standalone pose files (the vtest.pose.jsonl format) are paired through --cues: one
+    JSON object per line, {"pose": PATH, "track": AUDIO_SHA256, "offset_s": S}, where
+    offset_s is the track position at the pose file's t = 0.
+
+    The same inputs and parameters give byte-identical output. Sessions are processed one at
+    a time; memory does not grow with their number.
+
+    Dataset format (DIR):
+
+    \b
+        manifest.json        parameters, params_hash, inputs (path + sha256), versions,
+                             counts per split, dropped windows by reason, skipped cues,
+                             statistics incl. the Beat Alignment Score, assumptions,
+                             manifest_hash
+        samples.jsonl        one row per window: id, session, camera, track (sha256),
+                             title, track_start_s, track_end_s, start_frame,
+                             observed_share, split, shard, index
+        splits/train.txt     session ids (track hashes with --split-by track),
+        splits/val.txt       one per line
+        splits/test.txt
+        shards/SPLIT-NNNNN.npz   --shard-size windows each (the last fewer):
+          audio     (N, T, F) float32   columns listed in the manifest; default
+                                         onset_env, mfcc[0..19], chroma[C..B] (F = 33)
+          pose      (N, T, 19, 3) float32  x, y, confidence; Apple Vision joint order;
+                                         zeros where unobserved
+          dynamics  (N, T, 39) float32  speed of the 19 joints (torso lengths/s),
+                                         acceleration (torso lengths/s^2),
+                                         kinetic energy = 0.5 * mean speed^2
+          observed  (N, T) bool         a real pose sample within --max-gap
+          beat      (N, T) float32      1.0 on the artifact's beat frames
+        T = round(window * sr / hop_length) frames (215 for 5 s)
+
+    Torso length: shoulder midpoint to hip midpoint, median over the window's observed
+    frames. Beat Alignment Score (Bailando/EDGE): motion beats are local minima of the
+    smoothed mean joint speed; the score is the mean over music beats of
+    exp(-d^2 / (2 sigma^2)), d the distance to the nearest motion beat, sigma = 0.05 s
+    (3 frames at 60 fps); the manifest also gives FACT's direction (mean over motion
+    beats). Read a split in Python with mmx.dataset.load(DIR, "train").
+
+    Progress and a summary go to stderr; one JSON summary line goes to stdout: dir, windows
+    per split, dropped, problems, manifest_hash, params_hash, beat_alignment_score.
+
+    Exit status:
+
+    65 when an inventory line, an events or pose line, a cue or a feature artifact was bad
+    (each reported as a warning with its line number); the rest was processed and the
+    dataset written.
+
+    Examples:
+
+    \b
+        mmx features music/ -o features/
+        mmx discover sessions/ features/ > inventory.jsonl
+        mmx pair inventory.jsonl -o dataset/ --preview window.png
+        mmx discover sessions/ features/ | mmx pair - -o dataset/ --split-by track --seed 1
+        mmx pair inventory.jsonl -o dataset/ --cues cues.jsonl
+
+    See also:
+
+    mmx-features(1), mmx-discover(1)
+    """
+    from mmx.dataset.pair import PairParams, pair_dataset, parse_split
+
+    try:
+        fractions = parse_split(split)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--split") from None
+    params = PairParams(window_s=window, stride_s=stride, max_gap_s=max_gap, min_observed=min_observed,
+                        clock_offset_s=clock_offset, split=fractions, split_by=split_by, seed=seed,
+                        shard_size=shard_size,
+                        audio_features=tuple(k.strip() for k in audio_features.split(",") if k.strip()))  # fmt: skip
+    try:
+        params.check()
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+
+    warnings = 0
+
+    def on_problem(exc: DataError) -> None:
+        nonlocal warnings
+        warnings += 1
+        console.print(f"[yellow]warning:[/] {exc.message}", markup=True, soft_wrap=True, highlight=False)
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with open_input(inventory) as fp, Progress(
+        TextColumn("pairing"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.description}"),
+        TimeElapsedColumn(), console=console, transient=True, disable=not console.is_terminal,
+    ) as progress:  # fmt: skip
+        task = progress.add_task("", total=None)
+
+        def on_progress(done: int, total: int, label: str) -> None:
+            progress.update(task, completed=done, total=total, description=label)
+
+        summary = pair_dataset(fp, out, params=params, inventory_name=inventory, cue_file=cues,
+                               on_problem=on_problem, on_progress=on_progress)  # fmt: skip
+    w = summary["windows"]
+    bas = summary["beat_alignment_score"]
+    console.print(
+        f"wrote {out}: {sum(w.values())} windows (train {w['train']}, val {w['val']}, test {w['test']}), "
+        f"dropped {sum(summary['dropped'].values())}"
+        + (f", beat alignment score {bas:.3f}" if bas is not None else ""),
+        soft_wrap=True, highlight=False,
+    )  # fmt: skip
+    if preview is not None:
+        if sum(w.values()):
+            from mmx.dataset.preview import plot_window
+
+            row = plot_window(out, preview)
+            summary["preview"] = str(preview)
+            console.print(f"preview of {row['id']} in {preview}", soft_wrap=True, highlight=False)
+        else:
+            on_problem(DataError("no windows to preview"))
+    write_jsonl(summary)
+    if summary["problems"] or warnings:
+        count = max(summary["problems"], warnings)
+        raise DataError(f"{count} input problem(s), reported above; the rest was paired into {out}")

@@ -1,0 +1,1249 @@
+"""Pair recorded pose with music features into a windowed training dataset (`mmx pair`).
+
+Inputs come from a `mmx discover` inventory (JSON Lines): feature artifacts (``kind:
+"features"``, one ``.npz`` per audio file, DESIGN.md "Audio features and alignment"),
+session capture directories (``kind: "session"``: ``session.json`` + ``events.jsonl`` with
+``pose.sample`` and ``music.cue`` events) and standalone pose files (``kind: "pose"``,
+paired through a cue file).
+
+Alignment (DESIGN.md): a ``music.cue`` event says track T started playing at wall time
+``started_at`` (Unix s, server clock) from position ``offset_s``; a pose sample taken at wall
+time ``w`` sits at ``track_time = w - started_at + offset_s + clock_offset_s`` in the track.
+The cue lasts until the next cue of the session, or the session's end. For every session ×
+camera × cue, the pose stream is resampled onto the audio frame times of the track
+(``t = k * hop_length / sr``, 22050/512 ≈ 43.07 fps) by linear interpolation of every joint
+coordinate and confidence; frames farther than ``max_gap_s`` from any real pose sample
+(``joints`` not null) are unobserved. Fixed windows (``window_s``, ``stride_s``) are cut
+inside the cue's span; windows whose observed share is below ``min_observed`` are dropped
+and counted.
+
+Output directory (written to a sibling temporary directory, then renamed into place, so a
+crash never leaves a half-written dataset under the final name):
+
+- ``shards/<split>-NNNNN.npz`` with exactly ``shard_size`` windows (the last of each split
+  fewer): ``audio`` (N, T, F) float32, ``pose`` (N, T, 19, 3) float32, ``dynamics``
+  (N, T, 39) float32, ``observed`` (N, T) bool, ``beat`` (N, T) float32. Zip entries carry a
+  fixed date, so the same inputs and parameters give byte-identical files.
+- ``samples.jsonl``: one row per window (session, camera, track, track_start_s,
+  track_end_s, split, shard, index, …).
+- ``splits/{train,val,test}.txt``: the session ids (or track hashes with split_by="track")
+  of each split, one per line, sorted.
+- ``manifest.json``: parameters, inputs with sha256, versions, counts, dropped windows,
+  skipped cues, statistics (incl. the Beat Alignment Score), assumptions, hashes.
+
+Sessions are streamed one at a time: peak memory is one session's pose plus one shard
+buffer per split, whatever the number of sessions.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import math
+import os
+import platform
+import shutil
+import zipfile
+from collections import OrderedDict
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import IO, Any, BinaryIO
+
+import numpy as np
+import orjson
+
+from mmx import __version__
+from mmx.dataset import bas
+from mmx.errors import DataError, InputMissingError, IOFailure
+from mmx.events import JOINT_NAMES, iter_lines
+
+SPLITS = ("train", "val", "test")
+N_JOINTS = len(JOINT_NAMES)
+FORMAT_NAME = "mmx-pair-dataset"
+FORMAT_VERSION = 1
+#: Feature-artifact keys pairing needs besides the audio columns.
+REQUIRED_KEYS = ("sr", "hop_length", "onset_env", "beat_frames")
+#: Which artifact arrays may become audio columns, and their column names.
+AUDIO_KEYS = ("onset_env", "mfcc", "chroma", "mel")
+_CHROMA_NAMES = ("C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B")
+#: Fixed zip entry date (the earliest a zip can hold) so shards are byte-identical.
+_ZIP_DATE = (1980, 1, 1, 0, 0, 0)
+#: Joints of the torso, for the body-size normalisation.
+_TORSO = tuple(JOINT_NAMES.index(n) for n in ("leftShoulder", "rightShoulder", "leftHip", "rightHip"))
+_BLOCK = 4096  # pose rows converted to numpy per block while parsing
+_MISSING_JOINT = (math.nan, math.nan, 0.0)
+
+ProblemHandler = Callable[[DataError], None]
+ProgressHandler = Callable[[int, int, str], None]
+
+
+# --------------------------------------------------------------------------------------
+# parameters
+
+
+@dataclass(frozen=True)
+class PairParams:
+    """Every assumption of the pairing, written into the manifest.
+
+    Times in seconds; ``split`` the (train, val, test) fractions summing to 1;
+    ``split_by`` "session" or "track"; ``audio_features`` artifact keys concatenated into the
+    audio columns, in this order; ``bas_sigma_s`` σ of the Beat Alignment Score;
+    ``bas_smooth_s`` σ of the smoothing of the kinetic velocity before finding motion beats.
+    """
+
+    window_s: float = 5.0
+    stride_s: float = 0.5
+    max_gap_s: float = 0.5
+    min_observed: float = 0.5
+    clock_offset_s: float = 0.0
+    split: tuple[float, float, float] = (0.8, 0.1, 0.1)
+    split_by: str = "session"
+    seed: int = 0
+    shard_size: int = 256
+    audio_features: tuple[str, ...] = ("onset_env", "mfcc", "chroma")
+    bas_sigma_s: float = bas.SIGMA_S
+    bas_smooth_s: float = bas.SMOOTH_SIGMA_S
+
+    def check(self) -> None:
+        """Raise ValueError naming the first parameter that makes no sense."""
+        if not self.window_s > 0:
+            raise ValueError("window must be > 0 seconds")
+        if not self.stride_s > 0:
+            raise ValueError("stride must be > 0 seconds")
+        if not self.max_gap_s >= 0:
+            raise ValueError("max-gap must be >= 0 seconds")
+        if not 0 <= self.min_observed <= 1:
+            raise ValueError("min-observed must be between 0 and 1")
+        if not math.isfinite(self.clock_offset_s):
+            raise ValueError("clock-offset must be a finite number of seconds")
+        if len(self.split) != 3 or any(f < 0 for f in self.split) or abs(sum(self.split) - 1) > 1e-6:
+            raise ValueError("split must be three fractions train/val/test summing to 1, e.g. 0.8/0.1/0.1")
+        if self.split_by not in ("session", "track"):
+            raise ValueError("split-by must be 'session' or 'track'")
+        if self.shard_size < 1:
+            raise ValueError("shard-size must be >= 1")
+        if not self.audio_features or any(k not in AUDIO_KEYS for k in self.audio_features):
+            raise ValueError(f"audio features must be among {', '.join(AUDIO_KEYS)}")
+        if len(set(self.audio_features)) != len(self.audio_features):
+            raise ValueError("audio features must not repeat")
+
+    def as_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["split"] = list(self.split)
+        d["audio_features"] = list(self.audio_features)
+        return d
+
+
+def parse_split(text: str) -> tuple[float, float, float]:
+    """``"0.8/0.1/0.1"`` → (0.8, 0.1, 0.1). Raises ValueError unless three fractions ≥ 0 sum to 1."""
+    parts = text.replace(",", "/").split("/")
+    try:
+        values = tuple(float(p) for p in parts)
+    except ValueError:
+        raise ValueError(f"not three numbers: {text!r}") from None
+    if len(values) != 3 or any(v < 0 for v in values) or abs(sum(values) - 1) > 1e-6:
+        raise ValueError(f"need train/val/test fractions >= 0 summing to 1, got {text!r}")
+    return values  # type: ignore[return-value]
+
+
+def _hash(obj: Any) -> str:
+    return hashlib.sha256(orjson.dumps(obj, option=orjson.OPT_SORT_KEYS)).hexdigest()
+
+
+# --------------------------------------------------------------------------------------
+# reading inputs
+
+
+class _HashingReader:
+    """A binary reader that hashes every byte read through ``readline``."""
+
+    def __init__(self, fp: IO[bytes]) -> None:
+        self._fp = fp
+        self.sha256 = hashlib.sha256()
+
+    def readline(self, size: int = -1) -> bytes:
+        data = self._fp.readline(size)
+        self.sha256.update(data)
+        return data
+
+
+def _loads(line: bytes, line_no: int, what: str = "a JSON object") -> dict[str, Any]:
+    try:
+        obj = orjson.loads(line)
+    except orjson.JSONDecodeError as exc:
+        raise DataError(f"line {line_no}: not JSON ({exc.args[0].split(':')[0]})") from None
+    if not isinstance(obj, dict):
+        raise DataError(f"line {line_no}: not {what}")
+    return obj
+
+
+def _resolve(path: str, base: Path) -> Path:
+    p = Path(path)
+    return p if p.is_absolute() else (base / p)
+
+
+@dataclass
+class Inventory:
+    """What pairing needs from a `mmx discover` inventory."""
+
+    sha256: str = ""
+    features: dict[str, list[Path]] = field(default_factory=dict)  # audio sha256 → artifacts
+    sessions: list[dict[str, Any]] = field(default_factory=list)
+    pose_files: dict[str, dict[str, Any]] = field(default_factory=dict)  # resolved path → item
+    lines: int = 0
+
+
+def read_inventory(fp: IO[bytes], *, base: Path, on_problem: ProblemHandler) -> Inventory:
+    """Read an inventory lazily; bad lines go to ``on_problem`` as ``line N: …`` DataErrors.
+
+    ``base`` resolves relative paths (the inventory's directory). Items of kinds pairing does
+    not use (audio, playlist) are counted and skipped.
+    """
+    inv = Inventory()
+    reader = _HashingReader(fp)
+    for line_no, line in iter_lines(reader):  # type: ignore[arg-type]
+        inv.lines = line_no
+        if line is None:
+            on_problem(DataError(f"line {line_no}: line too long"))
+            continue
+        try:
+            item = _loads(line, line_no, "an inventory object")
+            kind, path = item.get("kind"), item.get("path")
+            if not isinstance(kind, str) or not isinstance(path, str) or not path:
+                raise DataError(f"line {line_no}: an inventory item needs a string 'kind' and 'path'")
+            if kind == "features":
+                sha = item.get("audio_sha256")
+                if not isinstance(sha, str) or not sha:
+                    raise DataError(f"line {line_no}: features item {path} has no 'audio_sha256'")
+                inv.features.setdefault(sha, []).append(_resolve(path, base))
+            elif kind == "session":
+                item = dict(item, _line=line_no, path=str(_resolve(path, base)))
+                inv.sessions.append(item)
+            elif kind == "pose":
+                inv.pose_files[str(_resolve(path, base))] = item
+        except DataError as exc:
+            on_problem(exc)
+    inv.sha256 = reader.sha256.hexdigest()
+    for paths in inv.features.values():
+        paths.sort()  # deterministic choice when one track has several artifacts
+    return inv
+
+
+@dataclass
+class Cue:
+    """One pairing instruction: this track played from ``offset_s`` at wall time ``started_at``."""
+
+    track: str
+    started_at: float
+    offset_s: float
+    line: int
+    title: str | None = None
+    ends_at: float = math.inf  # wall time; the next cue or the end of the recording
+
+
+@dataclass
+class PoseStream:
+    """Real pose samples of one camera: ``t`` (m,) wall seconds sorted, ``joints`` (m, 19, 3)
+    float64 with NaN x/y and 0 confidence for joints the sample lacked."""
+
+    t: np.ndarray
+    joints: np.ndarray
+    n_null: int = 0
+
+
+class _PoseCollector:
+    """Accumulates pose rows per camera in numpy blocks (bounded Python-list overhead)."""
+
+    def __init__(self) -> None:
+        self.t: list[float] = []
+        self.rows: list[list[float]] = []
+        self.lines: list[int] = []
+        self.blocks_t: list[np.ndarray] = []
+        self.blocks: list[np.ndarray] = []
+        self.n_null = 0
+        self.bad_lines: list[int] = []  # rows whose values numpy could not read
+
+    def add(self, t: float, row: list[float], line_no: int) -> None:
+        self.t.append(t)
+        self.rows.append(row)
+        self.lines.append(line_no)
+        if len(self.rows) >= _BLOCK:
+            self._flush()
+
+    def _flush(self) -> None:
+        if not self.rows:
+            return
+        try:
+            block = np.array(self.rows, dtype=np.float64)
+            times = np.array(self.t, dtype=np.float64)
+        except (TypeError, ValueError):
+            good_rows, good_t = [], []
+            for t, row, line_no in zip(self.t, self.rows, self.lines, strict=True):
+                try:
+                    good_rows.append(np.array(row, dtype=np.float64))
+                    good_t.append(float(t))
+                except (TypeError, ValueError):
+                    self.bad_lines.append(line_no)
+            block = np.array(good_rows, dtype=np.float64).reshape(-1, N_JOINTS * 3)
+            times = np.array(good_t, dtype=np.float64)
+        self.blocks.append(block.reshape(-1, N_JOINTS, 3))
+        self.blocks_t.append(times)
+        self.t, self.rows, self.lines = [], [], []
+
+    def finish(self) -> PoseStream:
+        self._flush()
+        if self.blocks:
+            t = np.concatenate(self.blocks_t)
+            joints = np.concatenate(self.blocks)
+        else:
+            t, joints = np.zeros(0), np.zeros((0, N_JOINTS, 3))
+        order = np.argsort(t, kind="stable")
+        return PoseStream(t=t[order], joints=joints[order], n_null=self.n_null)
+
+
+def _joint_row(joints: dict[str, Any]) -> list[float] | None:
+    """The 57 numbers of one sample in JOINT_NAMES order, or None when malformed."""
+    row: list[Any] = []
+    for name in JOINT_NAMES:
+        value = joints.get(name)
+        if value is None:
+            row.extend(_MISSING_JOINT)
+        elif type(value) is list and len(value) == 3:
+            row.extend(value)
+        else:
+            return None
+    for v in row:
+        if type(v) is not float and type(v) is not int:
+            return None
+    return row
+
+
+@dataclass
+class SessionData:
+    """One session's pose streams (per camera), cues, recording end and file hash."""
+
+    cameras: dict[str, PoseStream]
+    cues: list[Cue]
+    events_sha256: str
+    end_wall: float
+
+
+def read_session_events(path: Path, *, on_problem: ProblemHandler) -> SessionData:
+    """Parse a session's ``events.jsonl``: ``pose.sample`` per camera, ``music.cue``, end time.
+
+    Lines that are not events, pose samples without a camera or time, or joints that are not
+    ``{name: [x, y, confidence]}`` are reported as ``<path>: line N: …`` and skipped.
+    Raises InputMissingError when the file does not exist, IOFailure when it cannot be read.
+    """
+    collectors: dict[str, _PoseCollector] = {}
+    cues: list[Cue] = []
+    end_wall = -math.inf
+    ended_at: float | None = None
+
+    def bad(line_no: int, reason: str) -> None:
+        on_problem(DataError(f"{path}: line {line_no}: {reason}"))
+
+    try:
+        fp = open(path, "rb", buffering=1 << 20)
+    except FileNotFoundError:
+        raise InputMissingError(f"no such events file: {path}") from None
+    except OSError as exc:
+        raise IOFailure(f"cannot read {path}: {exc.strerror}") from None
+    with fp:
+        reader = _HashingReader(fp)
+        for line_no, line in iter_lines(reader):  # type: ignore[arg-type]
+            if line is None:
+                bad(line_no, "line too long")
+                continue
+            try:
+                obj = orjson.loads(line)
+            except orjson.JSONDecodeError:
+                bad(line_no, "not JSON")
+                continue
+            if type(obj) is not dict or not isinstance(obj.get("type"), str):
+                bad(line_no, "not an event (a JSON object with 'type')")
+                continue
+            data = obj.get("data")
+            ts = obj.get("ts")
+            if type(ts) in (float, int) and ts > end_wall:
+                end_wall = float(ts)
+            etype = obj["type"]
+            if etype == "pose.sample":
+                if type(data) is not dict:
+                    bad(line_no, "pose.sample without a data object")
+                    continue
+                camera, t, joints = data.get("camera"), data.get("t"), data.get("joints")
+                if not isinstance(camera, str) or type(t) not in (float, int) or not math.isfinite(t):
+                    bad(line_no, "pose.sample needs a string 'camera' and a number 't'")
+                    continue
+                col = collectors.get(camera)
+                if col is None:
+                    col = collectors[camera] = _PoseCollector()
+                if t > end_wall:
+                    end_wall = float(t)
+                if joints is None:
+                    col.n_null += 1
+                    continue
+                row = _joint_row(joints) if type(joints) is dict else None
+                if row is None:
+                    bad(line_no, "pose.sample joints must map joint names to [x, y, confidence] numbers")
+                    continue
+                col.add(t, row, line_no)
+            elif etype == "music.cue":
+                if type(data) is not dict or not isinstance(data.get("track"), str) or not data["track"]:
+                    bad(line_no, "music.cue needs a string 'track' (the audio file's sha256)")
+                    continue
+                started_at = data.get("started_at", ts)
+                offset_s = data.get("offset_s", 0.0) or 0.0
+                if type(started_at) not in (float, int) or type(offset_s) not in (float, int):
+                    bad(line_no, "music.cue 'started_at' and 'offset_s' must be numbers")
+                    continue
+                title = data.get("title") if isinstance(data.get("title"), str) else None
+                cues.append(Cue(data["track"], float(started_at), float(offset_s), line_no, title))
+            elif etype == "session.ended" and type(ts) in (float, int):
+                ended_at = float(ts)
+    cameras = {}
+    for camera in sorted(collectors):
+        stream = collectors[camera].finish()
+        for line_no in collectors[camera].bad_lines:
+            bad(line_no, "pose.sample joint values must be numbers")
+        cameras[camera] = stream
+    end = ended_at if ended_at is not None else end_wall
+    _close_cues(cues, end)
+    return SessionData(cameras, cues, reader.sha256.hexdigest(), end)
+
+
+def _close_cues(cues: list[Cue], end_wall: float) -> None:
+    cues.sort(key=lambda c: (c.started_at, c.line))
+    for i, cue in enumerate(cues):
+        cue.ends_at = cues[i + 1].started_at if i + 1 < len(cues) else end_wall
+
+
+def read_pose_file(path: Path, *, on_problem: ProblemHandler) -> tuple[PoseStream, dict[str, Any], str]:
+    """Read a standalone pose file (``{"header": …}`` then ``{"frame", "t", "joints"}`` lines).
+
+    Returns (stream with ``t`` in seconds from the video start, header, sha256). Bad lines are
+    reported as ``<path>: line N: …`` and skipped. Raises InputMissingError / IOFailure.
+    """
+    col = _PoseCollector()
+    header: dict[str, Any] = {}
+
+    def bad(line_no: int, reason: str) -> None:
+        on_problem(DataError(f"{path}: line {line_no}: {reason}"))
+
+    try:
+        fp = open(path, "rb", buffering=1 << 20)
+    except FileNotFoundError:
+        raise InputMissingError(f"no such pose file: {path}") from None
+    except OSError as exc:
+        raise IOFailure(f"cannot read {path}: {exc.strerror}") from None
+    with fp:
+        reader = _HashingReader(fp)
+        for line_no, line in iter_lines(reader):  # type: ignore[arg-type]
+            if line is None:
+                bad(line_no, "line too long")
+                continue
+            try:
+                obj = orjson.loads(line)
+            except orjson.JSONDecodeError:
+                bad(line_no, "not JSON")
+                continue
+            if type(obj) is not dict:
+                bad(line_no, "not a JSON object")
+                continue
+            if "header" in obj and isinstance(obj["header"], dict):
+                header = obj["header"]
+                continue
+            t, joints = obj.get("t"), obj.get("joints", "missing")
+            if type(t) not in (float, int) or not math.isfinite(t):
+                bad(line_no, "a pose line needs a number 't' (seconds)")
+                continue
+            if joints is None:
+                col.n_null += 1
+                continue
+            row = _joint_row(joints) if type(joints) is dict else None
+            if row is None:
+                bad(line_no, "joints must map joint names to [x, y, confidence] numbers, or be null")
+                continue
+            col.add(t, row, line_no)
+    stream = col.finish()
+    for line_no in col.bad_lines:
+        bad(line_no, "joint values must be numbers")
+    return stream, header, reader.sha256.hexdigest()
+
+
+@dataclass
+class Track:
+    """One feature artifact, reduced to what pairing needs."""
+
+    sha256: str  # of the audio file
+    path: Path
+    npz_sha256: str
+    sr: int
+    hop_length: int
+    n_frames: int
+    audio: np.ndarray  # (n_frames, F) float32
+    beat_frames: np.ndarray  # (n_beats,) int64
+    title: str | None
+    widths: dict[str, int]  # audio key → its number of columns
+
+
+def load_track(path: Path, audio_keys: tuple[str, ...]) -> Track:
+    """Load a feature artifact (``.npz``) for pairing.
+
+    Raises InputMissingError when the file is gone, DataError when it is not a readable npz
+    or lacks ``sr``, ``hop_length``, ``onset_env``, ``beat_frames`` or a requested audio key.
+    """
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise InputMissingError(f"no such feature artifact: {path}") from None
+    except OSError as exc:
+        raise IOFailure(f"cannot read {path}: {exc.strerror}") from None
+    try:
+        npz = np.load(io.BytesIO(raw), allow_pickle=False)
+        keys = set(npz.files)
+    except (ValueError, OSError, zipfile.BadZipFile) as exc:
+        raise DataError(f"{path}: not a readable .npz feature artifact ({exc})") from None
+    missing = [k for k in (*REQUIRED_KEYS, *audio_keys) if k not in keys]
+    if missing:
+        raise DataError(f"{path}: feature artifact lacks keys {', '.join(missing)}",
+                        hint="recompute it with `mmx features`")  # fmt: skip
+    try:
+        sr, hop = int(npz["sr"]), int(npz["hop_length"])
+        cols = []
+        for key in audio_keys:
+            arr = np.asarray(npz[key], dtype=np.float32)
+            cols.append(arr.reshape(arr.shape[0], -1))
+        widths = {key: c.shape[1] for key, c in zip(audio_keys, cols, strict=True)}
+        n_frames = min(c.shape[0] for c in cols)
+        audio = np.ascontiguousarray(np.concatenate([c[:n_frames] for c in cols], axis=1))
+        beat_frames = np.asarray(npz["beat_frames"], dtype=np.int64).ravel()
+        sha = str(npz["sha256"]) if "sha256" in keys else ""
+        title = Path(str(npz["source_path"])).name if "source_path" in keys else None
+    except (ValueError, TypeError, IndexError) as exc:
+        raise DataError(f"{path}: malformed feature arrays ({exc})") from None
+    if sr <= 0 or hop <= 0:
+        raise DataError(f"{path}: sr and hop_length must be positive")
+    return Track(sha, path, hashlib.sha256(raw).hexdigest(), sr, hop, n_frames, audio, beat_frames, title, widths)
+
+
+def audio_columns(track_audio_widths: dict[str, int], keys: tuple[str, ...]) -> list[str]:
+    """Column names of the audio block: ``onset_env``, ``mfcc[0]``…, ``chroma[C]``…, ``mel[0]``…"""
+    names: list[str] = []
+    for key in keys:
+        width = track_audio_widths[key]
+        if key == "onset_env" and width == 1:
+            names.append("onset_env")
+        elif key == "chroma" and width == 12:
+            names += [f"chroma[{n}]" for n in _CHROMA_NAMES]
+        else:
+            names += [f"{key}[{i}]" for i in range(width)]
+    return names
+
+
+# --------------------------------------------------------------------------------------
+# signal processing
+
+
+def resample_pose(stream: PoseStream, frame_times: np.ndarray, *, max_gap_s: float) -> tuple[np.ndarray, np.ndarray]:
+    """Linearly interpolate pose onto frame times.
+
+    ``stream.t`` (m,) sorted seconds and ``stream.joints`` (m, 19, 3); ``frame_times`` (n,)
+    seconds on the same clock. Every coordinate and the confidence are interpolated between
+    the two real samples around each frame (held constant before the first and after the
+    last); a joint missing from a sample is interpolated from the samples that have it, its
+    confidence counts as 0. Returns (pose (n, 19, 3) float64, observed (n,) bool), observed
+    meaning a real sample lies within ``max_gap_s`` seconds.
+    """
+    n = frame_times.size
+    m = stream.t.size
+    if m == 0:
+        return np.zeros((n, N_JOINTS, 3)), np.zeros(n, dtype=bool)
+    ts = stream.t
+    flat = stream.joints.reshape(m, -1)
+    idx = np.searchsorted(ts, frame_times, side="right")
+    i0 = np.clip(idx - 1, 0, m - 1)
+    i1 = np.clip(idx, 0, m - 1)
+    t0, t1 = ts[i0], ts[i1]
+    span = t1 - t0
+    w = np.zeros(n)
+    np.divide(frame_times - t0, span, out=w, where=span > 0)
+    np.clip(w, 0.0, 1.0, out=w)
+    out = flat[i0] * (1.0 - w)[:, None] + flat[i1] * w[:, None]
+    nan_cols = np.flatnonzero(np.isnan(flat).any(axis=0))
+    for c in nan_cols:  # rare: joints some samples lacked
+        ok = ~np.isnan(flat[:, c])
+        out[:, c] = np.interp(frame_times, ts[ok], flat[ok, c]) if ok.any() else 0.0
+    observed = np.minimum(np.abs(frame_times - t0), np.abs(t1 - frame_times)) <= max_gap_s
+    return out.reshape(n, N_JOINTS, 3), observed
+
+
+def pose_dynamics(pose: np.ndarray, fps: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-joint speed and acceleration magnitude of the x/y coordinates.
+
+    ``pose`` (n, 19, 3) normalized image coordinates; ``fps`` frames per second. Central
+    differences (``numpy.gradient``). Returns (speed (n, 19) in image units/s, acceleration
+    (n, 19) in image units/s², kinetic-energy proxy (n,) = ½ · mean over joints of speed²).
+    """
+    xy = pose[..., :2]
+    if xy.shape[0] < 2:
+        z = np.zeros(xy.shape[:2])
+        return z, z.copy(), np.zeros(xy.shape[0])
+    dt = 1.0 / fps
+    vel = np.gradient(xy, dt, axis=0)
+    acc = np.gradient(vel, dt, axis=0)
+    speed = np.sqrt((vel**2).sum(-1))
+    accel = np.sqrt((acc**2).sum(-1))
+    ke = 0.5 * (speed**2).mean(-1)
+    return speed, accel, ke
+
+
+def torso_length(pose: np.ndarray, observed: np.ndarray) -> np.ndarray:
+    """Shoulder-midpoint to hip-midpoint distance per frame (n,), NaN where not measurable
+    (frame unobserved or any of the four joints with confidence 0)."""
+    ls, rs, lh, rh = (pose[:, j] for j in _TORSO)
+    mid_s = (ls[:, :2] + rs[:, :2]) / 2
+    mid_h = (lh[:, :2] + rh[:, :2]) / 2
+    length = np.sqrt(((mid_s - mid_h) ** 2).sum(-1))
+    ok = observed & (ls[:, 2] > 0) & (rs[:, 2] > 0) & (lh[:, 2] > 0) & (rh[:, 2] > 0) & (length > 1e-6)
+    return np.where(ok, length, np.nan)
+
+
+def _row_median(values: np.ndarray) -> np.ndarray:
+    """Median of each row of (N, T) ignoring NaN; NaN for a row without numbers. No warnings."""
+    s = np.sort(values, axis=1)  # NaN sort last
+    k = (~np.isnan(values)).sum(axis=1)
+    rows = np.arange(values.shape[0])
+    lo = s[rows, np.maximum(k - 1, 0) // 2]
+    hi = s[rows, np.minimum(k // 2, values.shape[1] - 1)]
+    return np.where(k > 0, (lo + hi) / 2, np.nan)
+
+
+def window_starts(f_lo: int, f_hi: int, window_frames: int, stride_s: float, fps: float) -> np.ndarray:
+    """Start frames of the windows inside frames [f_lo, f_hi): window k starts at
+    ``f_lo + round(k * stride_s * fps)`` and must end by ``f_hi``. Returns int64 (N,)."""
+    last = f_hi - window_frames
+    if last < f_lo:
+        return np.zeros(0, dtype=np.int64)
+    n_max = int((last - f_lo) / (stride_s * fps)) + 2
+    starts = f_lo + np.round(np.arange(n_max) * stride_s * fps).astype(np.int64)
+    return starts[starts <= last]
+
+
+# --------------------------------------------------------------------------------------
+# writing
+
+
+def write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    """Write arrays as an uncompressed ``.npz`` whose bytes depend only on the arrays.
+
+    ``np.savez`` stamps zip entries with the current time; here every entry carries
+    1980-01-01 00:00:00 and mode 0644. Readable with ``numpy.load``.
+    """
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
+        for name, arr in arrays.items():
+            info = zipfile.ZipInfo(f"{name}.npy", date_time=_ZIP_DATE)
+            info.compress_type = zipfile.ZIP_STORED
+            info.external_attr = 0o644 << 16
+            with zf.open(info, "w", force_zip64=True) as out:
+                np.lib.format.write_array(out, np.ascontiguousarray(arr), allow_pickle=False)
+
+
+class ShardWriter:
+    """Fills one fixed-size buffer per split and writes it as ``shards/<split>-NNNNN.npz``."""
+
+    def __init__(self, root: Path, shard_size: int, shapes: dict[str, tuple[tuple[int, ...], Any]],
+                 samples_fp: IO[bytes]) -> None:  # fmt: skip
+        self.root = root
+        self.size = shard_size
+        self.shapes = shapes
+        self.samples_fp = samples_fp
+        self.buffers: dict[str, dict[str, np.ndarray]] = {}
+        self.fill: dict[str, int] = {s: 0 for s in SPLITS}
+        self.shard_no: dict[str, int] = {s: 0 for s in SPLITS}
+        self.shards: list[str] = []
+
+    def _buffer(self, split: str) -> dict[str, np.ndarray]:
+        buf = self.buffers.get(split)
+        if buf is None:
+            buf = {k: np.zeros((self.size, *shape), dtype=dt) for k, (shape, dt) in self.shapes.items()}
+            self.buffers[split] = buf
+        return buf
+
+    def add(self, split: str, arrays: dict[str, np.ndarray], rows: list[dict[str, Any]]) -> None:
+        """Append N windows (arrays with leading dim N, rows of samples.jsonl without
+        split/shard/index) to ``split``, writing shards as they fill."""
+        n = len(rows)
+        done = 0
+        while done < n:
+            buf = self._buffer(split)
+            at = self.fill[split]
+            take = min(n - done, self.size - at)
+            for key, arr in arrays.items():
+                buf[key][at : at + take] = arr[done : done + take]
+            name = f"{split}-{self.shard_no[split]:05d}"
+            out = bytearray()
+            for i in range(take):
+                row = rows[done + i]
+                row["split"], row["shard"], row["index"] = split, name, at + i
+                out += orjson.dumps(row) + b"\n"
+            self.samples_fp.write(out)
+            self.fill[split] = at + take
+            done += take
+            if self.fill[split] == self.size:
+                self._write(split)
+
+    def _write(self, split: str) -> None:
+        count = self.fill[split]
+        if count == 0:
+            return
+        name = f"{split}-{self.shard_no[split]:05d}"
+        buf = self.buffers[split]
+        write_npz(self.root / "shards" / f"{name}.npz", {k: v[:count] for k, v in buf.items()})
+        self.shards.append(name)
+        self.shard_no[split] += 1
+        self.fill[split] = 0
+
+    def close(self) -> None:
+        for split in SPLITS:
+            if split in self.buffers:
+                self._write(split)
+        self.buffers.clear()
+
+
+# --------------------------------------------------------------------------------------
+# splits
+
+
+def assign_splits(groups: list[str], fractions: tuple[float, float, float], seed: int) -> dict[str, str]:
+    """Assign whole groups (sessions or tracks) to train/val/test.
+
+    The sorted groups are shuffled with ``numpy.random.default_rng(seed)``; counts follow the
+    fractions by largest remainder, and every split with a fraction > 0 gets at least one
+    group when there are enough groups. Same groups + seed → same assignment.
+    """
+    groups = sorted(set(groups))
+    n = len(groups)
+    if n == 0:
+        return {}
+    exact = [f * n for f in fractions]
+    counts = [math.floor(x) for x in exact]
+    order = sorted(range(3), key=lambda i: (-(exact[i] - counts[i]), i))
+    for i in order[: n - sum(counts)]:
+        counts[i] += 1
+    wanted = [i for i in range(3) if fractions[i] > 0]
+    if n >= len(wanted):
+        for i in wanted:
+            if counts[i] == 0:
+                donor = max(range(3), key=lambda j: (counts[j], -j))
+                counts[donor] -= 1
+                counts[i] += 1
+    perm = np.random.default_rng(seed).permutation(n)
+    out: dict[str, str] = {}
+    pos = 0
+    for split, count in zip(SPLITS, counts, strict=True):
+        for k in perm[pos : pos + count]:
+            out[groups[int(k)]] = split
+        pos += count
+    return out
+
+
+def hash_split(group: str, fractions: tuple[float, float, float], seed: int) -> str:
+    """Split of a group not known when splits were planned: a uniform number from
+    sha256(f"{seed}:{group}") against the cumulative fractions."""
+    u = int.from_bytes(hashlib.sha256(f"{seed}:{group}".encode()).digest()[:8], "big") / 2**64
+    if u < fractions[0]:
+        return "train"
+    return "val" if u < fractions[0] + fractions[1] else "test"
+
+
+# --------------------------------------------------------------------------------------
+# the pipeline
+
+
+@dataclass
+class _Job:
+    """One session (or one standalone pose file) to pair; data loaded only when processed."""
+
+    id: str
+    kind: str  # "session" | "pose"
+    path: Path  # session dir or pose file
+    events: Path | None = None
+    session_json: Path | None = None
+    planned_tracks: list[str] | None = None  # from the inventory / cue file, for split planning
+    pose_cues: list[Cue] = field(default_factory=list)
+    line: int = 0
+
+
+def _session_job(item: dict[str, Any]) -> _Job:
+    path = Path(item["path"])
+    sid = item.get("session") if isinstance(item.get("session"), str) and item.get("session") else path.name
+    events = item.get("events_path") if isinstance(item.get("events_path"), str) else None
+    sjson = item.get("session_json") if isinstance(item.get("session_json"), str) else None
+    tracks = None
+    if isinstance(item.get("cues"), list):
+        tracks = [c["track"] for c in item["cues"] if isinstance(c, dict) and isinstance(c.get("track"), str)]
+    return _Job(id=sid, kind="session", path=path,
+                events=_resolve(events, path) if events else path / "events.jsonl",
+                session_json=_resolve(sjson, path) if sjson else path / "session.json",
+                planned_tracks=tracks, line=item.get("_line", 0))  # fmt: skip
+
+
+def read_cue_file(path: Path, *, on_problem: ProblemHandler) -> tuple[dict[Path, list[Cue]], str]:
+    """Read ``--cues FILE``: JSON Lines ``{"pose": path, "track": sha256, "offset_s": s}``.
+
+    Relative pose paths are relative to the cue file. Returns ({pose path: cues}, sha256).
+    Bad lines go to ``on_problem`` as ``<path>: line N: …``.
+    """
+    out: dict[Path, list[Cue]] = {}
+    try:
+        fp = open(path, "rb")
+    except FileNotFoundError:
+        raise InputMissingError(f"no such cue file: {path}") from None
+    except OSError as exc:
+        raise IOFailure(f"cannot read {path}: {exc.strerror}") from None
+    with fp:
+        reader = _HashingReader(fp)
+        for line_no, line in iter_lines(reader):  # type: ignore[arg-type]
+            try:
+                if line is None:
+                    raise DataError(f"line {line_no}: line too long")
+                obj = _loads(line, line_no, "a cue object")
+                pose, track, offset = obj.get("pose"), obj.get("track"), obj.get("offset_s", 0.0)
+                if not isinstance(pose, str) or not isinstance(track, str) or not track:
+                    raise DataError(f"line {line_no}: a cue needs string 'pose' (path) and 'track' (sha256)")
+                if type(offset) not in (float, int):
+                    raise DataError(f"line {line_no}: 'offset_s' must be a number of seconds")
+                title = obj.get("title") if isinstance(obj.get("title"), str) else None
+                cue = Cue(track, 0.0, float(offset), line_no, title)
+                out.setdefault(_resolve(pose, path.parent).absolute(), []).append(cue)
+            except DataError as exc:
+                on_problem(DataError(f"{path}: {exc.message}"))
+    return out, reader.sha256.hexdigest()
+
+
+def _file_sha256(path: Path) -> str | None:
+    h = hashlib.sha256()
+    try:
+        with open(path, "rb") as fp:
+            for chunk in iter(lambda: fp.read(1 << 20), b""):
+                h.update(chunk)
+    except OSError:
+        return None
+    return h.hexdigest()
+
+
+class _Stats:
+    """Running dataset statistics per split."""
+
+    def __init__(self) -> None:
+        self.windows = {s: 0 for s in SPLITS}
+        self.groups: dict[str, set[str]] = {s: set() for s in SPLITS}
+        self.sessions: dict[str, set[str]] = {s: set() for s in SPLITS}
+        self.tracks: dict[str, set[str]] = {s: set() for s in SPLITS}
+        self.observed_sum = {s: 0.0 for s in SPLITS}
+        self.ke_sum = {s: 0.0 for s in SPLITS}
+        self.bas: dict[str, list[float]] = {s: [] for s in SPLITS}
+        self.bas_fact: dict[str, list[float]] = {s: [] for s in SPLITS}
+        self.dropped: dict[str, int] = {"observed_below_min": 0, "no_body_size": 0}
+
+    def summary(self) -> dict[str, Any]:
+        def mean(xs: list[float]) -> float | None:
+            return round(float(np.mean(xs)), 6) if xs else None
+
+        per = {}
+        for s in SPLITS:
+            n = self.windows[s]
+            per[s] = {
+                "windows": n,
+                "sessions": len(self.sessions[s]),
+                "tracks": len(self.tracks[s]),
+                "mean_observed_share": round(self.observed_sum[s] / n, 6) if n else None,
+                "mean_kinetic_energy": round(self.ke_sum[s] / n, 6) if n else None,
+                "beat_alignment_score": mean(self.bas[s]),
+                "beat_alignment_score_fact": mean(self.bas_fact[s]),
+                "bas_sequences": len(self.bas[s]),
+            }
+        all_bas = [x for s in SPLITS for x in self.bas[s]]
+        all_fact = [x for s in SPLITS for x in self.bas_fact[s]]
+        per["all"] = {
+            "windows": sum(self.windows.values()),
+            "beat_alignment_score": mean(all_bas),
+            "beat_alignment_score_fact": mean(all_fact),
+            "bas_sequences": len(all_bas),
+        }
+        return per
+
+
+ASSUMPTIONS = [
+    "Pose timestamps (pose.sample t) and music cues (music.cue started_at) are on the same clock, the server's; "
+    "clock_offset_s is added to every track time to correct a constant difference.",
+    "A pose sample taken at wall time w sits at track time w - started_at + offset_s + clock_offset_s.",
+    "A cue lasts until the next music.cue of the session, or the session's end (session.ended, else the last "
+    "timestamp in events.jsonl); a standalone pose file's cue covers the whole file, with started_at = 0 on the "
+    "file's own time axis.",
+    "Audio frame k sits at k * hop_length / sr seconds from the start of the track; all windows share one sr and "
+    "hop_length (the first artifact's).",
+    "Pose is linearly interpolated per joint coordinate and confidence between real samples; joints missing from a "
+    "sample count as confidence 0; pose before the first / after the last real sample is held.",
+    "A frame is observed when a real pose sample (joints not null) lies within max_gap_s seconds; unobserved "
+    "frames hold zeros in pose and dynamics.",
+    "Window k of a cue starts at frame f0 + round(k * stride_s * fps) and spans round(window_s * fps) frames; "
+    "windows with an observed share below min_observed are dropped.",
+    "Speed and acceleration are in torso lengths per second (per second squared): the torso length is the median, "
+    "over the window's observed frames, of the distance between the shoulder midpoint and the hip midpoint in "
+    "normalized image coordinates (the cue's median when the window has none); image aspect ratio is ignored.",
+    "Splits are by session (or by track): every window of a group is on the same side.",
+]
+
+
+def pair_dataset(
+    inventory: IO[bytes] | BinaryIO,
+    out_dir: Path,
+    *,
+    params: PairParams,
+    inventory_name: str = "-",
+    inventory_base: Path | None = None,
+    cue_file: Path | None = None,
+    on_problem: ProblemHandler | None = None,
+    on_progress: ProgressHandler | None = None,
+) -> dict[str, Any]:
+    """Build the paired dataset in ``out_dir`` from an inventory stream.
+
+    Bad input (malformed lines, missing features, unreadable files) is reported through
+    ``on_problem`` and skipped; the rest is processed. ``on_progress(done, total, label)``
+    is called once per session. Returns the summary: ``dir``, ``windows`` per split,
+    ``dropped``, ``problems``, ``manifest_hash``, ``params_hash``.
+    Raises ValueError for bad parameters, IOFailure when ``out_dir`` cannot be written or
+    exists and is not a dataset.
+    """
+    params.check()
+    problems: list[str] = []
+
+    def problem(exc: DataError) -> None:
+        problems.append(exc.message)
+        if on_problem is not None:
+            on_problem(exc)
+
+    out_dir = Path(out_dir)
+    if out_dir.exists() and (not out_dir.is_dir() or (any(out_dir.iterdir()) and not (out_dir / "manifest.json").exists())):
+        raise IOFailure(f"{out_dir} exists and is not an mmx dataset; refusing to overwrite it",
+                        hint="choose another -o directory or remove it")  # fmt: skip
+    base = inventory_base or (Path(inventory_name).parent if inventory_name != "-" else Path.cwd())
+    inv = read_inventory(inventory, base=base.absolute(), on_problem=problem)
+
+    # jobs: sessions from the inventory, pose files from the cue file
+    jobs: dict[str, _Job] = {}
+    for item in sorted(inv.sessions, key=lambda it: it["path"]):
+        job = _session_job(item)
+        if job.id in jobs:
+            problem(DataError(f"{inventory_name}: line {job.line}: session {job.id} listed twice "
+                              f"({jobs[job.id].path} and {job.path}); keeping the first"))  # fmt: skip
+            continue
+        jobs[job.id] = job
+    cue_sha = None
+    if cue_file is not None:
+        pose_cues, cue_sha = read_cue_file(cue_file, on_problem=problem)
+        for pose_path, cues in sorted(pose_cues.items()):
+            item = inv.pose_files.get(str(pose_path), {})
+            sha = item.get("sha256") if isinstance(item.get("sha256"), str) else _file_sha256(pose_path)
+            jid = f"pose:{pose_path.stem.removesuffix('.pose')}:{(sha or 'missing')[:8]}"
+            jobs[jid] = _Job(id=jid, kind="pose", path=pose_path, planned_tracks=[c.track for c in cues],
+                             pose_cues=cues)  # fmt: skip
+    ordered = [jobs[k] for k in sorted(jobs)]
+
+    # split planning: whole groups, known up front
+    if params.split_by == "session":
+        groups = [j.id for j in ordered if j.planned_tracks is None or any(t in inv.features for t in j.planned_tracks)]
+    else:
+        groups = sorted({t for j in ordered for t in (j.planned_tracks or []) if t in inv.features})
+    split_of = assign_splits(groups, params.split, params.seed)
+
+    def split_for(group: str) -> str:
+        if group not in split_of:
+            split_of[group] = hash_split(group, params.split, params.seed)
+        return split_of[group]
+
+    tmp = out_dir.parent / f".{out_dir.name}.partial-{os.getpid()}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    try:
+        (tmp / "shards").mkdir(parents=True)
+        (tmp / "splits").mkdir()
+    except OSError as exc:
+        raise IOFailure(f"cannot create {tmp}: {exc.strerror}") from None
+
+    stats = _Stats()
+    skipped: list[dict[str, Any]] = []
+    inputs_sessions: list[dict[str, Any]] = []
+    inputs_pose: list[dict[str, Any]] = []
+    tracks_used: dict[str, dict[str, Any]] = {}
+    cache: OrderedDict[Path, Track] = OrderedDict()
+    geometry: dict[str, Any] = {}
+    writer: ShardWriter | None = None
+    samples_fp = open(tmp / "samples.jsonl", "wb")
+
+    def get_track(sha: str, where: str) -> Track | None:
+        paths = inv.features.get(sha)
+        if not paths:
+            raise DataError(f"{where} cued track {sha} but no features exist for it",
+                            hint="run `mmx features` on the track's audio and `mmx discover` again")  # fmt: skip
+        path = paths[0]
+        track = cache.get(path)
+        if track is None:
+            track = load_track(path, params.audio_features)
+            cache[path] = track
+            while len(cache) > 2:
+                cache.popitem(last=False)
+        else:
+            cache.move_to_end(path)
+        if not geometry:
+            fps = track.sr / track.hop_length
+            geometry.update(sr=track.sr, hop_length=track.hop_length, fps=fps,
+                            window_frames=int(round(params.window_s * fps)),
+                            n_audio=track.audio.shape[1], columns=audio_columns(track.widths, params.audio_features))  # fmt: skip
+        elif (track.sr, track.hop_length) != (geometry["sr"], geometry["hop_length"]):
+            raise DataError(f"{path}: sr {track.sr} / hop_length {track.hop_length} differ from the dataset's "
+                            f"{geometry['sr']} / {geometry['hop_length']}")  # fmt: skip
+        elif track.audio.shape[1] != geometry["n_audio"]:
+            raise DataError(f"{path}: {track.audio.shape[1]} audio columns, the dataset has {geometry['n_audio']}")
+        tracks_used.setdefault(sha, {"track": sha, "path": str(path), "sha256": track.npz_sha256})
+        return track
+
+    def ensure_writer() -> ShardWriter:
+        nonlocal writer
+        if writer is None:
+            t = geometry["window_frames"]
+            shapes = {
+                "audio": ((t, geometry["n_audio"]), np.float32),
+                "pose": ((t, N_JOINTS, 3), np.float32),
+                "dynamics": ((t, 2 * N_JOINTS + 1), np.float32),
+                "observed": ((t,), np.bool_),
+                "beat": ((t,), np.float32),
+            }
+            writer = ShardWriter(tmp, params.shard_size, shapes, samples_fp)
+        return writer
+
+    def pair_stretch(job: _Job, camera: str, stream: PoseStream, cue: Cue, track: Track) -> None:
+        fps = geometry["fps"]
+        big_t = geometry["window_frames"]
+        shift = -cue.started_at + cue.offset_s + params.clock_offset_s
+        lo = cue.offset_s + params.clock_offset_s
+        hi = min(track.n_frames / fps, cue.ends_at + shift)
+        f_lo = max(0, math.ceil(lo * fps - 1e-9))
+        f_hi = min(track.n_frames, math.floor(hi * fps + 1e-9) + 1)
+        starts = window_starts(f_lo, f_hi, big_t, params.stride_s, fps)
+        if starts.size == 0:
+            return
+        f_end = int(starts[-1]) + big_t
+        frames = np.arange(f_lo, f_end)
+        # only samples taken while this cue played
+        inside = (stream.t >= cue.started_at) & (stream.t < cue.ends_at)
+        sub = PoseStream(stream.t[inside] + shift, stream.joints[inside])
+        pose, observed = resample_pose(sub, frames / fps, max_gap_s=params.max_gap_s)
+        speed, accel, ke = pose_dynamics(pose, fps)
+        torso = torso_length(pose, observed)
+        cue_torso = float(np.nanmedian(torso)) if np.isfinite(torso).any() else math.nan
+        beat = np.zeros(frames.size, dtype=np.float32)
+        bf = track.beat_frames[(track.beat_frames >= f_lo) & (track.beat_frames < f_end)] - f_lo
+        beat[bf] = 1.0
+        pose32 = pose.astype(np.float32)
+        pose32[~observed] = 0.0
+        dyn = np.concatenate([speed, accel, ke[:, None]], axis=1).astype(np.float32)
+        dyn[~observed] = 0.0
+        audio = track.audio[f_lo:f_end]
+        split = split_for(job.id if params.split_by == "session" else cue.track)
+
+        # Beat Alignment Score over the cue's observed frames
+        kin_vel = speed.mean(axis=1)
+        mb = bas.motion_beat_frames(kin_vel, fps, smooth_sigma_s=params.bas_smooth_s, valid=observed)
+        music = bf[observed[bf]] if bf.size else bf
+        if mb.size and music.size:
+            stats.bas[split].append(bas.beat_alignment_score(music / fps, mb / fps, sigma_s=params.bas_sigma_s))
+            stats.bas_fact[split].append(bas.beat_alignment_score(
+                music / fps, mb / fps, sigma_s=params.bas_sigma_s, direction=bas.MOTION_TO_MUSIC))
+
+        w = ensure_writer()
+        offsets = np.arange(big_t)
+        for c0 in range(0, starts.size, params.shard_size):
+            st = starts[c0 : c0 + params.shard_size]
+            idx = (st - f_lo)[:, None] + offsets[None, :]  # (N, T) local frame indices
+            obs = observed[idx]
+            share = obs.mean(axis=1)
+            scale = _row_median(torso[idx])
+            scale = np.where(np.isnan(scale), cue_torso, scale)
+            low = share < params.min_observed
+            no_size = ~low & np.isnan(scale)
+            stats.dropped["observed_below_min"] += int(low.sum())
+            stats.dropped["no_body_size"] += int(no_size.sum())
+            keep = ~(low | no_size)
+            if not keep.any():
+                continue
+            idx, st, share, scale, obs = idx[keep], st[keep], share[keep], scale[keep], obs[keep]
+            d = dyn[idx]
+            d[..., : 2 * N_JOINTS] /= scale[:, None, None].astype(np.float32)
+            d[..., -1] /= (scale**2)[:, None].astype(np.float32)
+            arrays = {"audio": audio[idx], "pose": pose32[idx], "dynamics": d, "observed": obs, "beat": beat[idx]}
+            rows = []
+            for k in range(st.size):
+                s0 = int(st[k])
+                rows.append({
+                    "id": f"{job.id}/{camera}/{cue.track[:12]}/{s0}",
+                    "session": job.id, "camera": camera, "track": cue.track,
+                    "title": cue.title or track.title,
+                    "track_start_s": round(s0 / fps, 6), "track_end_s": round((s0 + big_t) / fps, 6),
+                    "start_frame": s0, "observed_share": round(float(share[k]), 4),
+                })  # fmt: skip
+            w.add(split, arrays, rows)
+            n = st.size
+            stats.windows[split] += n
+            stats.sessions[split].add(job.id)
+            stats.tracks[split].add(cue.track)
+            stats.observed_sum[split] += float(share.sum())
+            stats.ke_sum[split] += float(d[..., -1].sum() / big_t)
+
+    total = len(ordered)
+    for done, job in enumerate(ordered):
+        if on_progress is not None:
+            on_progress(done, total, job.id)
+        try:
+            if job.kind == "session":
+                assert job.events is not None and job.session_json is not None
+                data = read_session_events(job.events, on_problem=problem)
+                inputs_sessions.append({
+                    "session": job.id, "dir": str(job.path),
+                    "session_json": {"path": str(job.session_json), "sha256": _file_sha256(job.session_json)},
+                    "events": {"path": str(job.events), "sha256": data.events_sha256},
+                })  # fmt: skip
+                cameras, cues, where = data.cameras, data.cues, f"session {job.id}"
+            else:
+                stream, header, sha = read_pose_file(job.path, on_problem=problem)
+                inputs_pose.append({"session": job.id, "path": str(job.path), "sha256": sha})
+                source = header.get("source") if isinstance(header.get("source"), str) else None
+                camera = Path(source).stem if source else "pose"
+                cameras = {camera: stream}
+                fps_pose = header.get("fps") if type(header.get("fps")) in (float, int) and header["fps"] > 0 else None
+                end = float(stream.t[-1]) + (1.0 / fps_pose if fps_pose else 0.0) if stream.t.size else 0.0
+                cues = [Cue(c.track, 0.0, c.offset_s, c.line, c.title) for c in job.pose_cues]
+                for c in cues:
+                    c.ends_at = end
+                where = f"pose file {job.path}"
+        except (InputMissingError, IOFailure, DataError) as exc:
+            problem(DataError(f"{job.kind} {job.id}: {exc.message}"))
+            skipped.append({"session": job.id, "track": None, "reason": exc.message})
+            continue
+        for cue in cues:
+            loc = f"{where} ({'cue file' if job.kind == 'pose' else 'events'} line {cue.line})"
+            try:
+                track = get_track(cue.track, loc)
+            except (DataError, InputMissingError, IOFailure) as exc:
+                problem(exc if isinstance(exc, DataError) else DataError(exc.message))
+                skipped.append({"session": job.id, "track": cue.track, "reason": exc.message})
+                continue
+            if cue.ends_at <= cue.started_at:
+                skipped.append({"session": job.id, "track": cue.track, "reason": "cue has an empty span"})
+                continue
+            for camera, stream in cameras.items():
+                pair_stretch(job, camera, stream, cue, track)
+        del cameras
+    if on_progress is not None:
+        on_progress(total, total, "")
+    if writer is not None:
+        writer.close()
+    samples_fp.close()
+
+    # splits/*.txt: the groups of each split that made it into the dataset
+    used_groups = {s: sorted(stats.sessions[s] if params.split_by == "session" else stats.tracks[s]) for s in SPLITS}
+    for s in SPLITS:
+        (tmp / "splits" / f"{s}.txt").write_text("".join(f"{g}\n" for g in used_groups[s]))
+
+    t_frames = geometry.get("window_frames")
+    manifest: dict[str, Any] = {
+        "format": FORMAT_NAME,
+        "format_version": FORMAT_VERSION,
+        "params": params.as_dict(),
+        "params_hash": _hash(params.as_dict()),
+        "frames": {
+            "sr": geometry.get("sr"),
+            "hop_length": geometry.get("hop_length"),
+            "fps": geometry.get("fps"),
+            "window_frames": t_frames,
+        },
+        "arrays": {
+            "audio": {"shape": ["N", t_frames, geometry.get("n_audio")], "dtype": "float32",
+                      "columns": geometry.get("columns", [])},
+            "pose": {"shape": ["N", t_frames, N_JOINTS, 3], "dtype": "float32", "joints": list(JOINT_NAMES),
+                     "channels": ["x", "y", "confidence"],
+                     "units": "normalized image coordinates, origin top-left; zeros where unobserved"},
+            "dynamics": {"shape": ["N", t_frames, 2 * N_JOINTS + 1], "dtype": "float32",
+                         "columns": [f"speed[{j}]" for j in JOINT_NAMES] + [f"accel[{j}]" for j in JOINT_NAMES]
+                         + ["kinetic_energy"],
+                         "units": "speed in torso lengths/s, accel in torso lengths/s^2, kinetic_energy = "
+                                  "0.5 * mean over joints of speed^2 (torso lengths^2/s^2); zeros where unobserved"},
+            "observed": {"shape": ["N", t_frames], "dtype": "bool"},
+            "beat": {"shape": ["N", t_frames], "dtype": "float32",
+                     "units": "1.0 at the artifact's beat_frames, else 0.0"},
+        },  # fmt: skip
+        "inputs": {
+            "inventory": {"path": inventory_name, "sha256": inv.sha256},
+            "cues": {"path": str(cue_file), "sha256": cue_sha} if cue_file is not None else None,
+            "sessions": inputs_sessions,
+            "pose_files": inputs_pose,
+            "features": [tracks_used[k] for k in sorted(tracks_used)],
+        },
+        "versions": {"mmx": __version__, "numpy": np.__version__, "python": platform.python_version()},
+        "counts": {
+            "windows": dict(stats.windows),
+            "shards": sorted(writer.shards) if writer is not None else [],
+        },
+        "dropped": {"total": sum(stats.dropped.values()), "reasons": dict(stats.dropped)},
+        "skipped": skipped,
+        "problems": len(problems),
+        "splits": {"by": params.split_by, "seed": params.seed, "fractions": list(params.split),
+                   "groups": used_groups},  # fmt: skip
+        "stats": stats.summary(),
+        "beat_alignment": {
+            "definition": "motion beats = strict local minima of the mean joint speed (kinetic velocity) after "
+                          "Gaussian smoothing with sigma smooth_sigma_s; beat_alignment_score = mean over music beats "
+                          "(observed frames) of exp(-d^2 / (2 sigma_s^2)), d the distance in seconds to the nearest "
+                          "motion beat (Bailando/EDGE); beat_alignment_score_fact averages over motion beats instead "
+                          "(FACT's alignment_score); each cue x camera is one sequence, scores are means over sequences",
+            "sigma_s": params.bas_sigma_s,
+            "smooth_sigma_s": params.bas_smooth_s,
+        },  # fmt: skip
+        "assumptions": ASSUMPTIONS,
+    }
+    manifest["manifest_hash"] = _hash(manifest)
+    (tmp / "manifest.json").write_bytes(orjson.dumps(manifest, option=orjson.OPT_INDENT_2) + b"\n")
+
+    # swap into place: the old dataset stays whole until the new one is complete
+    try:
+        if out_dir.exists():
+            old = out_dir.parent / f".{out_dir.name}.old-{os.getpid()}"
+            out_dir.rename(old)
+            tmp.rename(out_dir)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            tmp.rename(out_dir)
+    except OSError as exc:
+        raise IOFailure(f"cannot move the dataset into {out_dir}: {exc.strerror}") from None
+
+    return {
+        "dir": str(out_dir),
+        "windows": dict(stats.windows),
+        "dropped": dict(stats.dropped),
+        "problems": len(problems),
+        "manifest_hash": manifest["manifest_hash"],
+        "params_hash": manifest["params_hash"],
+        "beat_alignment_score": manifest["stats"]["all"]["beat_alignment_score"],
+    }
+
+
+def iter_samples(path: Path) -> Iterator[dict[str, Any]]:
+    """Rows of a dataset's ``samples.jsonl``, lazily."""
+    with open(path, "rb") as fp:
+        for _, line in iter_lines(fp):
+            if line is not None:
+                yield orjson.loads(line)
