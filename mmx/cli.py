@@ -122,6 +122,9 @@ def _register() -> None:
     from mmx.commands import relay as relay_cmd
 
     app.command("relay")(relay_cmd.relay)
+    from mmx.commands import pair as pair_cmd
+
+    app.command("pair")(pair_cmd.pair)
 
 
 _register()
