@@ -75,14 +75,14 @@ describe("production:ingestEvents", () => {
       completedAt: events[events.length - 1].ts,
       title: "Spring lookbook",
       notes: "two dancers",
-      mode: "ghost",
+      mode: "manual",
       endReason: "operator",
       finalState: { program: "cam-1" },
       inferred: false,
     });
 
     const byCamera = Object.fromEntries(cameras.map((c) => [c.camera, c]));
-    expect(byCamera["cam-1"]).toMatchObject({ device: "dev-a", role: "wide", source: "device:dev-a", status: "live", placement: { label: "front", azimuth_deg: 0 } });
+    expect(byCamera["cam-1"]).toMatchObject({ device: "dev-a", role: "wide", src: "device:dev-a", status: "joined", inferred: false, placement: { label: "front", azimuth_deg: 0 } });
     expect(byCamera["cam-2"]).toMatchObject({ device: "dev-b", zoom: 0.5, status: "left", leftReason: "disconnected", placement: { label: "left", azimuth_deg: -60 } });
 
     expect(directorEvents.map((d) => d.type)).toEqual([
@@ -95,7 +95,9 @@ describe("production:ingestEvents", () => {
       "director.mode",
       "still.marker",
     ]);
-    expect(directorEvents[3]).toMatchObject({ from: "cam-2", to: "cam-1", by: "ghost", proposal: "p-1" });
+    expect(directorEvents.map((d) => d.kind)).toEqual(["cut", "proposal", "accepted", "cut", "hold", "release", "mode", "marker"]);
+    expect(directorEvents[3]).toMatchObject({ fromCamera: "cam-2", camera: "cam-1", by: "ghost", proposal: "p-1" });
+    expect(directorEvents[1]).toMatchObject({ camera: "cam-1", score: 0.8 });
     expect(directorEvents[6]).toMatchObject({ mode: "ghost", previous: "manual" });
     expect(directorEvents[7]).toMatchObject({ label: "jump", camera: "cam-2" });
 
@@ -189,5 +191,61 @@ describe("production:ingestEvents", () => {
     const tooLong = ev("director.cut", { to: "cam-1" }, { id: "x".repeat(129) });
     await expect(t.mutation(api.production.ingestEvents, { events: [tooLong] })).rejects.toThrow(/1 to 128/);
     expect((await tableCounts(t)).events).toBe(0);
+  });
+});
+
+describe("out-of-order arrival is settled by event time, as in the local ledger", () => {
+  test("an end older than the latest start does not complete a resumed session", async () => {
+    const t = convexTest(schema, modules);
+    const sid = "01JD3J0000000000000000ORDR";
+    await t.mutation(api.production.ingestEvents, {
+      events: [
+        ev("session.started", {}, { session: sid, ts: 100 }),
+        ev("session.started", {}, { session: sid, ts: 300 }), // resumed after a restart
+        ev("session.ended", { reason: "shutdown" }, { session: sid, ts: 200 }), // the first run's end, late
+      ],
+    });
+    const summary = await t.query(api.production.sessionSummary, { sessionId: sid });
+    expect(summary!.session).toMatchObject({ status: "active", startedAt: 100, lastStartedAt: 300 });
+    expect(summary!.session.completedAt).toBeUndefined();
+  });
+
+  test("a start older than the recorded end does not reopen the session", async () => {
+    const t = convexTest(schema, modules);
+    const sid = "01JD3J0000000000000000ORD2";
+    await t.mutation(api.production.ingestEvents, {
+      events: [
+        ev("session.ended", { reason: "operator" }, { session: sid, ts: 500 }),
+        ev("session.started", { title: "late start" }, { session: sid, ts: 400 }),
+      ],
+    });
+    const summary = await t.query(api.production.sessionSummary, { sessionId: sid });
+    expect(summary!.session).toMatchObject({ status: "completed", completedAt: 500, startedAt: 400, title: "late start", inferred: false });
+  });
+
+  test("a camera change older than the row is not applied; a late join does not undo a later leave", async () => {
+    const t = convexTest(schema, modules);
+    const sid = "01JD3J0000000000000000ORD3";
+    await t.mutation(api.production.ingestEvents, {
+      events: [
+        ev("camera.left", { camera: "cam-9", reason: "battery" }, { session: sid, ts: 50 }),
+        ev("camera.joined", { camera: "cam-9", device: "dev-9", zoom: 1 }, { session: sid, ts: 10 }),
+        ev("camera.changed", { camera: "cam-9", zoom: 2 }, { session: sid, ts: 20 }),
+      ],
+    });
+    const summary = await t.query(api.production.sessionSummary, { sessionId: sid });
+    expect(summary!.cameras).toHaveLength(1);
+    expect(summary!.cameras[0]).toMatchObject({ status: "left", joinedAt: 10, leftAt: 50, device: "dev-9", zoom: 1, inferred: false });
+  });
+
+  test("director events and stills without a session are kept, as locally", async () => {
+    const t = convexTest(schema, modules);
+    await t.mutation(api.production.ingestEvents, {
+      events: [
+        ev("still.captured", { still: "st-9", camera: "cam-1" }, { session: null }),
+        ev("toString", {}, { session: null }), // an unknown type named like an Object method
+      ],
+    });
+    expect(await tableCounts(t)).toEqual({ events: 2, sessions: 0, cameras: 0, director: 0, stills: 1 });
   });
 });

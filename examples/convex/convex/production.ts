@@ -26,19 +26,6 @@ export type MmxEvent = Infer<typeof mmxEvent>;
 export const MAX_BATCH = 500;
 const MAX_ID_LENGTH = 128;
 
-/** Event types that land in productionDirectorEvents: creative decisions and marks. */
-export const DIRECTOR_TYPES = new Set([
-  "director.cut",
-  "director.hold",
-  "director.release",
-  "director.mode",
-  "still.marker",
-  "ghost.proposed",
-  "ghost.accepted",
-  "ghost.vetoed",
-  "ghost.expired",
-]);
-
 type Data = Record<string, unknown>;
 
 function str(data: Data, key: string): string | null {
@@ -77,145 +64,181 @@ async function findCamera(
     .unique();
 }
 
-/** The session row for an event, created as inferred (active, started at the event) when new. */
-async function ensureSession(ctx: MutationCtx, sessionId: string, ts: number): Promise<Doc<"productionSessions">> {
-  const found = await findSession(ctx, sessionId);
-  if (found !== null) {
-    const patch: Partial<Doc<"productionSessions">> = {};
-    if (ts < found.startedAt) patch.startedAt = ts;
-    if (ts > found.lastEventAt) patch.lastEventAt = ts;
-    if (Object.keys(patch).length > 0) await ctx.db.patch(found._id, patch);
-    return { ...found, ...patch };
-  }
-  const doc = {
-    sessionId,
-    kind: "photoshoot_performance" as const,
-    status: "active" as const,
-    startedAt: ts,
-    inferred: true,
-    lastEventAt: ts,
-  };
-  const _id = await ctx.db.insert("productionSessions", doc);
-  return (await ctx.db.get(_id))!;
+/** `new ?? old`: a field the event does not carry keeps the stored value (SQL coalesce). */
+function keep<T>(fresh: T | null, old: T | null | undefined): T | null {
+  return fresh ?? old ?? null;
 }
 
+/**
+ * The session projection. Mirrors the local ledger's triggers (mmx/ledger/schema.py):
+ * `session.started` creates or resumes; `session.ended` completes; any other event of an
+ * unknown session creates it as inferred. Out-of-order arrival is settled by event time: an
+ * end older than the latest start does not complete a resumed session, and a start older
+ * than the recorded end does not reopen it.
+ */
 async function applySession(ctx: MutationCtx, event: MmxEvent, data: Data, sessionId: string): Promise<void> {
-  const session = await ensureSession(ctx, sessionId, event.ts);
+  const found = await findSession(ctx, sessionId);
+  const ts = event.ts;
   if (event.type === "session.started") {
-    // created, or resumed (a restarted `mmx serve` starts the same session again)
-    const patch: Partial<Doc<"productionSessions">> = { status: "active", completedAt: undefined, inferred: false };
-    if (session.inferred) patch.startedAt = Math.min(session.startedAt, event.ts);
-    for (const key of ["title", "notes", "mode"] as const) {
-      if (has(data, key)) patch[key] = str(data, key);
+    const kind = str(data, "kind") ?? "photoshoot_performance";
+    if (found === null) {
+      await ctx.db.insert("productionSessions", {
+        sessionId, kind, status: "active", inferred: false,
+        title: str(data, "title"), notes: str(data, "notes"), mode: str(data, "mode"),
+        startedAt: ts, lastStartedAt: ts, firstEventId: event.id, startedEvent: event.id,
+      });
+      return;
     }
-    await ctx.db.patch(session._id, patch);
-  } else if (event.type === "session.ended") {
-    const { reason: _reason, ...rest } = data;
-    const finalState = has(data, "state") ? data.state : rest;
-    await ctx.db.patch(session._id, {
-      status: "completed",
-      completedAt: event.ts,
-      endReason: str(data, "reason"),
-      finalState,
+    const reopen = found.completedAt === undefined || ts > found.completedAt;
+    await ctx.db.patch(found._id, {
+      kind,
+      title: keep(str(data, "title"), found.title),
+      notes: keep(str(data, "notes"), found.notes),
+      mode: keep(str(data, "mode"), found.mode),
+      inferred: false,
+      startedEvent: found.startedEvent ?? event.id,
+      startedAt: found.inferred ? ts : Math.min(found.startedAt, ts),
+      lastStartedAt: Math.max(found.lastStartedAt, ts),
+      ...(reopen ? { status: "active" as const, completedAt: undefined } : {}),
     });
-  } else if (event.type === "director.mode" && has(data, "mode")) {
-    await ctx.db.patch(session._id, { mode: str(data, "mode") });
+  } else if (event.type === "session.ended") {
+    const ending = {
+      status: "completed" as const, completedAt: ts, endReason: str(data, "reason"),
+      finalState: data.state ?? data, endedEvent: event.id,
+    };
+    if (found === null) {
+      await ctx.db.insert("productionSessions", {
+        sessionId, kind: "photoshoot_performance", inferred: true, startedAt: ts, lastStartedAt: ts,
+        firstEventId: event.id, ...ending,
+      });
+    } else if (ts >= found.lastStartedAt) {
+      await ctx.db.patch(found._id, ending);
+    }
+  } else if (found === null) {
+    await ctx.db.insert("productionSessions", {
+      sessionId, kind: "photoshoot_performance", status: "active", inferred: true,
+      startedAt: ts, lastStartedAt: ts, firstEventId: event.id,
+    });
   }
 }
 
+/** The camera projection (camera.joined / camera.changed / camera.left), as the local ledger keeps it. */
 async function applyCamera(ctx: MutationCtx, event: MmxEvent, data: Data, sessionId: string): Promise<void> {
   const camera = str(data, "camera");
   if (camera === null) return;
   const found = await findCamera(ctx, sessionId, camera);
+  const ts = event.ts;
+  const placement = has(data, "placement") ? data.placement : null;
   if (event.type === "camera.joined") {
-    const fields = {
-      device: str(data, "device"),
-      name: str(data, "name"),
-      model: str(data, "model"),
-      role: str(data, "role"),
-      facing: str(data, "facing"),
-      zoom: num(data, "zoom"),
-      lenses: data.lenses ?? null,
-      placement: data.placement ?? null,
-      source: event.src,
-      status: "live" as const,
-      leftAt: undefined,
-      leftReason: undefined,
-      lastEventId: event.id,
-    };
+    const lenses = has(data, "lenses") ? data.lenses : null;
     if (found === null) {
-      await ctx.db.insert("productionCameras", { sessionId, camera, joinedAt: event.ts, ...fields });
-    } else {
-      await ctx.db.patch(found._id, fields);
+      await ctx.db.insert("productionCameras", {
+        sessionId, camera, device: str(data, "device"), name: str(data, "name"), model: str(data, "model"),
+        role: str(data, "role"), facing: str(data, "facing"), zoom: num(data, "zoom"), lenses, placement,
+        status: "joined", inferred: false, joinedAt: ts, updatedAt: ts, src: event.src,
+      });
+      return;
     }
+    const leftLater = found.leftAt !== undefined && found.leftAt > ts;
+    await ctx.db.patch(found._id, {
+      device: keep(str(data, "device"), found.device),
+      name: keep(str(data, "name"), found.name),
+      model: keep(str(data, "model"), found.model),
+      role: keep(str(data, "role"), found.role),
+      facing: keep(str(data, "facing"), found.facing),
+      zoom: keep(num(data, "zoom"), found.zoom),
+      lenses: lenses ?? found.lenses ?? null,
+      placement: placement ?? found.placement ?? null,
+      status: leftLater ? found.status : "joined",
+      inferred: false,
+      joinedAt: found.joinedAt === undefined ? ts : Math.min(found.joinedAt, ts),
+      updatedAt: Math.max(found.updatedAt, ts),
+    });
   } else if (event.type === "camera.changed") {
-    const patch: Partial<Doc<"productionCameras">> = { lastEventId: event.id };
-    for (const key of ["facing", "role"] as const) if (has(data, key)) patch[key] = str(data, key);
-    if (has(data, "zoom")) patch.zoom = num(data, "zoom");
-    if (has(data, "placement")) patch.placement = data.placement ?? null;
     if (found === null) {
       await ctx.db.insert("productionCameras", {
-        sessionId,
-        camera,
-        source: event.src,
-        status: "live",
-        joinedAt: event.ts,
-        ...patch,
-        lastEventId: event.id,
+        sessionId, camera, role: str(data, "role"), facing: str(data, "facing"), zoom: num(data, "zoom"),
+        placement, status: "joined", inferred: true, joinedAt: ts, updatedAt: ts, src: event.src,
       });
-    } else {
-      await ctx.db.patch(found._id, patch);
+      return;
     }
+    // only a change newer than what the row shows is applied
+    const newer = ts >= found.updatedAt;
+    await ctx.db.patch(found._id, {
+      ...(newer
+        ? {
+            role: keep(str(data, "role"), found.role),
+            facing: keep(str(data, "facing"), found.facing),
+            zoom: keep(num(data, "zoom"), found.zoom),
+            placement: placement ?? found.placement ?? null,
+          }
+        : {}),
+      updatedAt: Math.max(found.updatedAt, ts),
+    });
   } else if (event.type === "camera.left") {
-    const left = { status: "left" as const, leftAt: event.ts, leftReason: str(data, "reason"), lastEventId: event.id };
     if (found === null) {
       await ctx.db.insert("productionCameras", {
-        sessionId,
-        camera,
-        device: str(data, "device"),
-        source: event.src,
-        joinedAt: event.ts,
-        ...left,
+        sessionId, camera, device: str(data, "device"), status: "left", inferred: true, leftAt: ts,
+        leftReason: str(data, "reason"), updatedAt: ts, src: event.src,
       });
-    } else {
-      await ctx.db.patch(found._id, left);
+      return;
     }
+    await ctx.db.patch(found._id, {
+      status: ts >= (found.joinedAt ?? ts) ? "left" : found.status,
+      leftAt: Math.max(found.leftAt ?? ts, ts),
+      leftReason: str(data, "reason"),
+      updatedAt: Math.max(found.updatedAt, ts),
+    });
   }
 }
 
-async function applyDirector(ctx: MutationCtx, event: MmxEvent, data: Data, sessionId: string): Promise<void> {
+const DIRECTOR_KIND: Record<string, string> = {
+  "director.cut": "cut",
+  "director.hold": "hold",
+  "director.release": "release",
+  "director.mode": "mode",
+  "still.marker": "marker",
+  "ghost.proposed": "proposal",
+  "ghost.accepted": "accepted",
+  "ghost.vetoed": "vetoed",
+  "ghost.expired": "expired",
+};
+
+async function applyDirector(ctx: MutationCtx, event: MmxEvent, data: Data): Promise<void> {
+  const toCamera = event.type === "director.cut" || event.type === "ghost.proposed";
   await ctx.db.insert("productionDirectorEvents", {
-    sessionId,
     eventId: event.id,
-    type: event.type,
+    sessionId: event.session,
     ts: event.ts,
+    type: event.type,
+    kind: DIRECTOR_KIND[event.type],
+    camera: str(data, toCamera ? "to" : "camera"),
+    fromCamera: str(data, "from"),
     by: str(data, "by"),
-    from: str(data, "from"),
-    to: str(data, "to"),
-    camera: str(data, "camera"),
     proposal: str(data, "proposal"),
     mode: str(data, "mode"),
     previous: str(data, "previous"),
     label: str(data, "label"),
+    score: num(data, "score"),
     data,
   });
 }
 
-async function applyStill(ctx: MutationCtx, event: MmxEvent, data: Data, sessionId: string): Promise<void> {
+async function applyStill(ctx: MutationCtx, event: MmxEvent, data: Data): Promise<void> {
   const still = str(data, "still");
   const camera = str(data, "camera");
   if (still === null || camera === null) return;
   await ctx.db.insert("productionStills", {
-    sessionId,
-    camera,
+    eventId: event.id,
+    sessionId: event.session,
     still,
+    camera,
     path: str(data, "path"),
     sha256: str(data, "sha256"),
     bytes: num(data, "bytes"),
     width: num(data, "width"),
     height: num(data, "height"),
-    eventId: event.id,
-    ts: event.ts,
+    capturedAt: event.ts,
   });
 }
 
@@ -261,12 +284,13 @@ export const ingestEvents = mutation({
         ingestedAt: now,
       });
       inserted += 1;
-      if (event.session === null) continue;
-      const sessionId = event.session;
-      await applySession(ctx, event, data, sessionId);
-      if (event.type.startsWith("camera.")) await applyCamera(ctx, event, data, sessionId);
-      else if (DIRECTOR_TYPES.has(event.type)) await applyDirector(ctx, event, data, sessionId);
-      else if (event.type === "still.captured") await applyStill(ctx, event, data, sessionId);
+      if (event.session !== null) {
+        await applySession(ctx, event, data, event.session);
+        if (event.type.startsWith("camera.")) await applyCamera(ctx, event, data, event.session);
+      }
+      // like the local ledger, director events and stills are kept even without a session
+      if (has(DIRECTOR_KIND, event.type)) await applyDirector(ctx, event, data);
+      else if (event.type === "still.captured") await applyStill(ctx, event, data);
     }
     return { inserted, skipped };
   },

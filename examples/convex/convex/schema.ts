@@ -8,6 +8,9 @@ import { defineSchema, defineTable } from "convex/server";
 import { v } from "convex/values";
 
 /** `session.status`: active from `session.started` (or the first event seen), completed at `session.ended`. */
+const optStr = v.optional(v.union(v.string(), v.null()));
+const optNum = v.optional(v.union(v.number(), v.null()));
+
 export const sessionStatus = v.union(v.literal("active"), v.literal("completed"));
 
 export default defineSchema({
@@ -27,70 +30,75 @@ export default defineSchema({
 
   productionSessions: defineTable({
     sessionId: v.string(),
-    kind: v.literal("photoshoot_performance"),
+    kind: v.string(), // `photoshoot_performance` unless session.started names another kind
     status: sessionStatus,
-    startedAt: v.number(),
-    completedAt: v.optional(v.number()),
-    title: v.optional(v.union(v.string(), v.null())),
-    notes: v.optional(v.union(v.string(), v.null())),
-    mode: v.optional(v.union(v.string(), v.null())),
-    endReason: v.optional(v.union(v.string(), v.null())),
-    finalState: v.optional(v.any()),
     // true while no `session.started` has been seen: the session was inferred from its events
     inferred: v.boolean(),
-    lastEventAt: v.number(),
+    title: optStr,
+    notes: optStr,
+    mode: optStr,
+    startedAt: v.number(),
+    lastStartedAt: v.number(), // the latest (re)start, for resumes
+    completedAt: v.optional(v.number()),
+    endReason: optStr,
+    finalState: v.optional(v.any()), // session.ended data.state (or its whole data)
+    firstEventId: v.string(),
+    startedEvent: v.optional(v.string()),
+    endedEvent: v.optional(v.string()),
   }).index("by_session_id", ["sessionId"]),
 
   productionCameras: defineTable({
     sessionId: v.string(),
     camera: v.string(),
-    device: v.optional(v.union(v.string(), v.null())),
-    name: v.optional(v.union(v.string(), v.null())),
-    model: v.optional(v.union(v.string(), v.null())),
-    role: v.optional(v.union(v.string(), v.null())),
-    facing: v.optional(v.union(v.string(), v.null())),
-    zoom: v.optional(v.union(v.number(), v.null())),
+    device: optStr,
+    name: optStr,
+    model: optStr,
+    role: optStr,
+    facing: optStr,
+    zoom: optNum,
     lenses: v.optional(v.any()),
     placement: v.optional(v.any()),
-    // the producer that reported the camera (`src` of its camera.joined, e.g. `serve` or `device:<id>`)
-    source: v.string(),
-    status: v.union(v.literal("live"), v.literal("left")),
-    joinedAt: v.number(),
+    status: v.union(v.literal("joined"), v.literal("left")),
+    inferred: v.boolean(), // seen without camera.joined
+    joinedAt: v.optional(v.number()),
     leftAt: v.optional(v.number()),
-    leftReason: v.optional(v.union(v.string(), v.null())),
-    lastEventId: v.string(),
+    leftReason: optStr,
+    updatedAt: v.number(), // ts of the newest camera event applied
+    src: v.string(), // source identity: `src` of the event that created the row
   }).index("by_session_camera", ["sessionId", "camera"]),
 
   productionDirectorEvents: defineTable({
-    sessionId: v.string(),
     eventId: v.string(),
-    type: v.string(),
+    sessionId: v.union(v.string(), v.null()),
     ts: v.number(),
-    by: v.optional(v.union(v.string(), v.null())),
-    from: v.optional(v.union(v.string(), v.null())),
-    to: v.optional(v.union(v.string(), v.null())),
-    camera: v.optional(v.union(v.string(), v.null())),
-    proposal: v.optional(v.union(v.string(), v.null())),
-    mode: v.optional(v.union(v.string(), v.null())),
-    previous: v.optional(v.union(v.string(), v.null())),
-    label: v.optional(v.union(v.string(), v.null())),
+    type: v.string(),
+    // cut, hold, release, mode, marker, proposal, accepted, vetoed, expired
+    kind: v.string(),
+    camera: optStr, // cut and proposal: `to`; hold, release, marker: `camera`
+    fromCamera: optStr,
+    by: optStr,
+    proposal: optStr,
+    mode: optStr,
+    previous: optStr,
+    label: optStr,
+    score: optNum,
     data: v.any(),
   })
     .index("by_session_ts", ["sessionId", "ts"])
     .index("by_event_id", ["eventId"]),
 
   productionStills: defineTable({
-    sessionId: v.string(),
-    camera: v.string(),
-    still: v.string(),
-    path: v.optional(v.union(v.string(), v.null())),
-    sha256: v.optional(v.union(v.string(), v.null())),
-    bytes: v.optional(v.union(v.number(), v.null())),
-    width: v.optional(v.union(v.number(), v.null())),
-    height: v.optional(v.union(v.number(), v.null())),
     eventId: v.string(),
-    ts: v.number(),
+    sessionId: v.union(v.string(), v.null()),
+    still: v.string(),
+    camera: v.string(),
+    path: optStr,
+    sha256: optStr,
+    bytes: optNum,
+    width: optNum,
+    height: optNum,
+    capturedAt: v.number(),
   })
-    .index("by_session_ts", ["sessionId", "ts"])
+    .index("by_session_ts", ["sessionId", "capturedAt"])
     .index("by_still", ["still"]),
 });
