@@ -272,7 +272,7 @@ class Policy:
         """Seed from the server's ``GET /v1/state`` answer (program, hold, mode, cameras)."""
         now = self._clock(now)
         mode = state.get("mode")
-        if mode in MODES:
+        if self.follow_mode and mode in MODES:
             self.mode = mode
         program = state.get("program")
         if program != self.program:
@@ -388,6 +388,10 @@ class Policy:
             return [Output("note", {"message": self.cue_note}, now, emit=False)]
         self.cue_note = None
         return [Output("note", {"message": f"music: track {track[:12]} with {len(grid.beat_times)} beats"}, now, emit=False)]
+
+    def abandon(self, now: float, reason: str) -> list[Output]:
+        """Expire the pending proposal now (e.g. the server went away) with ``reason``."""
+        return self._expire(self._clock(now), reason)
 
     def hold_on(self, now: float) -> None:
         """A hold is on (from the terminal without a server): no proposals, no executions."""

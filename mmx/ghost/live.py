@@ -1,0 +1,519 @@
+"""The live ghost: runs the policy against `mmx serve` (or events on stdin) on the wall clock.
+
+`GhostRunner` reads events — the server's stream ``GET /v1/events?since=SEQ&types=…`` with
+``pose.sample`` named explicitly, or JSON Lines from a file or stdin (``-``) — feeds them to
+a `Policy` with ``now = time.time()`` and acts on its outputs:
+
+- every proposal and decision is written to ``out`` as JSON Lines (a `Producer` with
+  ``src="ghost"``) and, with a server, posted to ``POST /v1/events`` (queued in order, kept
+  while the server is away, so the ledger sees them once it is back);
+- a cut is executed with ``POST /v1/director/cut {to, by: "ghost", proposal}`` at its
+  ``cut_at`` (the runner sleeps until the policy's next deadline);
+- when the server goes away the runner says so (``notify``), abandons the pending proposal
+  (``ghost.expired``, reason ``server unavailable``), stops proposing and reconnects with
+  exponential backoff (0.25 s doubling to 5 s) for up to ``reconnect_for_s`` seconds
+  before raising `ServiceUnavailableError`.
+
+Library code: nothing is printed here; human messages go to the ``notify`` callback and
+the optional `TerminalUI` draws on a rich console the command passes in.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import sys
+import threading
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import IO, Any
+
+import aiohttp
+
+from mmx.errors import EventError, InputMissingError, ServiceUnavailableError
+from mmx.events import Event, EventWriter, Producer, decode, read_events
+from mmx.ghost.policy import Output, Policy
+
+#: The stream the ghost subscribes to (pose.sample must be named: it is off by default).
+STREAM_TYPES = "pose.sample,camera.*,director.*,music.cue,ghost.*,session.*"
+BACKOFF_START_S = 0.25
+BACKOFF_MAX_S = 5.0
+#: Longest sleep of the timer between deadline checks (new events wake it earlier).
+TICK_S = 0.1
+#: Posts kept while the server is away; beyond this the oldest are dropped (and reported).
+POST_QUEUE_MAX = 10_000
+
+Notify = Callable[[str], None]
+
+
+class ServerGone(Exception):
+    """The server cannot be reached or closed the stream (the runner retries)."""
+
+
+class ServerRefused(Exception):
+    """The server answered a request with an error status (``status``, ``message``)."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(f"{status}: {message}")
+        self.status = status
+        self.message = message
+
+
+class ServerClient:
+    """The few calls of the `mmx serve` HTTP API (DESIGN.md) the ghost needs.
+
+    Connection failures raise `ServerGone`; 401 raises `ServiceUnavailableError` (a wrong
+    token will not fix itself); other error answers raise `ServerRefused`.
+    """
+
+    def __init__(self, base_url: str, token: str | None, *, timeout_s: float = 5.0) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.token = token
+        self.timeout_s = timeout_s
+        self._session: aiohttp.ClientSession | None = None
+
+    def _http(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
+            self._session = aiohttp.ClientSession(headers=headers, read_bufsize=1 << 20)
+        return self._session
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+    async def _check(self, resp: aiohttp.ClientResponse) -> None:
+        if resp.status < 400:
+            return
+        try:
+            message = (await resp.json(content_type=None)).get("error") or resp.reason
+        except (ValueError, AttributeError, aiohttp.ClientError):
+            message = resp.reason or ""
+        if resp.status == 401:
+            raise ServiceUnavailableError(f"{self.base_url} refused the token: {message}",
+                                          hint="pass the token mmx serve printed with --token or MMX_TOKEN")  # fmt: skip
+        raise ServerRefused(resp.status, str(message))
+
+    async def request(self, method: str, path: str, body: Any = None) -> Any:
+        """One JSON request; the decoded JSON answer."""
+        timeout = aiohttp.ClientTimeout(total=self.timeout_s)
+        try:
+            async with self._http().request(method, self.base_url + path, json=body, timeout=timeout) as resp:
+                await self._check(resp)
+                return await resp.json(content_type=None)
+        except (aiohttp.ClientConnectionError, TimeoutError, OSError) as exc:
+            raise ServerGone(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__) from None
+
+    async def state(self) -> dict[str, Any]:
+        return await self.request("GET", "/v1/state")
+
+    async def post_event(self, event: Event) -> Any:
+        return await self.request("POST", "/v1/events", event.to_dict())
+
+    async def director(self, action: str, body: dict[str, Any]) -> Any:
+        return await self.request("POST", f"/v1/director/{action}", body)
+
+    async def lines(self, since: int | None, types: str = STREAM_TYPES) -> AsyncIterator[bytes]:
+        """The lines of ``GET /v1/events`` as they come; raises ServerGone when it ends."""
+        params = {"types": types}
+        if since is not None:
+            params["since"] = str(since)
+        timeout = aiohttp.ClientTimeout(total=None, connect=self.timeout_s, sock_connect=self.timeout_s)
+        try:
+            async with self._http().get(self.base_url + "/v1/events", params=params, timeout=timeout) as resp:
+                await self._check(resp)
+                while True:
+                    line = await resp.content.readline()
+                    if not line:
+                        raise ServerGone("the event stream ended")
+                    yield line
+        except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, TimeoutError, OSError) as exc:
+            raise ServerGone(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__) from None
+        except ValueError as exc:  # aiohttp: a line beyond read_bufsize
+            raise ServerGone(f"bad stream: {exc}") from None
+
+
+class GhostRunner:
+    """Drives a `Policy` live (see the module docstring).
+
+    ``out`` gets the JSON Lines (None: nowhere); ``client`` is the server (None: no posts,
+    cuts are reported as not executed). ``clock`` is injectable for tests.
+    """
+
+    def __init__(self, policy: Policy, *, client: ServerClient | None = None, out: IO[bytes] | None = None,
+                 notify: Notify | None = None, clock: Callable[[], float] = time.time,
+                 reconnect_for_s: float = 600.0) -> None:  # fmt: skip
+        self.policy = policy
+        self.client = client
+        self.writer = EventWriter(out) if out is not None else None
+        self.notify = notify or (lambda message: None)
+        self.clock = clock
+        self.reconnect_for_s = reconnect_for_s
+        self.producer = Producer("ghost", clock=clock)
+        self.proposing = client is None
+        self.connected = asyncio.Event()
+        self.stopped = asyncio.Event()
+        self._wake = asyncio.Event()
+        self._posts: deque[Event] = deque()
+        self._post_ready = asyncio.Event()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self.emitted: list[Event] = []
+        self.cuts_sent = 0
+        self.bad_lines = 0
+        self.output_closed = False
+        self.last_error: str | None = None
+
+    # ----------------------------------------------------------------- outputs
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def apply(self, outputs: list[Output]) -> None:
+        """Act on policy outputs: emit events, execute cuts, pass notes on."""
+        for out in outputs:
+            if out.type == "note":
+                self.notify(out.data["message"])
+            elif out.type == "cut":
+                if self.client is None:
+                    self.notify(f"cut to {out.data['to']} due (proposal {out.data['proposal']}): no server to execute it")
+                else:
+                    self._spawn(self._cut(out))
+            elif out.emit:
+                event = self.producer.make(out.type, out.data)
+                self.emitted.append(event)
+                if self.writer is not None:
+                    try:
+                        self.writer.write(event)
+                    except (BrokenPipeError, ValueError):  # the reader went away: end quietly
+                        self.writer = None
+                        self.output_closed = True
+                        self.stop()
+                if self.client is not None:
+                    if len(self._posts) >= POST_QUEUE_MAX:
+                        dropped = self._posts.popleft()
+                        self.notify(f"server away too long: dropped {dropped.type} {dropped.id} from the post queue")
+                    self._posts.append(event)
+                    self._post_ready.set()
+        if outputs:
+            self._wake.set()
+
+    async def _cut(self, out: Output) -> None:
+        body = {"to": out.data["to"], "by": "ghost", "proposal": out.data["proposal"]}
+        try:
+            await self.client.director("cut", body)  # type: ignore[union-attr]
+            self.cuts_sent += 1
+        except ServerRefused as exc:
+            self.notify(f"cut to {body['to']} refused by the server: {exc.message}")
+            await self._refresh_state()
+        except ServerGone as exc:
+            self.notify(f"cut to {body['to']} not executed: server unavailable ({exc})")
+
+    async def _refresh_state(self) -> None:
+        try:
+            state = await self.client.state()  # type: ignore[union-attr]
+        except (ServerGone, ServerRefused):
+            return
+        self.policy.load_state(state, self.clock())
+
+    async def _poster(self) -> None:
+        while not self.stopped.is_set():
+            if not self._posts:
+                self._post_ready.clear()
+                await self._post_ready.wait()
+                continue
+            await self.connected.wait()
+            event = self._posts[0]
+            try:
+                await self.client.post_event(event)  # type: ignore[union-attr]
+            except ServerGone:
+                self.connected.clear()
+                await asyncio.sleep(BACKOFF_START_S)
+                continue
+            except ServerRefused as exc:
+                self.notify(f"server refused {event.type} {event.id}: {exc.message}")
+            self._posts.popleft()
+
+    async def flush_posts(self, timeout_s: float = 5.0) -> bool:
+        """Wait (up to ``timeout_s``) until every queued post is delivered; True when done."""
+        deadline = time.monotonic() + timeout_s
+        while self._posts and time.monotonic() < deadline and self.connected.is_set():
+            await asyncio.sleep(0.01)
+        return not self._posts
+
+    # ----------------------------------------------------------------- inputs
+    def feed(self, event: Event) -> None:
+        """One event from the stream or the input."""
+        if event.type == "session.started":
+            self.producer.session = event.session
+        elif event.type == "session.ended" and event.session == self.producer.session:
+            self.producer.session = None
+        self.apply(self.policy.feed(event, now=self.clock()))
+
+    def key(self, ch: str) -> None:
+        """A key from the terminal: ``a`` accept, ``v`` veto, ``h`` hold, ``r`` release."""
+        now = self.clock()
+        pending = self.policy.pending
+        if ch == "a":
+            if pending is None:
+                self.notify("nothing to accept")
+            else:
+                self.apply(self.policy.accept(pending.id, now, by="operator"))
+        elif ch == "v":
+            if pending is None:
+                self.notify("nothing to veto")
+            else:
+                self.apply(self.policy.veto(pending.id, now, by="operator"))
+        elif ch in ("h", "r"):
+            if self.client is None:
+                (self.policy.hold_on if ch == "h" else self.policy.release)(now)
+                self.notify("hold on" if ch == "h" else "hold released")
+            else:
+                self._spawn(self._hold(ch == "h"))
+        self._wake.set()
+
+    async def _hold(self, on: bool) -> None:
+        body: dict[str, Any] = {"by": "operator"}
+        if on and self.policy.program:
+            body["camera"] = self.policy.program
+        try:
+            await self.client.director("hold" if on else "release", body)  # type: ignore[union-attr]
+        except (ServerGone, ServerRefused) as exc:
+            self.notify(f"{'hold' if on else 'release'} failed: {exc}")
+
+    async def _timer(self) -> None:
+        while not self.stopped.is_set():
+            if self.proposing:
+                self.apply(self.policy.step(self.clock()))
+            deadline = self.policy.next_deadline()
+            wait = TICK_S
+            if deadline is not None and self.proposing:
+                wait = min(TICK_S, max(0.0, deadline - self.clock()))
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), wait)
+
+    async def _stream(self) -> None:
+        backoff = BACKOFF_START_S
+        down_since: float | None = None
+        client = self.client
+        assert client is not None
+        while not self.stopped.is_set():
+            try:
+                state = await client.state()
+                now = self.clock()
+                self.policy.load_state(state, now)
+                self.producer.session = state.get("session")
+                since = state.get("seq")
+                self.connected.set()
+                self.proposing = True
+                if down_since is not None:
+                    self.notify(f"server back after {time.monotonic() - down_since:.1f} s: proposing again")
+                else:
+                    self.notify(f"connected to {client.base_url} (mode {self.policy.mode}, program {self.policy.program or '-'})")
+                down_since, backoff = None, BACKOFF_START_S
+                self._wake.set()
+                line_no = 0
+                async for line in client.lines(since if isinstance(since, int) else None):
+                    line_no += 1
+                    if not line.strip():
+                        continue
+                    try:
+                        event = decode(line, line_no=line_no)
+                    except EventError as exc:
+                        self.notify(f"server stream: {exc.message}")
+                        continue
+                    self.feed(event)
+            except (ServerGone, ServerRefused) as exc:
+                self.last_error = str(exc)
+                self.connected.clear()
+                if self.proposing or down_since is None:
+                    self.proposing = False
+                    self.apply(self.policy.abandon(self.clock(), "server unavailable"))
+                    self.notify(f"server unavailable ({exc}): stopped proposing, reconnecting")
+                if down_since is None:
+                    down_since = time.monotonic()
+                elif time.monotonic() - down_since > self.reconnect_for_s:
+                    raise ServiceUnavailableError(
+                        f"{client.base_url} unavailable for {self.reconnect_for_s:g} s: {exc}",
+                        hint="start mmx serve, or check --server") from None  # fmt: skip
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.stopped.wait(), backoff)
+                backoff = min(BACKOFF_MAX_S, backoff * 2)
+
+    async def _input(self, source: str | Path) -> None:
+        """Read events from a file or ``-`` (stdin) in a thread; feed them as they come."""
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[Event | None] = asyncio.Queue(maxsize=10_000)
+        errors: list[EventError] = []
+
+        def put(item: Event | None) -> None:
+            asyncio.run_coroutine_threadsafe(queue.put(item), loop).result()
+
+        def on_error(exc: EventError) -> None:
+            loop.call_soon_threadsafe(self.notify, f"{'stdin' if str(source) == '-' else source}: {exc.message}")
+            errors.append(exc)
+
+        def reader() -> None:
+            try:
+                if str(source) == "-":
+                    for event in read_events(sys.stdin.buffer, on_error=on_error):
+                        put(event)
+                else:
+                    with open(source, "rb") as fp:
+                        for event in read_events(fp, on_error=on_error):
+                            put(event)
+            except (OSError, RuntimeError) as exc:  # RuntimeError: the loop closed under us
+                with contextlib.suppress(RuntimeError):
+                    loop.call_soon_threadsafe(self.notify, f"input: {exc}")
+            finally:
+                with contextlib.suppress(RuntimeError):
+                    put(None)
+
+        if str(source) != "-" and not Path(source).is_file():
+            raise InputMissingError(f"no such events file: {source}")
+        threading.Thread(target=reader, name="ghost-input", daemon=True).start()
+        while True:
+            event = await queue.get()
+            if event is None:
+                break
+            self.feed(event)
+        self.bad_lines = len(errors)
+        # let the pending proposal play out (execute or expire) before ending
+        p = self.policy.pending
+        if p is not None:
+            end = p.expires_at + 0.05
+            while self.policy.pending is not None and self.clock() < end and not self.stopped.is_set():
+                await asyncio.sleep(min(TICK_S, max(0.0, end - self.clock())))
+
+    async def run(self, source: str | Path | None = None) -> None:
+        """Run until the input ends (``source``), `stop` is called, or the server stays away
+        longer than ``reconnect_for_s`` (ServiceUnavailableError)."""
+        self.bad_lines = 0
+        workers = [asyncio.create_task(self._timer())]
+        if self.client is not None:
+            workers.append(asyncio.create_task(self._poster()))
+        try:
+            if source is not None:
+                if self.client is not None:
+                    with contextlib.suppress(ServerGone, ServerRefused):
+                        state = await self.client.state()
+                        self.policy.load_state(state, self.clock())
+                        self.producer.session = state.get("session")
+                        self.connected.set()
+                self.proposing = True
+                main = asyncio.create_task(self._input(source))
+            else:
+                main = asyncio.create_task(self._stream())
+            stop = asyncio.create_task(self.stopped.wait())
+            done, _ = await asyncio.wait({main, stop}, return_when=asyncio.FIRST_COMPLETED)
+            if main in done:
+                main.result()
+            else:
+                main.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await main
+            if self._tasks:
+                await asyncio.wait(set(self._tasks), timeout=2.0)
+            if self.client is not None and self.connected.is_set():
+                await self.flush_posts()
+        finally:
+            self.stopped.set()
+            self._post_ready.set()
+            for w in workers:
+                w.cancel()
+            for w in workers:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await w
+            if self.client is not None:
+                await self.client.close()
+
+    def stop(self) -> None:
+        self.stopped.set()
+
+
+class TerminalUI:
+    """A rich banner on a terminal: the pending proposal with a countdown to its beat, and
+    raw single keys (``a`` accept, ``v`` veto, ``h`` hold, ``r`` release) when stdin is a
+    terminal. ``console`` is the command's stderr console."""
+
+    def __init__(self, console: Any, runner: GhostRunner, *, keys: bool) -> None:
+        self.console = console
+        self.runner = runner
+        self.keys = keys
+        self._live: Any = None
+        self._saved: Any = None
+        self._task: asyncio.Task[Any] | None = None
+
+    def render(self) -> Any:
+        from rich.panel import Panel
+        from rich.text import Text
+
+        now = self.runner.clock()
+        snap = self.runner.policy.snapshot(now)
+        head = Text()
+        head.append(f"mode {snap['mode']}", style="bold")
+        head.append(f" · program {snap['program'] or '-'}")
+        head.append(" · HOLD" if snap["hold"] else " · hold off", style="bold red" if snap["hold"] else "")
+        if not self.runner.proposing:
+            head.append(" · server unavailable, not proposing", style="yellow")
+        body = Text()
+        p = snap["pending"]
+        if p is None:
+            body.append("no proposal pending")
+        else:
+            countdown = max(0.0, p["cut_at"] - now)
+            state = f"accepted by {p['accepted_by']}" if p["accepted_by"] else "pending"
+            body.append(f"{p['from'] or '-'} → {p['to']}", style="bold green")
+            body.append(f"  score {p['score']:.2f}  cut in {countdown:4.2f} s  ({state})\n")
+            timing = next((r for r in p["reasons"] if r.get("feature") == "timing"), None)
+            top = sorted((r for r in p["reasons"] if "contribution" in r), key=lambda r: -r["contribution"])[:2]
+            body.append("; ".join(r["text"] for r in top) + ("\n" + timing["text"] if timing else ""), style="dim")
+        keys = "  [a] accept  [v] veto  [h] hold  [r] release" if self.keys else ""
+        return Panel(Text.assemble(head, "\n", body), title="mmx ghost", subtitle=keys or None)
+
+    async def __aenter__(self) -> TerminalUI:
+        from rich.live import Live
+
+        self._live = Live(self.render(), console=self.console, refresh_per_second=10, transient=True)
+        self._live.start()
+        if self.keys:
+            import termios
+            import tty
+
+            fd = sys.stdin.fileno()
+            self._saved = termios.tcgetattr(fd)
+            tty.setcbreak(fd)
+            asyncio.get_running_loop().add_reader(fd, self._on_key, fd)
+        self._task = asyncio.create_task(self._refresh())
+        return self
+
+    def _on_key(self, fd: int) -> None:
+        try:
+            data = os.read(fd, 16)
+        except OSError:
+            return
+        for ch in data.decode("utf-8", "ignore").lower():
+            self.runner.key(ch)
+
+    async def _refresh(self) -> None:
+        while True:
+            self._live.update(self.render())
+            await asyncio.sleep(0.1)
+
+    async def __aexit__(self, *exc: Any) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        if self.keys and self._saved is not None:
+            import termios
+
+            fd = sys.stdin.fileno()
+            asyncio.get_running_loop().remove_reader(fd)
+            termios.tcsetattr(fd, termios.TCSADRAIN, self._saved)
+        if self._live is not None:
+            self._live.stop()
