@@ -20,6 +20,8 @@ def _render(event: dict[str, Any], name: str) -> None:
         program = " [bold red](on program)[/]" if event.get("program") else ""
         console.print(f"[green]connected[/] as [bold]{cam}[/] to {event.get('server')} "
                       f"(session {event.get('session') or 'none'}){program}")  # fmt: skip
+    elif kind == "disconnected" and event.get("reason") == "stopped":
+        console.print(f"{cam}: stopped")
     elif kind == "disconnected":
         console.print(f"[yellow]disconnected[/] {cam} (close code {event.get('close_code')})")
     elif kind == "retry":
@@ -40,6 +42,9 @@ def _render(event: dict[str, Any], name: str) -> None:
         console.print(f"{cam}: session {event.get('session') or 'stopped'}")
     elif kind == "server_error":
         console.print(f"[yellow]server error[/] {event.get('error')} (ref {event.get('ref')})")
+    elif kind == "relay":
+        detail = event.get("url") if event["status"] == "published" else event.get("error")
+        console.print(f"{cam}: relay {event['status']}: {detail}")
     elif kind == "warning":
         console.print(f"[yellow]warning:[/] {event.get('message')}")
 
@@ -76,8 +81,11 @@ def device(
     with exponential backoff and jitter (0.25 s doubling to 5 s) until SIGINT/SIGTERM or
     --max-retries. Malformed pose lines are reported as "line N: …" on stderr and skipped.
 
-    Logs go to stderr; stdout stays empty unless --json is given. --relay is accepted but
-    not wired to mmx relay yet: the preview path is the WebSocket.
+    With --relay URL the same picture is also published to mmx relay over WHIP (POST
+    URL/whip/CAMERA once the server has named the camera; loopback ICE host candidates,
+    no STUN/TURN), republished with backoff when the relay goes away.
+
+    Logs go to stderr; stdout stays empty unless --json is given.
 
     Files:
     STATE_DIR/device-NAME.json holds the device id ({"device": "dev-…", "name": …});
@@ -105,15 +113,13 @@ def device(
         device_id=load_device_id(state_dir or default_state_dir(), name, device_id=device_id),
         model=model, placement=parse_placement(placement),
         lenses={"back": parse_lenses(lenses), "front": parse_lenses(front_lenses)},
-        fps=fps, size=preview_size, pose_offset_s=pose_offset_s, max_retries=max_retries,
+        fps=fps, size=preview_size, pose_offset_s=pose_offset_s, max_retries=max_retries, relay=relay,
     )  # fmt: skip
     source = VideoSource(video) if video is not None else TestPattern()
     track = None
     if pose is not None:
         track = PoseTrack.from_file(pose, on_error=lambda exc: report_line_error(exc, str(pose)))
         console.print(f"pose: {len(track.samples)} samples from {pose} ({track.fps:g} per s)")
-    if relay:
-        console.print("[yellow]warning:[/] --relay is not wired yet; publishing previews over the WebSocket only")
 
     def on_event(event: dict[str, Any]) -> None:
         _render(event, name)

@@ -37,8 +37,10 @@ from mmx.errors import DataError, ServiceUnavailableError
 #: Reconnect backoff of docs/device-protocol.md: 0.25 s doubling to 5 s, with jitter.
 BACKOFF_START_S = 0.25
 BACKOFF_MAX_S = 5.0
-#: Close codes by which the server refuses a device for good (bad token, malformed hello).
-FATAL_CLOSE_CODES = {4400: "malformed hello", 4401: "token refused"}
+#: Close codes after which reconnecting is wrong: bad token, malformed hello, or another process
+#: now speaks for this device id (reconnecting would make the two replace each other forever).
+FATAL_CLOSE_CODES = {4400: "malformed hello", 4401: "token refused",
+                     4409: "replaced by a newer connection with the same device id"}
 #: Battery drain of the simulated phone: 1 % every 3 minutes (a phone recording video).
 BATTERY_DRAIN_PER_S = 0.01 / 180
 
@@ -84,7 +86,8 @@ class DeviceConfig:
     preview rate (frames per second, 0 turns previews off); ``size`` the preview size in
     pixels; ``pose_offset_s`` where in the video/pose the device starts (seconds), so several
     devices playing one file are staggered; ``max_retries`` bounds consecutive failed
-    connection attempts (None: retry until stopped).
+    connection attempts (None: retry until stopped); ``relay`` is the base URL of
+    `mmx relay` to publish the video to over WHIP (None: previews only).
     """
 
     server: str
@@ -101,6 +104,7 @@ class DeviceConfig:
     heartbeat_s: float = 1.0
     max_retries: int | None = None
     connect_timeout_s: float = 5.0
+    relay: str | None = None
     upload_timeout_s: float = 10.0
 
 
@@ -213,6 +217,13 @@ class DeviceClient:
         if self._http is None:
             self._http = aiohttp.ClientSession()
         failures = 0
+        relay_task = None
+        if self.config.relay and self.source is not None:
+            from mmx.device.relay import publish_to_relay
+
+            relay_task = asyncio.create_task(publish_to_relay(
+                self, self.config.relay, token=self.config.token, stopping=self._stopping,
+                emit=self._emit, backoff=lambda n: backoff_delay(n, rng=self._rng)))  # fmt: skip
         try:
             while not self._stopping.is_set():
                 welcomed = False
@@ -246,6 +257,12 @@ class DeviceClient:
                 except asyncio.TimeoutError:
                     pass
         finally:
+            if relay_task is not None:
+                self._stopping.set()
+                try:
+                    await asyncio.wait_for(relay_task, 10.0)
+                except (asyncio.TimeoutError, Exception):  # noqa: BLE001 - best effort at shutdown
+                    relay_task.cancel()
             if self._own_http and self._http is not None:
                 await self._http.close()
                 self._http = None
@@ -257,6 +274,7 @@ class DeviceClient:
             "t": "hello", "token": self.config.token, "device": self.config.device_id,
             "name": self.config.name, "model": self.config.model, "platform": self.config.platform,
             "app": f"mmx-device {__version__}", "capabilities": caps, "state": self.state.report(),
+            "ts": time.time(),
         }  # fmt: skip
         if self.placement:
             hello["placement"] = self.placement
