@@ -175,7 +175,8 @@ class SharedEncoder:
             if feed is not None and feed.frame is not None and feed.live and self._taken.get(feed.name) != feed.frames:
                 self._taken[feed.name] = feed.frames
                 frame, camera, arrived = feed.frame, feed.name, feed.frame_at
-            elif feed is None or feed.frame is None or not feed.live or now - feed.frame_at > hub.lost_after_s:
+            elif feed is None or feed.frame is None or now - feed.frame_at > hub.lost_after_s:
+                # a feed that just went down (DELETE or vanished) holds its last frame first
                 if now - self._last_out < hub.slate_interval_s * 0.9:
                     continue
                 size = (self._ctx.width, self._ctx.height) if self._ctx is not None else hub.slate_size

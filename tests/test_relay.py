@@ -1,0 +1,410 @@
+"""mmx relay: real aiortc publishers and viewers on 127.0.0.1 against a real relay.
+
+Publishers send test-pattern frames (source id + send time in the pixels, mmx.relay.pattern);
+viewers decode every frame and read the pattern back, so each assertion is about what a
+viewer actually saw. Waits are generous and bounded (a loaded 2-core machine).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import time
+from contextlib import asynccontextmanager
+
+import aiohttp
+import aiortc
+import pytest
+from aiortc import RTCPeerConnection
+from aiortc.jitterbuffer import JitterBuffer
+from aiortc.rtp import RtpPacket
+
+from mmx.events import Producer, encode
+from mmx.relay.client import whep_subscribe, whip_publish
+from mmx.relay.director import follow_stream
+from mmx.relay.jitter import MarkerJitterBuffer, install_marker_release, marker_release_installed
+from mmx.relay.pattern import SLATE_SOURCE, make_frame, pattern_track, read_frame
+from mmx.relay.server import Relay, serve_relay
+
+from .conftest import MMX, free_port
+
+TOKEN = "relay-test-token"
+
+
+def run(coro, timeout: float = 90.0):
+    return asyncio.run(asyncio.wait_for(coro, timeout))
+
+
+@asynccontextmanager
+async def relay_running(**kwargs):
+    relay = Relay(token=TOKEN, **kwargs)
+    port = free_port()
+    runner = await serve_relay(relay, port=port)
+    try:
+        yield relay, f"http://127.0.0.1:{port}"
+    finally:
+        await relay.close()
+        await runner.cleanup()
+
+
+def cut_line(producer: Producer, frm: str | None, to: str) -> bytes:
+    return encode(producer.make("director.cut", {"from": frm, "to": to, "by": "operator"}))
+
+
+async def frames_until(track, predicate, *, timeout_s: float, log: list | None = None):
+    """Receive frames until ``predicate(stamp)`` is true; returns the stamp (or None on timeout)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            frame = await asyncio.wait_for(track.recv(), max(0.05, deadline - time.monotonic()))
+        except asyncio.TimeoutError:
+            return None
+        stamp = read_frame(frame)
+        if log is not None:
+            log.append((time.monotonic(), stamp))
+        if predicate(stamp):
+            return stamp
+    return None
+
+
+# ---------------------------------------------------------------- the jitter-buffer patch
+
+def _packets(seq0: int, ts: int, n: int, *, marker_last: bool = True) -> list[RtpPacket]:
+    out = []
+    for i in range(n):
+        packet = RtpPacket(payload_type=96, sequence_number=seq0 + i, timestamp=ts)
+        packet.marker = 1 if (marker_last and i == n - 1) else 0
+        packet._data = bytes([i]) * 10
+        out.append(packet)
+    return out
+
+
+def test_marker_bit_releases_frame_without_waiting_for_the_next():
+    stock = JitterBuffer(capacity=128, is_video=True)
+    patched = MarkerJitterBuffer(capacity=128, is_video=True)
+    for packet in _packets(1000, 3000, 3):
+        _, stock_frame = stock.add(packet)
+        _, patched_frame = patched.add(packet)
+    assert stock_frame is None  # stock aiortc waits for the next frame's first packet
+    assert patched_frame is not None and patched_frame.timestamp == 3000
+    assert patched_frame.data == b"\x00" * 10 + b"\x01" * 10 + b"\x02" * 10
+    # the next frame is released on its own marker too, and stock only now yields frame 1
+    _, stock_frame = stock.add(_packets(1003, 6000, 1)[0])
+    assert stock_frame is not None and stock_frame.timestamp == 3000
+    _, frame = patched.add(_packets(1003, 6000, 1)[0])
+    assert frame is not None and frame.timestamp == 6000
+
+
+def test_marker_bit_waits_for_a_missing_packet_and_falls_back_without_marker():
+    buf = MarkerJitterBuffer(capacity=128, is_video=True)
+    p = _packets(10, 90, 3)
+    assert buf.add(p[0])[1] is None
+    assert buf.add(p[2])[1] is None  # marker seen but packet 11 missing: hold the frame
+    _, frame = buf.add(p[1])
+    assert frame is not None and len(frame.data) == 30
+    # a frame whose marker packet never carries the bit is released by the next timestamp
+    q = _packets(13, 180, 2, marker_last=False)
+    assert buf.add(q[0])[1] is None and buf.add(q[1])[1] is None
+    _, frame = buf.add(_packets(15, 270, 1)[0])
+    assert frame is not None and frame.timestamp == 180
+
+
+def test_install_marker_release_swaps_the_receivers_buffer():
+    install_marker_release()
+    assert marker_release_installed()
+
+    async def main():
+        pc = RTCPeerConnection()
+        video = pc.addTransceiver("video").receiver
+        audio = pc.addTransceiver("audio").receiver
+        try:
+            assert type(video._RTCRtpReceiver__jitter_buffer) is MarkerJitterBuffer
+            # audio keeps the stock prefetching behaviour (marker means talkspurt start there)
+            assert audio._RTCRtpReceiver__jitter_buffer._prefetch == 4
+        finally:
+            await pc.close()
+
+    run(main())
+
+
+def test_install_marker_release_refuses_another_aiortc(monkeypatch):
+    from mmx.errors import InternalError
+
+    monkeypatch.setattr(aiortc, "__version__", "1.17.0")
+    with pytest.raises(InternalError, match="patches aiortc 1.16.x, found 1.17.0"):
+        install_marker_release()
+
+
+def test_pattern_round_trip():
+    frame = make_frame(1280, 720, source=42, sent_ms=2**40 + 1234)
+    stamp = read_frame(frame)
+    assert stamp is not None and stamp.source == 42 and stamp.sent_ms == 1234
+
+
+# ---------------------------------------------------------------- the hero feed
+
+def test_hero_30fps_then_cut_switches_source_without_renegotiation():
+    async def main():
+        async with relay_running() as (relay, base):
+            pubs = [await whip_publish(f"{base}/whip/cam-{i}", pattern_track(source=i), token=TOKEN) for i in (1, 2)]
+            reader = asyncio.StreamReader()
+            follower = asyncio.ensure_future(follow_stream(relay.hub, reader))
+            producer = Producer("operator")
+            reader.feed_data(cut_line(producer, None, "cam-1"))
+            pc, track = await whep_subscribe(f"{base}/whep/hero", token=TOKEN)
+            answer_before = pc.remoteDescription.sdp
+            assert await frames_until(track, lambda s: s is not None and s.source == 1, timeout_s=20)
+            # frames per second at the viewer over 3 s
+            log: list = []
+            await frames_until(track, lambda s: False, timeout_s=3.0, log=log)
+            fps = len(log) / (log[-1][0] - log[0][0])
+            assert fps >= 24, f"viewer got {fps:.1f} fps"
+            assert all(s is not None and s.source == 1 for _, s in log)
+            # the cut arrives through the events input; the same track switches source
+            reader.feed_data(cut_line(producer, "cam-1", "cam-2"))
+            assert await frames_until(track, lambda s: s is not None and s.source == 2, timeout_s=10)
+            assert pc.remoteDescription.sdp == answer_before
+            assert len(pc.getTransceivers()) == 1
+            assert relay.hub.program == "cam-2"
+            follower.cancel()
+            await pc.close()
+            for pub in pubs:
+                await pub.close()
+
+    run(main())
+
+
+def test_no_corrupted_frame_across_20_cuts():
+    async def main():
+        async with relay_running() as (relay, base):
+            pubs = [await whip_publish(f"{base}/whip/cam-{i}", pattern_track(source=i), token=TOKEN) for i in (1, 2)]
+            reader = asyncio.StreamReader()
+            follower = asyncio.ensure_future(follow_stream(relay.hub, reader))
+            producer = Producer("operator")
+            reader.feed_data(cut_line(producer, None, "cam-1"))
+            pc, track = await whep_subscribe(f"{base}/whep/hero", token=TOKEN)
+            assert await frames_until(track, lambda s: s is not None and s.source == 1, timeout_s=20)
+            log: list = []
+            current = 1
+            for _ in range(20):
+                nxt = 2 if current == 1 else 1
+                reader.feed_data(cut_line(producer, f"cam-{current}", f"cam-{nxt}"))
+                got = await frames_until(track, lambda s, n=nxt: s is not None and s.source == n, timeout_s=10, log=log)
+                assert got is not None, f"cut to cam-{nxt} never reached the viewer"
+                # stay a few frames on the new camera
+                await frames_until(track, lambda s: False, timeout_s=0.15, log=log)
+                current = nxt
+            stamps = [s for _, s in log]
+            assert len(stamps) > 60
+            corrupted = [i for i, s in enumerate(stamps) if s is None or s.source not in (1, 2)]
+            assert corrupted == [], f"{len(corrupted)} of {len(stamps)} frames unreadable"
+            switches = sum(1 for a, b in zip(stamps, stamps[1:]) if a.source != b.source)
+            assert switches >= 20
+            assert relay.hub.cuts == 21
+            follower.cancel()
+            await pc.close()
+            for pub in pubs:
+                await pub.close()
+
+    run(main(), timeout=120)
+
+
+def test_hero_is_encoded_once_for_many_viewers_and_a_dropped_viewer_costs_nothing():
+    async def main():
+        async with relay_running() as (relay, base):
+            pub = await whip_publish(f"{base}/whip/cam-1", pattern_track(source=1), token=TOKEN)
+            relay.hub.set_program("cam-1")
+            viewers = [await whep_subscribe(f"{base}/whep/hero", token=TOKEN) for _ in range(3)]
+            for _, track in viewers:
+                assert await frames_until(track, lambda s: s is not None and s.source == 1, timeout_s=20)
+            encoded0 = relay.hub.hero.encoded
+            logs: list[list] = [[], [], []]
+            await asyncio.gather(*(frames_until(t, lambda s: False, timeout_s=2.0, log=logs[i])
+                                   for i, (_, t) in enumerate(viewers)))
+            encoded = relay.hub.hero.encoded - encoded0
+            got = [len(log) for log in logs]
+            assert min(got) >= 30
+            # one encode per frame, not one per viewer
+            assert encoded <= max(got) * 1.3, (encoded, got)
+            assert relay.hub.hero.viewers == 3
+            # every viewer saw the same frames (the same encoded packets)
+            sent = [{s.sent_ms for _, s in log if s} for log in logs]
+            assert len(sent[0] & sent[1] & sent[2]) >= min(got) * 0.7
+            # a viewer that vanishes without DELETE: the others keep their frame rate
+            await viewers[0][0].close()
+            log: list = []
+            await frames_until(viewers[1][1], lambda s: False, timeout_s=2.0, log=log)
+            assert len(log) >= 40
+            for _ in range(100):
+                if relay.hub.hero.viewers == 2:
+                    break
+                await asyncio.sleep(0.1)
+            assert relay.hub.hero.viewers == 2
+            for pc, _ in viewers[1:]:
+                await pc.close()
+            await pub.close()
+
+    run(main())
+
+
+def test_one_camera_feed_ignores_cuts():
+    async def main():
+        async with relay_running() as (relay, base):
+            pubs = [await whip_publish(f"{base}/whip/cam-{i}", pattern_track(source=i), token=TOKEN) for i in (1, 2)]
+            relay.hub.set_program("cam-1")
+            pc, track = await whep_subscribe(f"{base}/whep/cam-2", token=TOKEN)
+            assert await frames_until(track, lambda s: s is not None and s.source == 2, timeout_s=20)
+            relay.hub.set_program("cam-2")
+            relay.hub.set_program("cam-1")
+            log: list = []
+            await frames_until(track, lambda s: False, timeout_s=1.0, log=log)
+            assert log and all(s is not None and s.source == 2 for _, s in log)
+            await pc.close()
+            for pub in pubs:
+                await pub.close()
+
+    run(main())
+
+
+@pytest.mark.parametrize("graceful", [True, False], ids=["delete", "vanish"])
+def test_publisher_drop_holds_last_frame_then_slate_until_it_is_back(graceful):
+    async def main():
+        async with relay_running(lost_after_s=0.6) as (relay, base):
+            pub = await whip_publish(f"{base}/whip/cam-1", pattern_track(source=1), token=TOKEN)
+            relay.hub.set_program("cam-1")
+            pc, track = await whep_subscribe(f"{base}/whep/hero", token=TOKEN)
+            assert await frames_until(track, lambda s: s is not None and s.source == 1, timeout_s=20)
+            if graceful:
+                await pub.close()
+            else:
+                await pub.pc.close()  # no DELETE: the relay only notices missing frames
+            dropped = time.monotonic()
+            log: list = []
+            slate = await frames_until(track, lambda s: s is not None and s.source == SLATE_SOURCE, timeout_s=10, log=log)
+            assert slate is not None, "no camera-lost slate"
+            # until the slate the viewer stayed on cam-1's last frames (nothing else shown)
+            assert all(s is not None and s.source == 1 for _, s in log[:-1])
+            assert log[-1][0] - dropped >= 0.4
+            # the camera comes back: its frames replace the slate
+            pub2 = await whip_publish(f"{base}/whip/cam-1", pattern_track(source=1), token=TOKEN)
+            assert await frames_until(track, lambda s: s is not None and s.source == 1, timeout_s=20)
+            await pc.close()
+            await pub2.close()
+
+    run(main())
+
+
+def test_slate_goes_away_when_the_director_cuts_to_a_live_camera():
+    async def main():
+        async with relay_running(lost_after_s=0.5) as (relay, base):
+            pub2 = await whip_publish(f"{base}/whip/cam-2", pattern_track(source=2), token=TOKEN)
+            relay.hub.set_program("cam-1")  # cam-1 never published
+            pc, track = await whep_subscribe(f"{base}/whep/hero", token=TOKEN)
+            assert await frames_until(track, lambda s: s is not None and s.source == SLATE_SOURCE, timeout_s=20)
+            relay.hub.set_program("cam-2")
+            assert await frames_until(track, lambda s: s is not None and s.source == 2, timeout_s=10)
+            await pc.close()
+            await pub2.close()
+
+    run(main())
+
+
+# ---------------------------------------------------------------- HTTP edges
+
+def test_bad_sdp_is_400_with_the_reason_and_token_is_checked():
+    async def main():
+        async with relay_running() as (relay, base):
+            auth = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/sdp"}
+            async with aiohttp.ClientSession() as http:
+                async with http.post(f"{base}/whip/cam-1", data="hello", headers=auth) as resp:
+                    assert resp.status == 400
+                    assert (await resp.json()) == {"error": "bad SDP offer: does not start with 'v='"}
+                async with http.post(f"{base}/whip/cam-1", data="v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\n", headers=auth) as resp:
+                    assert resp.status == 400
+                    assert (await resp.json()) == {"error": "bad SDP offer: no video m-line"}
+                async with http.post(f"{base}/whep/hero", data="", headers=auth) as resp:
+                    assert resp.status == 400
+                    assert (await resp.json())["error"] == "bad SDP offer: empty body"
+                async with http.post(f"{base}/whip/cam-1", data="v=0", headers={**auth, "Content-Type": "text/plain"}) as resp:
+                    assert resp.status == 415
+                async with http.post(f"{base}/whip/hero", data="v=0", headers=auth) as resp:
+                    assert resp.status == 400 and "bad camera name 'hero'" in (await resp.json())["error"]
+                # token: missing or wrong is 401 on every endpoint, right one via header or ?token=
+                for method, path in [("GET", "/"), ("GET", "/status"), ("GET", "/publish/cam-1"),
+                                     ("POST", "/whip/cam-1"), ("POST", "/whep/hero"), ("DELETE", "/whip/cam-1/x")]:
+                    async with http.request(method, f"{base}{path}", headers={"Authorization": "Bearer nope"}) as resp:
+                        assert resp.status == 401, path
+                        assert (await resp.json()) == {"error": "missing or wrong token"}
+                    async with http.request(method, f"{base}{path}") as resp:
+                        assert resp.status == 401, path
+                async with http.get(f"{base}/?token={TOKEN}") as resp:
+                    assert resp.status == 200 and "hero" in await resp.text()
+                async with http.get(f"{base}/status", headers=auth) as resp:
+                    assert (await resp.json())["program"] is None
+                async with http.delete(f"{base}/whip/cam-1/nosuch", headers=auth) as resp:
+                    assert resp.status == 404
+            assert relay.sessions == {}
+            # the client raises a clear error for a wrong token
+            from mmx.errors import DataError
+
+            with pytest.raises(DataError, match="relay refused the token"):
+                await whip_publish(f"{base}/whip/cam-1", pattern_track(), token="wrong")
+
+    run(main())
+
+
+def test_answers_offer_only_loopback_candidates_and_delete_ends_the_session():
+    async def main():
+        async with relay_running() as (relay, base):
+            pub = await whip_publish(f"{base}/whip/cam-1", pattern_track(source=1), token=TOKEN)
+            answer = pub.pc.remoteDescription.sdp
+            candidates = [line for line in answer.splitlines() if line.startswith("a=candidate:")]
+            assert candidates and all(" 127.0.0.1 " in line for line in candidates)
+            offer = pub.pc.localDescription.sdp
+            assert all(" 127.0.0.1 " in line for line in offer.splitlines() if line.startswith("a=candidate:"))
+            assert pub.location.startswith(f"{base}/whip/cam-1/")
+            assert len(relay.sessions) == 1
+            await pub.close()
+            assert relay.sessions == {}
+
+    run(main())
+
+
+# ---------------------------------------------------------------- the command
+
+def test_cli_relay_follows_cuts_from_stdin(port):
+    env = {**os.environ, "MMX_TOKEN": TOKEN}
+    proc = subprocess.Popen([*MMX, "relay", "--port", str(port), "--events", "-", "--ice-host", "127.0.0.1"],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    try:
+        line = proc.stderr.readline().decode()
+        assert f"listening on http://127.0.0.1:{port}" in line
+        producer = Producer("operator")
+
+        async def main():
+            base = f"http://127.0.0.1:{port}"
+            pubs = [await whip_publish(f"{base}/whip/cam-{i}", pattern_track(source=i), token=TOKEN) for i in (1, 2)]
+            proc.stdin.write(b"not json\n" + cut_line(producer, None, "cam-1"))
+            proc.stdin.flush()
+            pc, track = await whep_subscribe(f"{base}/whep/hero", token=TOKEN)
+            assert await frames_until(track, lambda s: s is not None and s.source == 1, timeout_s=20)
+            proc.stdin.write(cut_line(producer, "cam-1", "cam-2"))
+            proc.stdin.flush()
+            assert await frames_until(track, lambda s: s is not None and s.source == 2, timeout_s=10)
+            await pc.close()
+            for pub in pubs:
+                await pub.close()
+
+        run(main())
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=20)
+        err = line + err.decode()
+        assert proc.returncode == 130
+        assert "line 1:" in err
+        assert "cut" in err and "cam-2" in err
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
