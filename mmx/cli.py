@@ -125,6 +125,9 @@ def _register() -> None:
     from mmx.commands import pair as pair_cmd
 
     app.command("pair")(pair_cmd.pair)
+    from mmx.commands import features as features_cmd
+
+    app.command("features")(features_cmd.features)
 
 
 _register()
