@@ -171,7 +171,7 @@ def write_session(root: Path, session: str, *, cameras: Iterable[str] = ("cam-1"
             add("pose.sample", wall0 + t + 1e-4 * cam_i, {"camera": cam, "t": float(wall0 + t + 1e-4 * cam_i),
                                                            "joints": None if in_gap else rows[k]})  # fmt: skip
     add("session.ended", wall0 + duration_s, {"reason": "operator"})
-    for pos, raw in sorted(extra_lines, reverse=True):
+    for pos, raw in sorted(extra_lines):  # pos = 0-based index in the final file
         lines.insert(pos, raw)
     (d / "events.jsonl").write_bytes(b"\n".join(lines) + b"\n")
     return d
@@ -183,10 +183,10 @@ def write_pose_file(path: Path, *, duration_s: float = 20.0, fps: float = 10.0,
     """A standalone pose file in the vtest.pose.jsonl format (header line, then frames)."""
     times = np.round(np.arange(0.0, duration_s, 1.0 / fps), 6)
     disp = motion(times) if motion is not None else np.zeros(times.size)
-    lines = [orjson.dumps({"header": {"source": f"{path.stem}.avi", "fps": fps, "joints": list(JOINT_NAMES)}})]
+    lines = [orjson.dumps({"header": {"source": f"{path.name.split('.')[0]}.avi", "fps": fps, "joints": list(JOINT_NAMES)}})]
     for k, (t, joints) in enumerate(zip(times, pose_rows(disp), strict=True)):
         lines.append(orjson.dumps({"frame": k, "t": float(t), "joints": joints}))
-    for pos, raw in sorted(extra_lines, reverse=True):
+    for pos, raw in sorted(extra_lines):  # pos = 0-based index in the final file
         lines.insert(pos, raw)
     path.write_bytes(b"\n".join(lines) + b"\n")
     return path
@@ -230,7 +230,7 @@ def pose_item(path: Path) -> dict:
 
 def write_inventory(path: Path, items: Iterable[dict], *, extra_lines: Iterable[tuple[int, bytes]] = ()) -> Path:
     lines = [orjson.dumps(it) for it in items]
-    for pos, raw in sorted(extra_lines, reverse=True):
+    for pos, raw in sorted(extra_lines):  # pos = 0-based index in the final file
         lines.insert(pos, raw)
     path.write_bytes(b"\n".join(lines) + b"\n")
     return path
