@@ -1,0 +1,499 @@
+"""Sync the ledger to a Convex deployment over its documented HTTP API.
+
+The studio's production history lives in Convex (`examples/convex/`: the schema and the
+``production:ingestEvents`` mutation a studio deploys). This module sends the ledger's events
+there in ledger order (local ``seq``) and keeps, per target URL, the highest local seq Convex
+has acknowledged (the ``convex_sync`` table, the ledger's only rows this module writes):
+
+- Wire protocol (docs.convex.dev/http-api): ``POST {url}/api/mutation`` with JSON
+  ``{"path": "production:ingestEvents", "args": {"events": [...]}, "format": "json"}`` and
+  header ``Authorization: Convex <deploy key>``. ``{"status": "success", "value": ...}`` is an
+  acknowledgement; ``{"status": "error", "errorMessage": ...}`` (HTTP 200, or 560 as the Convex
+  backend and its npm client's ``STATUS_CODE_UDF_FAILED`` use) is a function error.
+- Exactly once: the mutation skips ids it already stores, so a batch resent after a lost
+  answer is harmless; a batch is marked synced only after its success answer. Because
+  batches go in ledger order, a high-water mark (``acked_seq``) is the whole outbox state:
+  the outbox is ``events WHERE seq > acked_seq``.
+- Network errors, timeouts, HTTP 408/429 and 5xx (other than 560) are retried with
+  exponential backoff and jitter, up to ``retry_for_s`` seconds per batch
+  (`TemporaryFailure`, exit 75, when exhausted). A function error is not retried: it raises
+  `ConvexFunctionError` (exit 65) naming the batch's seq range. HTTP 401/403 (a wrong deploy
+  key), 404 (the function is not deployed) and other 4xx raise `ServiceUnavailableError`
+  (exit 69). HTTP 413 halves the batch.
+- Limits: at most `MAX_BATCH_EVENTS` (500) events and `DEFAULT_MAX_BATCH_BYTES` (4 MiB) of
+  JSON per call, well under Convex's 16 MiB argument limit; larger runs are split by bytes.
+"""
+
+from __future__ import annotations
+
+import random
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+import orjson
+
+from mmx.errors import DataError, LedgerError, ServiceUnavailableError, TemporaryFailure
+from mmx.ledger.store import Ledger, StoredEvent
+
+#: The mutation `examples/convex/convex/production.ts` exports.
+INGEST_PATH = "production:ingestEvents"
+#: Most events per call: the mutation refuses more (`MAX_BATCH` in production.ts).
+MAX_BATCH_EVENTS = 500
+#: Most JSON bytes of events per call (Convex accepts 16 MiB of arguments; stay well under).
+DEFAULT_MAX_BATCH_BYTES = 4 * 1024 * 1024
+#: Convex answers a failed function with this HTTP status (the npm client's STATUS_CODE_UDF_FAILED).
+STATUS_UDF_FAILED = 560
+#: The envelope fields the mutation's validator accepts (extra fields would fail validation).
+ENVELOPE_FIELDS = ("v", "id", "seq", "ts", "type", "session", "src", "data")
+
+_OPEN_HEAD = b'{"path":"' + INGEST_PATH.encode() + b'","format":"json","args":{"events":['
+_CLOSE = b"]}}"
+
+
+class ConvexFunctionError(DataError):
+    """The Convex function refused a batch (``{"status": "error"}``): not retried. Exit 65."""
+
+    def __init__(self, message: str, *, hint: str | None = None, error_message: str = "") -> None:
+        super().__init__(message, hint=hint)
+        self.error_message = error_message
+
+
+class _Retryable(Exception):
+    """A failure worth trying again: network error, timeout, 408/429/5xx."""
+
+
+class _TooLarge(Exception):
+    """HTTP 413: the deployment wants smaller calls."""
+
+
+# -- the sync marks ----------------------------------------------------------------------
+
+#: The migration that adds the sync marks; appended to `mmx.ledger.schema.MIGRATIONS`.
+SYNC_STATE_SQL = """
+CREATE TABLE convex_sync (
+    target         TEXT PRIMARY KEY,             -- the deployment URL, normalized
+    acked_seq      INTEGER NOT NULL DEFAULT 0,   -- highest local seq Convex acknowledged
+    acked_at       REAL,                         -- Unix seconds of that acknowledgement
+    events_acked   INTEGER NOT NULL DEFAULT 0,   -- events acknowledged over all runs
+    last_error     TEXT,                         -- the last failure, cleared by a success
+    last_error_at  REAL
+);
+"""
+
+
+def normalize_url(url: str) -> str:
+    """The deployment URL as a target key: scheme and host lowercased, no trailing slash.
+
+    Raises ServiceUnavailableError when ``url`` is not an http(s) URL with a host.
+    """
+    parts = urlsplit(url.strip())
+    if parts.scheme.lower() not in ("http", "https") or not parts.netloc:
+        raise ServiceUnavailableError(
+            f"not a Convex deployment URL: {url!r}",
+            hint="give the deployment URL from the Convex dashboard, e.g. https://happy-otter-123.convex.cloud",
+        )
+    return f"{parts.scheme.lower()}://{parts.netloc.lower()}{parts.path.rstrip('/')}"
+
+
+@dataclass(frozen=True, slots=True)
+class SyncState:
+    """One target's sync marks (``convex_sync`` row); ``acked_seq`` 0 when never synced."""
+
+    target: str
+    acked_seq: int = 0
+    acked_at: float | None = None
+    events_acked: int = 0
+    last_error: str | None = None
+    last_error_at: float | None = None
+
+
+def _has_table(conn: sqlite3.Connection) -> bool:
+    return conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'convex_sync'").fetchone() is not None
+
+
+def read_state(conn: sqlite3.Connection, target: str) -> SyncState:
+    """The sync marks of ``target`` (a normalized URL)."""
+    if not _has_table(conn):
+        return SyncState(target)
+    row = conn.execute(
+        "SELECT target, acked_seq, acked_at, events_acked, last_error, last_error_at FROM convex_sync WHERE target = ?",
+        (target,),
+    ).fetchone()
+    return SyncState(*row) if row else SyncState(target)
+
+
+def sync_states(conn: sqlite3.Connection) -> list[SyncState]:
+    """Every target's sync marks, by target URL (empty when nothing was ever synced)."""
+    if not _has_table(conn):
+        return []
+    rows = conn.execute(
+        "SELECT target, acked_seq, acked_at, events_acked, last_error, last_error_at FROM convex_sync ORDER BY target"
+    ).fetchall()
+    return [SyncState(*row) for row in rows]
+
+
+def session_sync(conn: sqlite3.Connection) -> dict[str, dict[str, int]]:
+    """Per session, per target: how many of the session's events Convex has not acknowledged.
+
+    ``{session_id: {target_url: unsynced_events}}``; a session with 0 everywhere is fully
+    synced. Empty when no target was ever synced. Reads only.
+    """
+    out: dict[str, dict[str, int]] = {}
+    for state in sync_states(conn):
+        rows = conn.execute(
+            "SELECT session, sum(seq > ?) FROM events WHERE session IS NOT NULL GROUP BY session", (state.acked_seq,)
+        )
+        for session, unsynced in rows:
+            out.setdefault(session, {})[state.target] = int(unsynced or 0)
+    return out
+
+
+def _write(conn: sqlite3.Connection, sql: str, params: Sequence[Any]) -> None:
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.execute(sql, params)
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+    except sqlite3.Error as exc:
+        raise LedgerError(f"cannot record Convex sync state in the ledger: {exc}") from exc
+
+
+def mark_acked(conn: sqlite3.Connection, target: str, seq: int, count: int, at: float) -> None:
+    """Record that Convex acknowledged every event up to local ``seq`` (never moves back)."""
+    _write(
+        conn,
+        "INSERT INTO convex_sync (target, acked_seq, acked_at, events_acked) VALUES (?, ?, ?, ?) "
+        "ON CONFLICT (target) DO UPDATE SET acked_seq = max(acked_seq, excluded.acked_seq), "
+        "acked_at = excluded.acked_at, events_acked = events_acked + excluded.events_acked, "
+        "last_error = NULL, last_error_at = NULL",
+        (target, seq, at, count),
+    )
+
+
+def mark_error(conn: sqlite3.Connection, target: str, message: str, at: float) -> None:
+    """Record the last failure for ``target`` (shown by ``mmx ledger sessions``)."""
+    _write(
+        conn,
+        "INSERT INTO convex_sync (target, last_error, last_error_at) VALUES (?, ?, ?) "
+        "ON CONFLICT (target) DO UPDATE SET last_error = excluded.last_error, last_error_at = excluded.last_error_at",
+        (target, message[:2000], at),
+    )
+
+
+# -- the wire ----------------------------------------------------------------------------
+
+
+def event_json(stored: StoredEvent) -> bytes:
+    """One stored event as the mutation's envelope: exactly `ENVELOPE_FIELDS`, compact JSON.
+
+    Fields the producer left out get the envelope's defaults (``v`` 1, ``seq`` and
+    ``session`` null, ``src`` "", ``data`` {}); unknown envelope fields stay in the ledger.
+    """
+    obj = orjson.loads(stored.raw)
+    data = obj.get("data")
+    return orjson.dumps({
+        "v": obj.get("v", 1), "id": stored.id, "seq": obj.get("seq"), "ts": stored.ts, "type": stored.type,
+        "session": stored.session, "src": stored.src, "data": data if isinstance(data, dict) else {},
+    })  # fmt: skip
+
+
+def request_body(events: Sequence[bytes]) -> bytes:
+    """The ``/api/mutation`` body for a batch of `event_json` encodings."""
+    return _OPEN_HEAD + b",".join(events) + _CLOSE
+
+
+@dataclass
+class RetryPolicy:
+    """Exponential backoff with jitter: the n-th wait is ``min(cap_s, base_s * 2**n)`` times a
+    random factor in [0.5, 1] ("equal jitter"), for at most ``retry_for_s`` seconds per batch
+    (None: without end, e.g. ``--follow`` through hours offline)."""
+
+    base_s: float = 0.5
+    cap_s: float = 30.0
+    retry_for_s: float | None = 300.0
+    rng: random.Random = field(default_factory=random.Random)
+
+    def delay(self, attempt: int) -> float:
+        return min(self.cap_s, self.base_s * (2**attempt)) * self.rng.uniform(0.5, 1.0)
+
+
+class ConvexClient:
+    """Calls ``production:ingestEvents`` on one deployment; one keep-alive connection pool.
+
+    ``timeout_s`` bounds each call (connect, write, read, pool). ``transport`` is for tests.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        deploy_key: str,
+        *,
+        timeout_s: float = 30.0,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self.url = normalize_url(url)
+        self._http = httpx.Client(
+            base_url=self.url,
+            timeout=httpx.Timeout(timeout_s, connect=min(timeout_s, 10.0)),
+            headers={"Authorization": f"Convex {deploy_key}", "Content-Type": "application/json"},
+            transport=transport,
+        )
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> ConvexClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def ingest(self, body: bytes) -> Any:
+        """One call with a prepared body; returns the mutation's ``value``.
+
+        Raises `_Retryable`, `_TooLarge`, `ConvexFunctionError` (without batch context) or
+        ServiceUnavailableError as the module docstring describes.
+        """
+        try:
+            response = self._http.post("/api/mutation", content=body)
+        except httpx.TransportError as exc:  # connect/read/write errors and timeouts
+            raise _Retryable(f"{type(exc).__name__}: {exc or 'no answer'}") from exc
+        status = response.status_code
+        if status in (200, STATUS_UDF_FAILED):
+            try:
+                answer = response.json()
+            except ValueError:
+                raise _Retryable(f"HTTP {status} with a body that is not JSON: {response.text[:200]!r}") from None
+            if isinstance(answer, dict) and answer.get("status") == "success":
+                return answer.get("value")
+            if isinstance(answer, dict) and answer.get("status") == "error":
+                raise ConvexFunctionError(str(answer.get("errorMessage", "")), error_message=str(answer.get("errorMessage", "")))
+            raise _Retryable(f"HTTP {status} with an unexpected answer: {response.text[:200]!r}")
+        message = _error_text(response)
+        if status in (401, 403):
+            raise ServiceUnavailableError(
+                f"Convex at {self.url} refused the deploy key (HTTP {status}: {message})",
+                hint="set the deploy key of this deployment (dashboard → Settings → Deploy keys) in $CONVEX_DEPLOY_KEY "
+                "or the variable named by --deploy-key-env",
+            )
+        if status == 413:
+            raise _TooLarge(message)
+        if status in (408, 429) or 500 <= status < 600:
+            raise _Retryable(f"HTTP {status}: {message}")
+        hint = (
+            "deploy the functions first: cd examples/convex && npx convex deploy"
+            if status == 404
+            else "is the URL a Convex deployment (https://<name>.convex.cloud)?"
+        )
+        raise ServiceUnavailableError(f"Convex at {self.url} answered HTTP {status}: {message}", hint=hint)
+
+
+def _error_text(response: httpx.Response) -> str:
+    try:
+        body = response.json()
+    except ValueError:
+        return response.text[:300] or response.reason_phrase
+    if isinstance(body, dict):
+        code, message = body.get("code"), body.get("message") or body.get("errorMessage")
+        if code and message:
+            return f"{code}: {message}"
+        if message or code:
+            return str(message or code)
+    return response.text[:300]
+
+
+# -- the sync ----------------------------------------------------------------------------
+
+
+@dataclass
+class SyncProgress:
+    """Where a sync stands: sent this run, acknowledged high-water mark, lag.
+
+    ``behind_events``: local events not yet acknowledged; ``behind_s``: age in seconds of the
+    oldest of them (0 when caught up); ``retrying``: the last call failed and will be retried.
+    """
+
+    target: str
+    acked_seq: int = 0
+    sent: int = 0
+    batches: int = 0
+    behind_events: int = 0
+    behind_s: float = 0.0
+    retries: int = 0
+    retrying: str | None = None
+    started: float = field(default_factory=time.monotonic)
+
+    @property
+    def rate(self) -> float:
+        """Events acknowledged per second this run."""
+        elapsed = time.monotonic() - self.started
+        return self.sent / elapsed if elapsed > 0 else 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "target": self.target, "acked_seq": self.acked_seq, "sent": self.sent, "batches": self.batches,
+            "behind_events": self.behind_events, "behind_s": round(self.behind_s, 3), "retries": self.retries,
+        }  # fmt: skip
+
+
+ProgressHook = Callable[[SyncProgress], None]
+#: ``wait(timeout_s) -> bool``: block until the ledger may have new events (True) or the
+#: timeout passed (False). `sync` uses it in follow mode between drains.
+Waiter = Callable[[float], bool]
+
+
+def batches(
+    events: Sequence[StoredEvent], *, max_events: int = MAX_BATCH_EVENTS, max_bytes: int = DEFAULT_MAX_BATCH_BYTES
+) -> Iterator[tuple[list[StoredEvent], list[bytes]]]:
+    """Split events (in order) into batches of at most ``max_events`` and ``max_bytes`` of JSON."""
+    current: list[StoredEvent] = []
+    encoded: list[bytes] = []
+    size = 0
+    for stored in events:
+        blob = event_json(stored)
+        if current and (len(current) >= max_events or size + len(blob) + 1 > max_bytes):
+            yield current, encoded
+            current, encoded, size = [], [], 0
+        current.append(stored)
+        encoded.append(blob)
+        size += len(blob) + 1
+    if current:
+        yield current, encoded
+
+
+def _lag(conn: sqlite3.Connection, acked_seq: int) -> tuple[int, float]:
+    row = conn.execute("SELECT count(*), min(received_at) FROM events WHERE seq > ?", (acked_seq,)).fetchone()
+    behind, oldest = row[0], row[1]
+    return behind, (max(0.0, time.time() - oldest) if oldest is not None else 0.0)
+
+
+def sync(
+    ledger: Ledger,
+    client: ConvexClient,
+    *,
+    batch_size: int = MAX_BATCH_EVENTS,
+    max_batch_bytes: int = DEFAULT_MAX_BATCH_BYTES,
+    retry: RetryPolicy | None = None,
+    follow: bool = False,
+    wait: Waiter | None = None,
+    stop: threading.Event | None = None,
+    on_progress: ProgressHook | None = None,
+) -> SyncProgress:
+    """Send every event the target has not acknowledged, in ledger order; returns the progress.
+
+    Without ``follow`` it returns once the outbox is empty. With ``follow`` it then calls
+    ``wait`` (the ledger's commit notification; required) and drains again, until ``stop`` is
+    set. ``batch_size`` is clamped to 1..500. Only the ``convex_sync`` row of the target is
+    written, and only after a success answer.
+
+    Raises ConvexFunctionError (the function refused a batch: exit 65),
+    ServiceUnavailableError (wrong deploy key, function not deployed: exit 69),
+    TemporaryFailure (still failing after ``retry.retry_for_s``: exit 75), LedgerError.
+    """
+    if follow and wait is None:
+        raise ValueError("follow needs a wait function")
+    retry = retry or RetryPolicy()
+    stop = stop or threading.Event()
+    batch_size = max(1, min(MAX_BATCH_EVENTS, int(batch_size)))
+    conn = ledger.conn
+    target = client.url
+    state = read_state(conn, target)
+    progress = SyncProgress(target=target, acked_seq=state.acked_seq)
+
+    def report() -> None:
+        progress.behind_events, progress.behind_s = _lag(conn, progress.acked_seq)
+        if on_progress is not None:
+            on_progress(progress)
+
+    report()
+    while not stop.is_set():
+        pending = ledger.events_after(progress.acked_seq, limit=batch_size)
+        if not pending:
+            if not follow:
+                break
+            assert wait is not None
+            wait(0.5)  # wakes on a commit, or after 0.5 s to look at ``stop``
+            continue
+        for chunk, encoded in batches(pending, max_events=batch_size, max_bytes=max_batch_bytes):
+            if stop.is_set():
+                break
+            _send(client, conn, chunk, encoded, retry, stop, progress, report)
+            report()
+    return progress
+
+
+def _send(
+    client: ConvexClient,
+    conn: sqlite3.Connection,
+    chunk: list[StoredEvent],
+    encoded: list[bytes],
+    retry: RetryPolicy,
+    stop: threading.Event,
+    progress: SyncProgress,
+    report: Callable[[], None],
+) -> None:
+    """Deliver one batch (splitting on 413), retrying transient failures; mark it acked."""
+    target = client.url
+    first_failure: float | None = None
+    attempt = 0
+    while True:
+        try:
+            client.ingest(request_body(encoded))
+        except _TooLarge as exc:
+            if len(chunk) == 1:
+                raise ServiceUnavailableError(
+                    f"Convex at {target} refused event seq {chunk[0].seq} as too large: {exc}"
+                ) from None
+            half = len(chunk) // 2
+            _send(client, conn, chunk[:half], encoded[:half], retry, stop, progress, report)
+            _send(client, conn, chunk[half:], encoded[half:], retry, stop, progress, report)
+            return
+        except _Retryable as exc:
+            now = time.monotonic()
+            first_failure = first_failure if first_failure is not None else now
+            message = f"Convex at {target}: {exc}"
+            mark_error(conn, target, message, time.time())
+            if retry.retry_for_s is not None and now - first_failure >= retry.retry_for_s:
+                raise TemporaryFailure(
+                    f"{message} (still failing after {now - first_failure:.0f} s; "
+                    f"events up to seq {progress.acked_seq} are synced)",
+                    hint="run mmx ledger sync again later: it resumes after the last acknowledged event",
+                ) from None
+            progress.retries += 1
+            progress.retrying = str(exc)
+            report()
+            if stop.wait(retry.delay(attempt)):
+                return
+            attempt += 1
+            continue
+        except ConvexFunctionError as exc:
+            message = (
+                f"Convex function {INGEST_PATH} refused the batch of local seq {chunk[0].seq}–{chunk[-1].seq}: "
+                f"{exc.error_message}"
+            )
+            mark_error(conn, target, message, time.time())
+            raise ConvexFunctionError(
+                message,
+                error_message=exc.error_message,
+                hint=f"nothing after seq {progress.acked_seq} is marked synced; is examples/convex deployed "
+                "in its current version (npx convex deploy)? `mmx ledger tail` shows the events",
+            ) from None
+        except ServiceUnavailableError as exc:
+            mark_error(conn, target, exc.message, time.time())
+            raise
+        break
+    mark_acked(conn, target, chunk[-1].seq, len(chunk), time.time())
+    progress.acked_seq = max(progress.acked_seq, chunk[-1].seq)
+    progress.sent += len(chunk)
+    progress.batches += 1
+    progress.retrying = None
