@@ -1,0 +1,166 @@
+"""mmx relay with a real headless Chromium (Debian chromium + chromium-driver, via selenium).
+
+(1) the viewer page at / decodes the hero feed and sees a cut; (2) the /publish page
+publishes Chromium's fake camera into the relay and a Python viewer receives its frames.
+The relay runs as a real `mmx relay` subprocess; all ICE stays on 127.0.0.1. Skipped only
+when chromium or chromedriver is absent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import signal
+import subprocess
+import threading
+import time
+
+import pytest
+
+from mmx.events import Producer, encode
+from mmx.relay.client import whep_subscribe, whip_publish
+from mmx.relay.pattern import SLATE_SOURCE, pattern_track, read_frame
+
+from .conftest import MMX
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
+TOKEN = "browser-token"
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(not (os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER)),
+                       reason="Debian chromium / chromium-driver not installed"),
+]
+
+
+@pytest.fixture
+def relay_proc(port):
+    """`mmx relay --events -` on a free port; yields (base_url, stdin)."""
+    proc = subprocess.Popen([*MMX, "relay", "--port", str(port), "--token", TOKEN, "--events", "-"],
+                            stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    line = proc.stderr.readline().decode()
+    assert "listening on" in line, line
+    # keep draining stderr so the relay never blocks on a full pipe
+    threading.Thread(target=lambda: [None for _ in proc.stderr], daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{port}", proc.stdin
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.fixture
+def browser(tmp_path):
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in ("--headless", "--no-sandbox", "--allow-loopback-in-peer-connection",
+                 "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 "--disable-gpu", "--no-first-run", "--disable-dev-shm-usage",
+                 "--autoplay-policy=no-user-gesture-required",
+                 "--disable-features=WebRtcHideLocalIpsWithMdns",
+                 f"--user-data-dir={tmp_path / 'chromium-profile'}"):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    driver.set_script_timeout(30)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+def wait_for(driver, script: str, *, timeout_s: float, what: str):
+    """Poll ``script`` (JS returning a value) until truthy; fails with the page state."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = driver.execute_script(script)
+        if value:
+            return value
+        time.sleep(0.2)
+    state = driver.execute_script("return JSON.stringify(Object.assign({}, window.mmx || {}, {pc: undefined}))")
+    pytest.fail(f"timed out waiting for {what}; page state: {state}")
+
+
+def cut(stdin, producer: Producer, frm: str | None, to: str) -> None:
+    stdin.write(encode(producer.make("director.cut", {"from": frm, "to": to, "by": "operator"})))
+    stdin.flush()
+
+
+def test_viewer_page_plays_the_hero_feed_and_sees_a_cut(relay_proc, browser):
+    base, stdin = relay_proc
+    producer = Producer("operator")
+    loop = asyncio.new_event_loop()
+    stop = asyncio.Event()
+
+    async def publish():
+        pubs = [await whip_publish(f"{base}/whip/cam-{i}", pattern_track(640, 360, source=i), token=TOKEN)
+                for i in (1, 2)]
+        ready.set()
+        await stop.wait()
+        for pub in pubs:
+            await pub.close()
+
+    ready = threading.Event()
+    thread = threading.Thread(target=lambda: loop.run_until_complete(publish()), daemon=True)
+    thread.start()
+    try:
+        assert ready.wait(30), "publishers did not connect"
+        cut(stdin, producer, None, "cam-1")
+        browser.get(f"{base}/?token={TOKEN}")
+        wait_for(browser, "return window.mmx && window.mmx.state === 'connected'", timeout_s=30, what="WHEP connected")
+        wait_for(browser, "return window.mmx.source === 1 && window.mmx.camera === 'cam-1'", timeout_s=30,
+                 what="cam-1 decoded on the page")
+        frames_before = browser.execute_script("return window.mmx.framesShown")
+        cut(stdin, producer, "cam-1", "cam-2")
+        wait_for(browser, "return window.mmx.source === 2 && window.mmx.camera === 'cam-2'", timeout_s=30,
+                 what="the cut to cam-2 on the page")
+        state = browser.execute_script("return {seen: window.mmx.sourcesSeen, shown: window.mmx.framesShown,"
+                                       " latency: window.mmx.latencyMs, kind: window.mmx.latencySource}")
+        assert state["shown"] > frames_before
+        assert state["seen"][-2:] == [1, 2]
+        assert state["kind"] == "pixel timestamp" and 0 <= state["latency"] < 5000
+        hud = browser.find_element("id", "camera").text
+        assert hud.startswith("cam-2")
+        assert " ms (pixel timestamp)" in browser.find_element("id", "latency").text
+    finally:
+        loop.call_soon_threadsafe(stop.set)
+        thread.join(20)
+
+
+def test_publish_page_sends_chromiums_fake_camera_into_the_relay(relay_proc, browser):
+    base, stdin = relay_proc
+    cut(stdin, Producer("operator"), None, "phone-1")
+    browser.get(f"{base}/publish/phone-1?token={TOKEN}&autostart=1")
+    wait_for(browser, "return window.mmx && window.mmx.state === 'connected'", timeout_s=30, what="WHIP connected")
+
+    async def view():
+        pc, track = await whep_subscribe(f"{base}/whep/phone-1", token=TOKEN)
+        sizes, start = [], time.monotonic()
+        try:
+            while len(sizes) < 30 and time.monotonic() - start < 30:
+                frame = await asyncio.wait_for(track.recv(), 10)
+                stamp = read_frame(frame)
+                if stamp is None or stamp.source != SLATE_SOURCE:  # camera frames, not the slate
+                    sizes.append((frame.width, frame.height))
+            # the same camera on the hero feed (the program was cut to it)
+            pc2, hero = await whep_subscribe(f"{base}/whep/hero", token=TOKEN)
+            hero_frame = await asyncio.wait_for(hero.recv(), 10)
+            await pc2.close()
+        finally:
+            await pc.close()
+        return sizes, time.monotonic() - start, (hero_frame.width, hero_frame.height)
+
+    sizes, elapsed, hero_size = asyncio.run(view())
+    assert len(sizes) == 30, f"only {len(sizes)} frames in {elapsed:.1f} s"
+    width, height = sizes[-1]
+    assert width >= 320 and height >= 180
+    assert hero_size == sizes[-1]
