@@ -143,7 +143,7 @@ def render_page(path, cmd, ctx, all_pages: list[str]) -> str:
         lines += [".TP", f".B {esc(opts)}", esc(help_text or "")]
     for arg in (p for p in cmd.get_params(ctx) if p.param_type_name == "argument"):
         help_text = getattr(arg, "help", None) or ""
-        lines += [".TP", f".I {esc(arg.make_metavar(ctx) if 'ctx' in arg.make_metavar.__code__.co_varnames else arg.make_metavar())}", esc(help_text)]
+        lines += [".TP", f".I {esc(arg.metavar or (arg.name or '').upper())}", esc(help_text)]
     lines.append(".SH EXIT STATUS")
     if "EXIT STATUS" in extra:
         lines.append(render_text(extra["EXIT STATUS"]))

@@ -17,7 +17,7 @@ DEFAULT_SERVER = "http://127.0.0.1:8750"
 
 
 def ghost(
-    events: str | None = typer.Argument(None, metavar="[EVENTS|-]", help="Read events from this JSON Lines file or - (stdin) instead of the server's stream."),
+    events: str | None = typer.Argument(None, metavar="EVENTS|-", help="Read events from this JSON Lines file or - (stdin) instead of the server's stream."),
     server: str | None = typer.Option(None, "--server", help=f"Base URL of mmx serve [default: {DEFAULT_SERVER} when no EVENTS is given]."),
     token: str | None = typer.Option(None, "--token", envvar="MMX_TOKEN", help="The token mmx serve printed at start."),
     features: Path | None = typer.Option(None, "--features", help="Directory of mmx features artifacts (<stem>-<sha12>.npz) for beat grids."),
