@@ -128,6 +128,9 @@ def _register() -> None:
     from mmx.commands import features as features_cmd
 
     app.command("features")(features_cmd.features)
+    from mmx.commands import discover as discover_cmd
+
+    app.command("discover")(discover_cmd.discover)
     from mmx.commands import ghost as ghost_cmd
 
     app.command("ghost")(ghost_cmd.ghost)
