@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
+from rich.markup import escape
 
 from mmx.commands._common import console, open_input, write_jsonl
 from mmx.errors import DataError
@@ -121,7 +122,7 @@ def pair(
     def on_problem(exc: DataError) -> None:
         nonlocal warnings
         warnings += 1
-        console.print(f"[yellow]warning:[/] {exc.message}", markup=True, soft_wrap=True, highlight=False)
+        console.print(f"[yellow]warning:[/] {escape(exc.message)}", markup=True, soft_wrap=True, highlight=False)
 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
