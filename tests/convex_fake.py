@@ -22,6 +22,7 @@ exactly-once delivery and per-session order.
 
 Faults are queued through ``POST /_fake/faults`` (no auth), each consumed by one mutation call:
 
+- ``{"kind": "pass"}``: handle the call normally (to let N calls through before a fault);
 - ``{"kind": "status", "status": 503}``: answer that status, store nothing;
 - ``{"kind": "hang", "seconds": S}``: wait S seconds, then handle the call normally;
 - ``{"kind": "function_error", "message": M}``: answer a function error, store nothing;

@@ -377,6 +377,36 @@ def _lag(conn: sqlite3.Connection, acked_seq: int) -> tuple[int, float]:
     return behind, (max(0.0, time.time() - oldest) if oldest is not None else 0.0)
 
 
+class LedgerWaiter:
+    """A `Waiter` that wakes when a process commits to the ledger (`mmx.ledger.follow`'s
+    kernel file notification, no polling), then lets the commit settle: if the notifying
+    write is not visible yet it re-checks ``PRAGMA data_version`` a few bounded times.
+
+    Create it before the first read of the ledger so no commit in between is missed.
+    """
+
+    def __init__(self, ledger: Ledger) -> None:
+        from mmx.ledger.follow import ChangeWaiter
+
+        self.ledger = ledger
+        self._waiter = ChangeWaiter(ledger.path)
+
+    def __call__(self, timeout_s: float) -> bool:
+        from mmx.ledger.follow import SETTLE_DELAYS_S
+
+        version = self.ledger.data_version()
+        if not self._waiter.wait(timeout_s):
+            return False
+        for delay in SETTLE_DELAYS_S:
+            if self.ledger.data_version() != version:
+                break
+            time.sleep(delay)
+        return True
+
+    def close(self) -> None:
+        self._waiter.close()
+
+
 def sync(
     ledger: Ledger,
     client: ConvexClient,
