@@ -2,9 +2,387 @@
 
 from __future__ import annotations
 
+import sys
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
 import typer
+from rich.table import Table
+
+from mmx.commands._common import console, open_input, open_output, report_line_error, wants_json, write_jsonl
+from mmx.errors import DataError, EventError
+from mmx.ledger import queries
+from mmx.ledger.export import DEFAULT_FPS, FORMATS, export_session, format_from_path
+from mmx.ledger.follow import follow as follow_events
+from mmx.ledger.ingest import push_stream
+from mmx.ledger.store import DEFAULT_BATCH_SIZE, DEFAULT_INTERVAL_MS, BatchResult, Ledger, StoredEvent
+from mmx.paths import default_ledger_path
 
 app = typer.Typer(
     help="The production ledger: a durable SQLite history of every session, camera, cut, hold, still and decision.",
     no_args_is_help=True,
 )
+
+_LEDGER_HELP = "Ledger file (SQLite). Default: $MMX_HOME/ledger.sqlite."
+
+
+def _ledger_path(path: Path | None) -> Path:
+    return path if path is not None else default_ledger_path()
+
+
+def _when(ts: float | None) -> str:
+    if ts is None:
+        return "—"
+    return datetime.fromtimestamp(ts).astimezone().strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _clock(ts: float) -> str:
+    return datetime.fromtimestamp(ts).astimezone().strftime("%H:%M:%S.%f")[:-3]
+
+
+def _dur(seconds: float | None) -> str:
+    if seconds is None:
+        return "—"
+    minutes, sec = divmod(seconds, 60)
+    return f"{int(minutes)}:{sec:04.1f}" if minutes else f"{sec:.1f}s"
+
+
+@app.command("push")
+def ledger_push(
+    file: str = typer.Argument("-", help="JSON Lines events to store; '-' reads stdin.", show_default=True),
+    ledger: Path | None = typer.Option(None, "--ledger", "-l", help=_LEDGER_HELP),
+    echo: bool = typer.Option(False, "--echo", help="Write each event to stdout once its batch has committed."),
+    strict: bool = typer.Option(False, "--strict", help="Stop at the first bad line (exit 65)."),
+    batch_size: int = typer.Option(DEFAULT_BATCH_SIZE, "--batch-size", min=1, help="Commit after this many events …"),
+    interval_ms: int = typer.Option(
+        DEFAULT_INTERVAL_MS, "--interval-ms", min=0, help="… or this many ms after the first uncommitted event."
+    ),
+) -> None:
+    """Store events (JSON Lines) in the production ledger.
+
+    Reads one event per line from FILE or stdin and stores each in the ledger in batched
+    SQLite transactions (WAL, synchronous=FULL) that commit after --batch-size events or
+    --interval-ms after the first pending event, whichever comes first: a slow live stream
+    such as `mmx serve | mmx ledger push` is durable within --interval-ms. An event id
+    already in the ledger is stored once (pushing a file twice changes nothing). Sessions,
+    cameras, director events (cuts, holds, modes, markers, ghost proposals and decisions) and
+    stills are projected into production tables in the same transaction. Several pushes may
+    write one ledger at the same time.
+
+    With --echo each event is written to stdout (compact JSON, as received) only after its
+    batch committed, so the echo is a durable acknowledgement. A bad line is reported on
+    stderr as `line N: reason`, the rest is stored, and the exit status is 65; --strict
+    stops at the first bad line. A summary goes to stderr.
+
+    Exit status:
+    65 when any line was bad (the valid lines are stored); 75 when another writer held the
+    ledger locked for more than 30 s.
+
+    Examples:
+    \b
+        mmx ledger push examples/events/shoot.jsonl --ledger shoot.sqlite
+        mmx serve | mmx ledger push --echo | mmx ghost
+        mmx ghost --events http://127.0.0.1:8750 | mmx ledger push -
+
+    See also:
+    mmx-ledger-tail(1), mmx-ledger-show(1), sqlite3(1)
+    """
+    path = _ledger_path(ledger)
+    out = sys.stdout.buffer
+
+    def on_error(error: EventError) -> None:
+        report_line_error(error, file)
+
+    def on_commit(batch: BatchResult) -> None:
+        # runs after COMMIT returned: what is echoed is durable
+        if echo and batch.rows:
+            out.write("\n".join(row[6] for row in batch.rows).encode() + b"\n")
+            out.flush()
+
+    with open_input(file) as fp, Ledger.open(path) as store:
+        # more hooks (a Convex sync) can be appended to store.commit_hooks here
+        stats = push_stream(store, fp, batch_size=batch_size, interval_ms=interval_ms, strict=strict,
+                            on_error=on_error, on_commit=on_commit)  # fmt: skip
+    seqs = f", seq {stats.first_seq}–{stats.last_seq}" if stats.first_seq is not None else ""
+    console.print(
+        f"{stats.inserted} new event{'s' if stats.inserted != 1 else ''} stored in {path}{seqs} "
+        f"({stats.duplicates} already there, {stats.bad_lines} bad line{'s' if stats.bad_lines != 1 else ''}, "
+        f"{stats.batches} batch{'es' if stats.batches != 1 else ''})",
+        soft_wrap=True, highlight=False, markup=False,
+    )  # fmt: skip
+    if stats.bad_lines:
+        raise DataError(f"{stats.bad_lines} bad line{'s' if stats.bad_lines != 1 else ''} in {file} skipped",
+                        hint="the other lines are stored; fix the bad lines and push again")  # fmt: skip
+
+
+def _summary_of(event: StoredEvent) -> str:
+    data = orjson.loads(event.raw).get("data") or {}
+    parts = []
+    for key, value in data.items():
+        if isinstance(value, dict | list):
+            value = orjson.dumps(value).decode()
+            if len(value) > 40:
+                value = value[:39] + "…"
+        parts.append(f"{key}={value}")
+    return " ".join(parts)
+
+
+@app.command("tail")
+def ledger_tail(
+    follow: bool = typer.Option(False, "--follow", "-f", help="Keep waiting for new events (Ctrl-C stops)."),
+    session: str | None = typer.Option(None, "--session", "-s", help="Only this session (id or unique prefix)."),
+    last: bool = typer.Option(False, "--last", help="Only the most recently started session."),
+    types: list[str] = typer.Option([], "--type", "-t", help="Only event types matching this glob (director.*); repeatable."),
+    since: int | None = typer.Option(None, "--since", min=0, help="Events after this local seq (0: all). Default: the last 10."),
+    json_out: bool = typer.Option(False, "--json", help="JSON Lines on stdout (the default when piped)."),
+    ledger: Path | None = typer.Option(None, "--ledger", "-l", help=_LEDGER_HELP),
+) -> None:
+    """Print the ledger's events in order; with -f follow new ones as they are committed.
+
+    Without --since, the last 10 matching events are printed first (like tail(1));
+    --since SEQ starts after that local seq (the first column of the readable view). With
+    -f, events committed afterwards by any process are printed within a few ms: the command
+    blocks on the kernel's file notifications (inotify/kqueue) for the ledger's WAL, it does
+    not poll. On a terminal each event is one readable line on stderr (seq, time, type,
+    session, source, data); piped or with --json, stdout gets each event's JSON exactly as
+    it was pushed, one per line.
+
+    Examples:
+    \b
+        mmx ledger tail -f --last --type 'director.*'
+        mmx ledger tail --since 0 --json | mmx ledger push --ledger copy.sqlite
+
+    See also:
+    mmx-ledger-push(1), mmx-ledger-show(1)
+    """
+    if session is not None and last:
+        raise typer.BadParameter("give --session or --last, not both")
+    path = _ledger_path(ledger)
+    as_json = wants_json(json_out)
+    with Ledger.open(path, create=follow) as store:
+        sid = queries.resolve_session(store.conn, session, last=last) if (session or last) else None
+        patterns = tuple(types)
+        start = since if since is not None else store.seq_before_last(10, session=sid, types=patterns)
+        out = sys.stdout.buffer
+        for event in follow_events(store, start, session=sid, types=patterns, follow=follow):
+            if as_json:
+                out.write(event.raw.encode() + b"\n")
+                out.flush()
+            else:
+                console.print(
+                    f"[dim]{event.seq:>7}[/] {_clock(event.ts)} [bold]{event.type}[/] "
+                    f"[cyan]{(event.session or '-')[:10]}[/] {event.src} {_summary_of(event)}",
+                    soft_wrap=True, highlight=False,
+                )  # fmt: skip
+
+
+@app.command("sessions")
+def ledger_sessions(
+    json_out: bool = typer.Option(False, "--json", help="JSON Lines on stdout (the default when piped)."),
+    ledger: Path | None = typer.Option(None, "--ledger", "-l", help=_LEDGER_HELP),
+) -> None:
+    """List the production sessions in the ledger.
+
+    One row per session: id, title, status (active, completed; "inferred" when events
+    named a session that never started), start, duration, counts of cameras, cuts, stills
+    and events. A table on a terminal (stderr); JSON Lines on stdout when piped or with
+    --json.
+
+    Examples:
+    \b
+        mmx ledger sessions
+        mmx ledger sessions --json | jq -r 'select(.status == "active") | .session'
+
+    See also:
+    mmx-ledger-show(1), mmx-ledger-export(1)
+    """
+    with Ledger.open(_ledger_path(ledger), create=False) as store:
+        sessions = queries.list_sessions(store.conn)
+    if wants_json(json_out):
+        for s in sessions:
+            write_jsonl(s)
+        return
+    if not sessions:
+        console.print("no sessions in the ledger yet")
+        return
+    table = Table(title="production sessions", title_justify="left")
+    for column in ("session", "title", "status", "started", "duration", "cameras", "cuts", "stills", "events"):
+        table.add_column(column, justify="right" if column in ("cameras", "cuts", "stills", "events") else "left")
+    extra = list(queries.SESSION_FIELDS)
+    for name in extra:
+        table.add_column(name)
+    for s in sessions:
+        status = s["status"] + (" (inferred)" if s["inferred"] else "")
+        table.add_row(
+            s["session"], s["title"] or "", status, _when(s["started_at"]), _dur(s["duration_s"]),
+            str(s["cameras"]), str(s["cuts"]), str(s["stills"]), str(s["events"]),
+            *(str(s.get(name, "")) for name in extra),
+        )  # fmt: skip
+    console.print(table)
+
+
+def _placement(p: dict[str, Any] | None) -> str:
+    if not p:
+        return "—"
+    parts = [str(p["label"])] if p.get("label") else []
+    if p.get("azimuth_deg") is not None:
+        parts.append(f"{p['azimuth_deg']:g}°")
+    if p.get("elevation_deg") is not None:
+        parts.append(f"↑{p['elevation_deg']:g}°")
+    if p.get("distance_m") is not None:
+        parts.append(f"{p['distance_m']:g} m")
+    return " ".join(parts) or "—"
+
+
+def _render_summary(summary: dict[str, Any]) -> None:
+    info = summary["session"]
+    status = info["status"] + (" (inferred: no session.started)" if info["inferred"] else "")
+    console.print(f"[bold]{info['title'] or 'untitled session'}[/]  [dim]{info['session']}[/]")
+    console.print(
+        f"{info['kind']} · {status} · started {_when(info['started_at'])} · "
+        f"{'ended ' + _when(info['completed_at']) if info['completed_at'] else 'still active'}"
+        f"{' (' + info['end_reason'] + ')' if info['end_reason'] else ''}",
+        highlight=False,
+    )
+    if info["notes"]:
+        console.print(f"[dim]{info['notes']}[/]")
+    counts = summary["counts"]
+    console.print(
+        f"program time [bold]{_dur(summary['program_time_s'])}[/] in {counts['shots']} shots "
+        f"({counts['cuts']} cuts) · {counts['events']} events",
+        highlight=False,
+    )
+
+    cams = Table(title="cameras and placement", title_justify="left")
+    for column in ("camera", "device", "role", "zoom", "placement", "on program"):
+        cams.add_column(column)
+    share = summary["program_by_camera_s"]
+    for cam in summary["cameras"]:
+        on = share.get(cam["camera"])
+        pct = f"{_dur(on)} ({100 * on / summary['program_time_s']:.0f}%)" if on and summary["program_time_s"] else "—"
+        device = cam["model"] or cam["name"] or cam["device"] or "—"
+        camera = cam["camera"] + (" [dim](left)[/]" if cam["status"] == "left" else "")
+        cams.add_row(camera, device, cam["role"] or "—", f"{cam['zoom']:g}×" if cam["zoom"] is not None else "—",
+                     _placement(cam["placement"]), pct)  # fmt: skip
+    console.print(cams)
+
+    shots = Table(title="cut list", title_justify="left")
+    for column, justify in (("#", "right"), ("camera", "left"), ("at", "right"), ("duration", "right"),
+                            ("by", "left"), ("proposal", "left")):  # fmt: skip
+        shots.add_column(column, justify=justify)  # type: ignore[arg-type]
+    for shot in summary["shots"]:
+        shots.add_row(str(shot["shot"]), shot["camera"] or "[dim]black[/]", _dur(shot["start_s"]),
+                      _dur(shot["duration_s"]), shot["by"] or "—", (shot["proposal"] or "")[-8:])  # fmt: skip
+    console.print(shots)
+
+    pc = summary["proposal_counts"]
+    if pc["proposed"]:
+        rate = f" · {100 * pc['accepted'] / pc['proposed']:.0f}% accepted"
+        console.print(
+            f"[bold]ghost director[/]: {pc['proposed']} proposals — [green]{pc['accepted']} accepted[/], "
+            f"[red]{pc['vetoed']} vetoed[/], [yellow]{pc['expired']} expired[/]"
+            f"{', ' + str(pc['pending']) + ' pending' if pc['pending'] else ''}{rate}",
+            highlight=False,
+        )
+    for hold in summary["holds"]:
+        end = "still held" if hold.get("open") else f"released after {_dur(hold['duration_s'])}"
+        console.print(f"[bold]hold[/] on {hold['camera'] or '—'} by {hold['by'] or '—'} at {_clock(hold['start'])}, {end}",
+                      highlight=False)  # fmt: skip
+    for mode in summary["modes"]:
+        console.print(f"[bold]mode[/] {mode['previous'] or '—'} → {mode['mode']} at {_clock(mode['ts'])}", highlight=False)
+    for marker in summary["markers"]:
+        console.print(f"[bold]marker[/] {marker['label'] or ''} ({marker['camera'] or '—'}) at {_clock(marker['ts'])}",
+                      highlight=False)  # fmt: skip
+    if summary["stills"]:
+        stills = Table(title="stills", title_justify="left")
+        for column in ("still", "camera", "at", "size", "path"):
+            stills.add_column(column)
+        for s in summary["stills"]:
+            size = f"{s['width']}×{s['height']}" if s["width"] and s["height"] else "—"
+            stills.add_row(s["still"], s["camera"], _clock(s["captured_at"]), size, s["path"] or "—")
+        console.print(stills)
+
+
+@app.command("show")
+def ledger_show(
+    session: str | None = typer.Argument(None, help="Session id (or a unique prefix)."),
+    last: bool = typer.Option(False, "--last", help="The most recently started session."),
+    json_out: bool = typer.Option(False, "--json", help="One JSON object on stdout (the default when piped)."),
+    ledger: Path | None = typer.Option(None, "--ledger", "-l", help=_LEDGER_HELP),
+) -> None:
+    """Show one session's production summary.
+
+    Cameras with their placement and share of program time, the cut list with shot
+    durations, the program time, holds, mode changes, markers, stills, and the ghost
+    director's proposals accepted, vetoed and expired. A rich view on stderr on a terminal;
+    piped or with --json, one JSON object on stdout (keys: session, cameras, shots,
+    program_time_s, holds, modes, markers, stills, proposals, proposal_counts, counts).
+
+    Examples:
+    \b
+        mmx ledger show --last --ledger shoot.sqlite
+        mmx ledger show 01JD3J --json | jq '.shots[] | [.camera, .duration_s]'
+
+    See also:
+    mmx-ledger-sessions(1), mmx-ledger-export(1)
+    """
+    if session is not None and last:
+        raise typer.BadParameter("give SESSION or --last, not both")
+    if session is None and not last:
+        raise typer.BadParameter("give a SESSION id or --last")
+    with Ledger.open(_ledger_path(ledger), create=False) as store:
+        sid = queries.resolve_session(store.conn, session, last=last)
+        summary = queries.session_summary(store.conn, sid)
+    if wants_json(json_out):
+        write_jsonl(summary)
+    else:
+        _render_summary(summary)
+
+
+@app.command("export")
+def ledger_export(
+    session: str | None = typer.Argument(None, help="Session id (or a unique prefix)."),
+    fmt: str | None = typer.Option(None, "--format", "-F", help=f"One of {', '.join(FORMATS)}. Default: from the -o suffix, else jsonl."),
+    output: str = typer.Option("-", "--output", "-o", help="Output file; '-' is stdout."),
+    last: bool = typer.Option(False, "--last", help="The most recently started session."),
+    fps: float = typer.Option(DEFAULT_FPS, "--fps", min=1.0, help="Frame rate of otio/edl timelines."),
+    ledger: Path | None = typer.Option(None, "--ledger", "-l", help=_LEDGER_HELP),
+) -> None:
+    """Export a session's cut list as an editorial timeline.
+
+    One shot per cut (a cut to the camera already on program is not a new shot), each with
+    its camera, start and end (Unix seconds and seconds from the session start) and
+    duration; the durations add up to the session's program time. Formats: jsonl (one shot
+    per line), csv, otio (OpenTimelineIO: one track "program", one clip per shot named after
+    its camera, source range = where the shot sits in that camera's recording, assuming it
+    records from the session start) and edl (CMX 3600 through OpenTimelineIO's adapter, reel
+    = camera name). otio and edl times are rounded to --fps frames at the shot boundaries.
+
+    Examples:
+    \b
+        mmx ledger export --last -o shoot.otio
+        mmx ledger export 01JD3J --format edl -o shoot.edl
+        mmx ledger export --last --format csv | column -s, -t
+
+    See also:
+    mmx-ledger-show(1), otiotool(1)
+    """
+    if session is not None and last:
+        raise typer.BadParameter("give SESSION or --last, not both")
+    if session is None and not last:
+        raise typer.BadParameter("give a SESSION id or --last")
+    fmt = fmt or (format_from_path(output) if output != "-" else None) or "jsonl"
+    if fmt not in FORMATS:
+        raise typer.BadParameter(f"unknown format {fmt!r}: use one of {', '.join(FORMATS)}", param_hint="--format")
+    with Ledger.open(_ledger_path(ledger), create=False) as store:
+        sid = queries.resolve_session(store.conn, session, last=last)
+        summary = queries.session_summary(store.conn, sid)
+    data = export_session(summary, fmt, fps=fps)
+    with open_output(output) as fp:
+        fp.write(data)
+        fp.flush()
+    if output != "-":
+        console.print(f"{summary['counts']['shots']} shots ({_dur(summary['program_time_s'])} of program) written to {output}",
+                      highlight=False)  # fmt: skip

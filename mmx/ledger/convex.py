@@ -154,6 +154,28 @@ def session_sync(conn: sqlite3.Connection) -> dict[str, dict[str, int]]:
     return out
 
 
+def session_sync_summary(conn: sqlite3.Connection, session_ids: Sequence[str]) -> dict[str, str]:
+    """Per session, one line of sync state for ``mmx ledger sessions``.
+
+    ``never synced`` when no deployment was ever synced; otherwise per target ``synced`` or
+    ``N to sync`` (plus ``, failing`` while the target's last call failed), targets joined
+    by ``; `` and named by host when there are several.
+    """
+    states = sync_states(conn)
+    if not states:
+        return {sid: "never synced" for sid in session_ids}
+    per_session = session_sync(conn)
+    out: dict[str, str] = {}
+    for sid in session_ids:
+        parts = []
+        for state in states:
+            left = per_session.get(sid, {}).get(state.target, 0)
+            text = "synced" if left == 0 else f"{left} to sync" + (", failing" if state.last_error else "")
+            parts.append(text if len(states) == 1 else f"{urlsplit(state.target).netloc}: {text}")
+        out[sid] = "; ".join(parts)
+    return out
+
+
 def _write(conn: sqlite3.Connection, sql: str, params: Sequence[Any]) -> None:
     try:
         conn.execute("BEGIN IMMEDIATE")

@@ -1,0 +1,306 @@
+"""Reading a JSON Lines event stream into ledger batches, fast, and pushing it.
+
+`BatchReader` turns a binary stream (a file, a pipe, stdin) into batches of ``events`` rows
+that commit on ``batch_size`` lines or ``interval_ms`` after the first pending event,
+whichever comes first, so a slow live stream (``mmx serve | mmx ledger push``) is durable
+within ``interval_ms`` even when no further line arrives. On a pipe it waits with
+``select()`` and the remaining time to the deadline as timeout — one thread, no busy loop,
+no lock ping-pong between a reader thread and the writer.
+
+Lines are read in large ``os.read`` chunks and split in C. Each line is decoded once with
+orjson and checked by a fast acceptance test compiled from `mmx.events.VOCABULARY`; any
+line the fast test does not accept goes through `mmx.events.decode`, the one source of the
+envelope rules, which either raises the canonical ``line N: …`` error or accepts it (the fast
+test is only ever stricter). Line numbers count every line, blank lines included; blank lines
+are skipped; CRLF is accepted; a line longer than ``max_line_bytes`` is reported without
+being held in memory whole.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import select
+import stat
+import time
+from collections.abc import Callable, Iterator
+from typing import IO, Any
+
+import orjson
+
+from mmx.errors import DataError, EventError
+from mmx.events import MAX_ID_LENGTH, MAX_LINE_BYTES, VOCABULARY, decode
+from mmx.ledger.store import (
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_INTERVAL_MS,
+    BatchResult,
+    Ledger,
+    PushStats,
+    event_row,
+)
+from mmx.ledger.projections import DIRECTOR_KINDS, Batch, director_fields, still_fields
+
+#: Bytes asked of the OS per read.
+CHUNK_BYTES = 1 << 20
+
+_MISSING = object()
+_EMPTY: dict[str, Any] = {}
+
+#: type → ((field, exact JSON types accepted, required), …) for the fast acceptance test.
+#: orjson yields exact built-in types, so ``type(v) in types`` is `mmx.events`' isinstance
+#: test (bool is listed only where a boolean is allowed, as there).
+_FAST_SPEC: dict[str, tuple[tuple[str, frozenset[type], bool], ...]] = {
+    etype: tuple((name, frozenset(fs.types), fs.required) for name, fs in spec.items())
+    for etype, spec in VOCABULARY.items()
+}
+_NUMBER_TYPES = (int, float)
+#: Types whose data may carry a placement object (checked field by field by mmx.events).
+_PLACEMENT_TYPES = frozenset(etype for etype, spec in VOCABULARY.items() if "placement" in spec)
+
+
+def fast_head(obj: Any) -> tuple[Any, ...] | None:
+    """``(id, type, session, ts, src, seq)`` when ``obj`` is certainly a valid envelope, else None.
+
+    None means "not sure": the caller falls back to `mmx.events.decode`. Placement objects
+    are always left to the full check.
+    """
+    if type(obj) is not dict:
+        return None
+    etype = obj.get("type")
+    eid = obj.get("id")
+    ts = obj.get("ts")
+    if (
+        type(etype) is not str or not etype
+        or type(eid) is not str or not eid or len(eid) > MAX_ID_LENGTH
+        or type(ts) not in _NUMBER_TYPES or ts - ts != 0  # not inf/nan
+    ):  # fmt: skip
+        return None
+    seq = obj.get("seq")
+    session = obj.get("session")
+    src = obj.get("src", "")
+    data = obj.get("data", _MISSING)
+    if (
+        (seq is not None and (type(seq) is not int or seq < 0))
+        or (session is not None and type(session) is not str)
+        or type(src) is not str
+        or type(obj.get("v", 1)) is not int
+    ):
+        return None
+    if data is _MISSING:
+        return (eid, etype, session, ts, src, seq)
+    if type(data) is not dict:
+        return None
+    spec = _FAST_SPEC.get(etype)
+    if spec is not None:
+        for name, types, required in spec:
+            value = data.get(name, _MISSING)
+            if value is _MISSING:
+                if required:
+                    return None
+            elif type(value) not in types:
+                return None
+        if etype in _PLACEMENT_TYPES and data.get("placement"):
+            return None
+    return (eid, etype, session, ts, src, seq)
+
+
+class BatchReader:
+    """Iterate over batches (`mmx.ledger.projections.Batch`) read from a binary stream.
+
+    ``on_error`` receives each bad line's EventError (with its line number). With
+    ``strict`` the reader stops after the first bad line: it yields what was pending before
+    it and ends, leaving the error in ``stopped_by``. ``pending`` holds the rows of the
+    batch being filled (committed by `push_stream` on Ctrl-C).
+    """
+
+    def __init__(
+        self,
+        fp: IO[bytes],
+        *,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+        interval_ms: float = DEFAULT_INTERVAL_MS,
+        max_line_bytes: int = MAX_LINE_BYTES,
+        on_error: Callable[[EventError], None] | None = None,
+        strict: bool = False,
+    ) -> None:
+        if batch_size < 1:
+            raise ValueError("batch_size must be at least 1")
+        if interval_ms < 0:
+            raise ValueError("interval_ms must not be negative")
+        self.fp = fp
+        self.batch_size = batch_size
+        self.interval_s = interval_ms / 1000
+        self.max_line_bytes = max_line_bytes
+        self.on_error = on_error
+        self.strict = strict
+        self.line_no = 0
+        self.bad_lines = 0
+        self.stopped_by: EventError | None = None
+        self.pending = Batch()
+        self._fd, self._wait = self._source()
+
+    def _source(self) -> tuple[int | None, bool]:
+        """The fd to ``os.read`` (None: use the file object) and whether to ``select`` on it."""
+        try:
+            fd = self.fp.fileno()
+        except (AttributeError, OSError, io.UnsupportedOperation, ValueError):
+            return None, False
+        try:
+            mode = os.fstat(fd).st_mode
+        except OSError:
+            return None, False
+        return fd, not stat.S_ISREG(mode)
+
+    def _read(self, timeout: float | None) -> bytes | None:
+        """Next chunk; b"" at EOF; None when ``timeout`` (s) passed with nothing to read."""
+        if self._fd is None:
+            reader = getattr(self.fp, "read1", None) or self.fp.read
+            return reader(CHUNK_BYTES)
+        if self._wait and timeout is not None:
+            ready, _, _ = select.select([self._fd], [], [], max(timeout, 0.0))
+            if not ready:
+                return None
+        return os.read(self._fd, CHUNK_BYTES)
+
+    def _bad(self, error: EventError) -> None:
+        self.bad_lines += 1
+        if self.on_error is not None:
+            self.on_error(error)
+        if self.strict:
+            self.stopped_by = error
+
+    def __iter__(self) -> Iterator[Batch]:
+        loads = orjson.loads
+        decode_error = orjson.JSONDecodeError
+        head_of = fast_head
+        monotonic = time.monotonic
+        batch_size = self.batch_size
+        max_line = self.max_line_bytes
+        rest = b""  # the incomplete last line of the previous chunk
+        overlong = False  # discarding the remainder of a line longer than max_line
+        deadline = 0.0
+        pending = self.pending
+        rows, director, stills = pending.rows, pending.director, pending.stills
+        while True:
+            timeout = None
+            if rows:
+                timeout = deadline - monotonic()
+                if timeout <= 0:
+                    yield pending
+                    pending = self.pending = Batch()
+                    rows, director, stills = pending.rows, pending.director, pending.stills
+                    continue
+            chunk = self._read(timeout)
+            if chunk is None:  # the deadline passed while the source stayed silent
+                continue
+            if not chunk:
+                lines = [rest] if rest and not overlong else []
+                if overlong:
+                    self.line_no += 1
+                    self._bad(EventError(f"line longer than {max_line} bytes", line=self.line_no))
+            else:
+                if overlong:
+                    end = chunk.find(b"\n")
+                    if end < 0:
+                        continue
+                    self.line_no += 1
+                    overlong = False
+                    self._bad(EventError(f"line longer than {max_line} bytes", line=self.line_no))
+                    if self.stopped_by is not None:
+                        break
+                    chunk = chunk[end + 1 :]
+                lines = (rest + chunk).split(b"\n") if rest else chunk.split(b"\n")
+                rest = lines.pop()
+                if len(rest) > max_line:
+                    rest = b""
+                    overlong = True
+            for line in lines:
+                self.line_no += 1
+                if len(line) > max_line + 1:  # + 1: a CR before the LF
+                    self._bad(EventError(f"line longer than {max_line} bytes", line=self.line_no))
+                    if self.stopped_by is not None:
+                        break
+                    continue
+                raw = line.strip()
+                if not raw:
+                    continue
+                try:
+                    obj = loads(raw)
+                    head = head_of(obj)
+                except decode_error:
+                    head = None
+                if head is None:
+                    try:
+                        event = decode(raw, line_no=self.line_no)
+                    except EventError as exc:
+                        self._bad(exc)
+                        if self.stopped_by is not None:
+                            break
+                        continue
+                    row: tuple[Any, ...] = event_row(event)
+                    etype, data = event.type, event.data
+                else:
+                    row = (*head, raw.decode())
+                    etype = head[1]
+                    data = obj.get("data") or _EMPTY
+                if etype in DIRECTOR_KINDS:
+                    director.append((len(rows), *director_fields(etype, data)))
+                elif etype == "still.captured":
+                    stills.append((len(rows), *still_fields(data)))
+                if not rows:
+                    deadline = monotonic() + self.interval_s
+                rows.append(row)
+                if len(rows) >= batch_size:
+                    yield pending
+                    pending = self.pending = Batch()
+                    rows, director, stills = pending.rows, pending.director, pending.stills
+            if self.stopped_by is not None or not chunk:
+                break
+        if rows:
+            self.pending = Batch()
+            yield pending
+
+
+def push_stream(
+    ledger: Ledger,
+    fp: IO[bytes],
+    *,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    interval_ms: float = DEFAULT_INTERVAL_MS,
+    strict: bool = False,
+    max_line_bytes: int = MAX_LINE_BYTES,
+    on_error: Callable[[EventError], None] | None = None,
+    on_commit: Callable[[BatchResult], None] | None = None,
+) -> PushStats:
+    """Store the events of a JSON Lines stream in ``ledger``; returns the totals.
+
+    Commits every ``batch_size`` events or ``interval_ms`` after the first pending event,
+    whichever comes first; ``on_commit`` runs after each commit (after the ledger's own
+    hooks) — ``--echo`` writes there, so what it writes is durable. Bad lines go to
+    ``on_error`` and are counted in ``stats.bad_lines``; the rest is stored. With ``strict``
+    the stream stops at the first bad line (lines before it are committed) and DataError
+    is raised. On Ctrl-C the pending batch is committed before KeyboardInterrupt goes on.
+    Raises TemporaryFailure / LedgerError from `Ledger.write_rows`.
+    """
+    stats = PushStats()
+    reader = BatchReader(fp, batch_size=batch_size, interval_ms=interval_ms, max_line_bytes=max_line_bytes,
+                         on_error=on_error, strict=strict)  # fmt: skip
+    try:
+        for batch in reader:
+            result = ledger.write_batch(batch)
+            stats.add(result)
+            if on_commit is not None:
+                on_commit(result)
+    except KeyboardInterrupt:
+        if reader.pending.rows:
+            result = ledger.write_batch(reader.pending)
+            stats.add(result)
+            if on_commit is not None:
+                on_commit(result)
+        raise
+    finally:
+        stats.bad_lines = reader.bad_lines
+    if reader.stopped_by is not None:
+        raise DataError(f"stopped at the first bad line ({reader.stopped_by.message})",
+                        hint="without --strict bad lines are reported and the rest is stored")  # fmt: skip
+    return stats
