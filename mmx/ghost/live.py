@@ -45,6 +45,8 @@ BACKOFF_MAX_S = 5.0
 TICK_S = 0.1
 #: Posts kept while the server is away; beyond this the oldest are dropped (and reported).
 POST_QUEUE_MAX = 10_000
+#: How far back (in server seq) the runner looks for the music playing when it connects.
+CUE_LOOKBACK = 20_000
 
 Notify = Callable[[str], None]
 
@@ -115,6 +117,25 @@ class ServerClient:
 
     async def director(self, action: str, body: dict[str, Any]) -> Any:
         return await self.request("POST", f"/v1/director/{action}", body)
+
+    async def last_event(self, etype: str, *, before_seq: int, lookback: int = CUE_LOOKBACK) -> Event | None:
+        """The latest event of ``etype`` among the ``lookback`` events before ``before_seq``
+        (``GET /v1/events?follow=0``), or None."""
+        params = {"types": etype, "since": str(max(0, before_seq - lookback)), "follow": "0"}
+        timeout = aiohttp.ClientTimeout(total=self.timeout_s)
+        last = None
+        try:
+            async with self._http().get(self.base_url + "/v1/events", params=params, timeout=timeout) as resp:
+                await self._check(resp)
+                async for line in resp.content:
+                    if line.strip():
+                        with contextlib.suppress(EventError):
+                            event = decode(line)
+                            if event.type == etype and (event.seq or 0) <= before_seq:
+                                last = event
+        except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, TimeoutError, OSError, ValueError) as exc:
+            raise ServerGone(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__) from None
+        return last
 
     async def lines(self, since: int | None, types: str = STREAM_TYPES) -> AsyncIterator[bytes]:
         """The lines of ``GET /v1/events`` as they come; raises ServerGone when it ends."""
@@ -251,7 +272,8 @@ class GhostRunner:
             self.producer.session = event.session
         elif event.type == "session.ended" and event.session == self.producer.session:
             self.producer.session = None
-        self.apply(self.policy.feed(event, now=self.clock()))
+        # the policy's clock is the later of the wall clock and the event's own time
+        self.apply(self.policy.feed(event, now=max(self.clock(), self.policy.event_time(event))))
 
     def key(self, ch: str) -> None:
         """A key from the terminal: ``a`` accept, ``v`` veto, ``h`` hold, ``r`` release."""
@@ -308,6 +330,10 @@ class GhostRunner:
                 self.policy.load_state(state, now)
                 self.producer.session = state.get("session")
                 since = state.get("seq")
+                if isinstance(since, int):  # the music already playing when we connect
+                    cue = await client.last_event("music.cue", before_seq=since)
+                    if cue is not None:
+                        self.feed(cue)
                 self.connected.set()
                 self.proposing = True
                 if down_since is not None:
