@@ -4,12 +4,14 @@ Each file is independent: the worker hashes it, looks for an artifact with the s
 hash and parameters (skips unless ``force``), decodes, analyses and writes the ``.npz``
 atomically. A file that cannot be decoded yields a result with ``error`` set; the others go
 on. With ``jobs > 1`` files run in a `concurrent.futures.ProcessPoolExecutor`, longest first,
-and every worker limits BLAS/OpenMP/numba to ``cpu_count // jobs`` threads so the workers
-do not fight over cores.
+and every worker limits OpenMP/numba to ``cpu_count // jobs`` threads so the workers do not
+fight over cores. BLAS always runs on one thread during an analysis, so the arrays are
+bit-identical whatever ``jobs`` is.
 """
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
 from collections.abc import Iterable, Iterator
@@ -116,7 +118,8 @@ def process_file(path: str | Path, out_dir: str | Path, params: FeatureParams, f
                 result.beats = header.get("n_beats")
                 result.skipped = True
                 return result
-        arrays = extract_features(path, params, sha256=sha256)
+        with _single_threaded_blas():
+            arrays = extract_features(path, params, sha256=sha256)
         npz = write_features(out_dir / artifact_name(path, sha256), arrays)
         result.npz = str(npz)
         result.duration_s = float(arrays["duration_s"])
@@ -129,6 +132,16 @@ def process_file(path: str | Path, out_dir: str | Path, params: FeatureParams, f
         result.error = f"{path}: out of memory while analysing"
         result.exit_code = 74
     return result
+
+
+def _single_threaded_blas() -> Any:
+    """BLAS on one thread: multi-threaded sgemm splits sums differently, so the mel and
+    chroma arrays would change in their last bits with the thread count (and --jobs)."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # pragma: no cover - threadpoolctl comes with scikit-learn/librosa
+        return contextlib.nullcontext()
+    return threadpool_limits(limits=1, user_api="blas")
 
 
 def warm_up() -> None:

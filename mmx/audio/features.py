@@ -157,8 +157,6 @@ def load_audio(path: str | Path, *, sr: int | None = None) -> tuple[np.ndarray, 
         raise DataError(f"{path}: cannot decode audio: {reason}") from None
     except OSError as exc:
         raise IOFailure(f"cannot read {path}: {exc.strerror or exc}") from None
-    if data.shape[0] == 0:
-        raise DataError(f"{path}: no audio samples")
     if fmt == "OGG" and not _ogg_is_complete(path):
         raise DataError(f"{path}: truncated Ogg stream (the last page is cut off or has no end-of-stream flag)",
                         hint="the file is incomplete; copy or download it again")  # fmt: skip
@@ -170,6 +168,8 @@ def load_audio(path: str | Path, *, sr: int | None = None) -> tuple[np.ndarray, 
     if announced > 0 and data.shape[0] < announced * 0.99:
         raise DataError(f"{path}: truncated audio: decoded {data.shape[0]} of {announced} announced frames",
                         hint="the file is incomplete; copy it again")  # fmt: skip
+    if data.shape[0] == 0:
+        raise DataError(f"{path}: no audio samples")
     duration_s = data.shape[0] / float(native_sr)
     y = data[:, 0] if channels == 1 else data.mean(axis=1, dtype=np.float32)
     y = np.ascontiguousarray(y)

@@ -441,7 +441,8 @@ def _session_item(directory: Path, hashes: _Hashes) -> dict[str, Any]:
         missing.append(f"session {sid} has no music.cue events")
     return _item(
         "session", directory, sha256=hashes.get(events_path), size=events_path.stat().st_size, session=sid,
-        title=title, session_json=str(session_json), events_path=str(events_path), n_events=n_events,
+        title=title, status=meta.get("status") if isinstance(meta.get("status"), str) else None,
+        session_json=str(session_json), events_path=str(events_path), n_events=n_events,
         cameras=sorted(cameras), pose_samples=dict(sorted(pose.items())), started_at=first_ts, ended_at=last_ts,
         cues=cues, missing=missing, warnings=warnings,
     )  # fmt: skip
