@@ -9,7 +9,7 @@ from typing import Any
 
 import typer
 
-from mmx.commands._common import console, report_line_error, write_jsonl
+from mmx.commands._common import console, open_input, report_line_error, write_jsonl
 from mmx.errors import EX_INTERRUPTED
 
 
@@ -54,8 +54,8 @@ def device(
     token: str = typer.Option(..., "--token", envvar="MMX_TOKEN", help="The token mmx serve printed at start."),
     name: str = typer.Option(..., "--name", help="Human name of this camera (also names its state file)."),
     device_id: str | None = typer.Option(None, "--device-id", help="Use this device id instead of the stored one."),
-    video: Path | None = typer.Option(None, "--video", help="Video file to play in a loop (PyAV); default: a test pattern."),
-    pose: Path | None = typer.Option(None, "--pose", help="Pose file (JSON Lines, format of vtest.pose.jsonl) sent in step with the video."),
+    video: Path | None = typer.Option(None, "--video", help="Video file to play in a loop (PyAV; a seekable file, not a pipe); default: a test pattern."),
+    pose: Path | None = typer.Option(None, "--pose", allow_dash=True, help="Pose file (JSON Lines, format of vtest.pose.jsonl; '-' for stdin) sent in step with the video."),
     placement: str | None = typer.Option(None, "--placement", help="label=front,azimuth_deg=0,distance_m=3 or a JSON object."),
     lenses: str = typer.Option("0.5,1,2", "--lenses", help="Lenses of the back camera (zoom factors)."),
     front_lenses: str = typer.Option("1", "--front-lenses", help="Lenses of the front camera."),
@@ -118,7 +118,8 @@ def device(
     source = VideoSource(video) if video is not None else TestPattern()
     track = None
     if pose is not None:
-        track = PoseTrack.from_file(pose, on_error=lambda exc: report_line_error(exc, str(pose)))
+        with open_input(pose) as fp:
+            track = PoseTrack.read(fp, source=str(pose), on_error=lambda exc: report_line_error(exc, str(pose)))
         console.print(f"pose: {len(track.samples)} samples from {pose} ({track.fps:g} per s)")
 
     def on_event(event: dict[str, Any]) -> None:

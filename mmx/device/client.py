@@ -161,6 +161,7 @@ class DeviceClient:
         self._heartbeat_s = config.heartbeat_s
         self._last_jpeg: bytes | None = None
         self._reported_battery = 1.0
+        self._command_tasks: set[asyncio.Task] = set()
 
     # -- the video clock ---------------------------------------------------------------
 
@@ -435,7 +436,9 @@ class DeviceClient:
             kind = obj.get("t")
             if kind == "command":
                 # Stills upload over HTTP; run commands as tasks so acks never wait on each other.
-                asyncio.create_task(self._command(obj))
+                task = asyncio.create_task(self._command(obj))
+                self._command_tasks.add(task)  # the loop keeps only weak references to tasks
+                task.add_done_callback(self._command_tasks.discard)
             elif kind == "tally":
                 self.program, self.preview_tally = bool(obj.get("program")), bool(obj.get("preview"))
                 self._emit("tally", program=self.program, preview=self.preview_tally)

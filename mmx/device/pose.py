@@ -14,7 +14,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import orjson
 
@@ -87,6 +87,18 @@ class PoseTrack:
         Raises InputMissingError when the file does not exist, IOFailure when it cannot be read.
         """
         path = Path(path)
+        try:
+            fp = open(path, "rb")
+        except FileNotFoundError:
+            raise InputMissingError(f"no such pose file: {path}") from None
+        except OSError as exc:
+            raise IOFailure(f"cannot read {path}: {exc.strerror}") from None
+        with fp:
+            return cls.read(fp, source=str(path), on_error=on_error)
+
+    @classmethod
+    def read(cls, fp: BinaryIO, *, source: str = "", on_error: Callable[[EventError], None] | None = None) -> PoseTrack:
+        """Read a pose file from an open binary stream (e.g. stdin); errors as `from_file`."""
         samples: list[PoseSample] = []
         fps: float | None = None
 
@@ -95,34 +107,27 @@ class PoseTrack:
                 raise error
             on_error(error)
 
-        try:
-            fp = open(path, "rb")
-        except FileNotFoundError:
-            raise InputMissingError(f"no such pose file: {path}") from None
-        except OSError as exc:
-            raise IOFailure(f"cannot read {path}: {exc.strerror}") from None
-        with fp:
-            for line_no, line in iter_lines(fp):
-                if line is None:
-                    report(EventError("line too long", line=line_no))
-                    continue
-                try:
-                    obj = orjson.loads(line)
-                except orjson.JSONDecodeError as exc:
-                    report(EventError(f"not JSON: {exc}", line=line_no))
-                    continue
-                if isinstance(obj, dict) and "header" in obj and not samples:
-                    header = obj["header"]
-                    if isinstance(header, dict) and _is_num(header.get("fps")) and header["fps"] > 0:
-                        fps = float(header["fps"])
-                    continue
-                try:
-                    sample = parse_pose_line(obj)
-                except EventError as exc:
-                    report(EventError(exc.reason, line=line_no))
-                    continue
-                samples.append(PoseSample(sample.t, sample.joints, sample.frame, line_no))
-        return cls(samples, fps=fps, source=str(path))
+        for line_no, line in iter_lines(fp):
+            if line is None:
+                report(EventError("line too long", line=line_no))
+                continue
+            try:
+                obj = orjson.loads(line)
+            except orjson.JSONDecodeError as exc:
+                report(EventError(f"not JSON: {exc}", line=line_no))
+                continue
+            if isinstance(obj, dict) and "header" in obj and not samples:
+                header = obj["header"]
+                if isinstance(header, dict) and _is_num(header.get("fps")) and header["fps"] > 0:
+                    fps = float(header["fps"])
+                continue
+            try:
+                sample = parse_pose_line(obj)
+            except EventError as exc:
+                report(EventError(exc.reason, line=line_no))
+                continue
+            samples.append(PoseSample(sample.t, sample.joints, sample.frame, line_no))
+        return cls(samples, fps=fps, source=source)
 
     def between(self, t0: float, t1: float, *, loop_s: float | None = None) -> list[tuple[float, PoseSample]]:
         """Samples whose looped time ``u = k * loop_s + sample.t`` lies in ``(t0, t1]``.
