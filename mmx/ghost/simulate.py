@@ -96,10 +96,12 @@ def session_events(*, t0: float = 1_800_000_000.0, duration_s: float = 60.0, n_c
         k += 1
         t += operator_cut_every_s
     jitter = {cam: float(rng.uniform(-0.05, 0.05)) for cam in cams}
+    first = t0 + 2.0
 
     def joints_for(cam: str) -> Callable[[float], dict[str, Any]]:
         def f(t: float) -> dict[str, Any]:
-            moving = any(a <= t < b and c == cam for a, b, c in bursts)
+            k = math.floor((t - first) / operator_cut_every_s)
+            moving = 0 <= k < len(bursts) and bursts[k][0] <= t < bursts[k][1] and bursts[k][2] == cam
             return pose_joints(t, cx=0.5 + jitter[cam], motion=1.0 if moving else 0.0)
         return f
 
