@@ -302,21 +302,15 @@ class _PoseCollector:
         return PoseStream(t=t[order], joints=joints[order], n_null=self.n_null)
 
 
-def _joint_row(joints: dict[str, Any]) -> list[float] | None:
-    """The 57 numbers of one sample in JOINT_NAMES order, or None when malformed."""
-    row: list[Any] = []
-    for name in JOINT_NAMES:
-        value = joints.get(name)
-        if value is None:
-            row.extend(_MISSING_JOINT)
-        elif type(value) is list and len(value) == 3:
-            row.extend(value)
-        else:
-            return None
-    for v in row:
-        if type(v) is not float and type(v) is not int:
-            return None
-    return row
+def _joint_row(joints: dict[str, Any]) -> list[Any] | None:
+    """The 57 values of one sample in JOINT_NAMES order, or None when a joint is not a
+    3-element list. (Non-numeric values are caught when the rows become a numpy block.)"""
+    get = joints.get
+    try:
+        row = [c for name in JOINT_NAMES for c in (get(name) or _MISSING_JOINT)]
+    except TypeError:  # a joint that is a number, not a list
+        return None
+    return row if len(row) == 3 * N_JOINTS else None
 
 
 @dataclass
@@ -644,15 +638,24 @@ def write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
     """
     with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
         for name, arr in arrays.items():
+            arr = np.ascontiguousarray(arr)
             info = zipfile.ZipInfo(f"{name}.npy", date_time=_ZIP_DATE)
             info.compress_type = zipfile.ZIP_STORED
             info.external_attr = 0o644 << 16
             with zf.open(info, "w", force_zip64=True) as out:
-                np.lib.format.write_array(out, np.ascontiguousarray(arr), allow_pickle=False)
+                header = np.lib.format.header_data_from_array_1_0(arr)
+                np.lib.format.write_array_header_2_0(out, header) if arr.size > 2**31 else \
+                    np.lib.format.write_array_header_1_0(out, header)  # fmt: skip
+                if arr.size:
+                    out.write(memoryview(arr.reshape(-1)).cast("B"))  # no tobytes() copy
 
 
 class ShardWriter:
-    """Fills one fixed-size buffer per split and writes it as ``shards/<split>-NNNNN.npz``."""
+    """Fills one fixed-size buffer per split and writes it as ``shards/<split>-NNNNN.npz``.
+
+    Windows are gathered straight from the per-cue frame arrays into the buffers
+    (`numpy.take` with ``out=``), so each window's bytes are copied once before writing.
+    """
 
     def __init__(self, root: Path, shard_size: int, shapes: dict[str, tuple[tuple[int, ...], Any]],
                  samples_fp: IO[bytes]) -> None:  # fmt: skip
@@ -672,23 +675,36 @@ class ShardWriter:
             self.buffers[split] = buf
         return buf
 
-    def add(self, split: str, arrays: dict[str, np.ndarray], rows: list[dict[str, Any]]) -> None:
-        """Append N windows (arrays with leading dim N, rows of samples.jsonl without
-        split/shard/index) to ``split``, writing shards as they fill."""
+    def add(self, split: str, sources: dict[str, tuple[np.ndarray, np.ndarray]], rows: list[dict[str, Any]],
+            finish: Callable[[dict[str, np.ndarray], slice], None] | None = None) -> None:  # fmt: skip
+        """Append N windows to ``split``, writing shards as they fill.
+
+        ``sources`` maps each array name to (frames array (n, ...), frame indices (N, T));
+        window i of that array is ``frames[indices[i]]``. ``rows`` are the N samples.jsonl
+        rows without split/shard/index (filled in here). ``finish(views, rows_slice)`` may
+        adjust the freshly gathered windows in place (e.g. normalise them).
+        """
         n = len(rows)
         done = 0
         while done < n:
             buf = self._buffer(split)
             at = self.fill[split]
             take = min(n - done, self.size - at)
-            for key, arr in arrays.items():
-                buf[key][at : at + take] = arr[done : done + take]
+            views = {}
+            for key, (frames, idx) in sources.items():
+                view = buf[key][at : at + take]
+                part = idx[done : done + take]
+                np.take(frames, part.reshape(-1), axis=0, out=view.reshape(-1, *frames.shape[1:]), mode="clip")
+                views[key] = view
+            if finish is not None:
+                finish(views, slice(done, done + take))
             name = f"{split}-{self.shard_no[split]:05d}"
             out = bytearray()
             for i in range(take):
                 row = rows[done + i]
                 row["split"], row["shard"], row["index"] = split, name, at + i
-                out += orjson.dumps(row) + b"\n"
+                out += orjson.dumps(row)
+                out += b"\n"
             self.samples_fp.write(out)
             self.fill[split] = at + take
             done += take
@@ -1053,7 +1069,6 @@ def pair_dataset(
         pose32[~observed] = 0.0
         dyn = np.concatenate([speed, accel, ke[:, None]], axis=1).astype(np.float32)
         dyn[~observed] = 0.0
-        audio = track.audio[f_lo:f_end]
         split = split_for(job.id if params.split_by == "session" else cue.track)
 
         # Beat Alignment Score over the cue's observed frames
@@ -1067,11 +1082,12 @@ def pair_dataset(
 
         w = ensure_writer()
         offsets = np.arange(big_t)
+        cum_obs = np.concatenate([[0], np.cumsum(observed, dtype=np.int64)])
         for c0 in range(0, starts.size, params.shard_size):
             st = starts[c0 : c0 + params.shard_size]
-            idx = (st - f_lo)[:, None] + offsets[None, :]  # (N, T) local frame indices
-            obs = observed[idx]
-            share = obs.mean(axis=1)
+            local = st - f_lo
+            share = (cum_obs[local + big_t] - cum_obs[local]) / big_t
+            idx = local[:, None] + offsets[None, :]  # (N, T) frame indices into this cue's arrays
             scale = _row_median(torso[idx])
             scale = np.where(np.isnan(scale), cue_torso, scale)
             low = share < params.min_observed
@@ -1081,28 +1097,35 @@ def pair_dataset(
             keep = ~(low | no_size)
             if not keep.any():
                 continue
-            idx, st, share, scale, obs = idx[keep], st[keep], share[keep], scale[keep], obs[keep]
-            d = dyn[idx]
-            d[..., : 2 * N_JOINTS] /= scale[:, None, None].astype(np.float32)
-            d[..., -1] /= (scale**2)[:, None].astype(np.float32)
-            arrays = {"audio": audio[idx], "pose": pose32[idx], "dynamics": d, "observed": obs, "beat": beat[idx]}
+            idx, st, share, scale = idx[keep], st[keep], share[keep], scale[keep]
+            inv_scale = (1.0 / scale).astype(np.float32)
+            ke_total = [0.0]
+
+            def normalise(views: dict[str, np.ndarray], part: slice, inv_scale=inv_scale, ke_total=ke_total) -> None:
+                d = views["dynamics"]
+                k = inv_scale[part]
+                d[..., : 2 * N_JOINTS] *= k[:, None, None]
+                d[..., -1] *= (k * k)[:, None]
+                ke_total[0] += float(d[..., -1].sum(dtype=np.float64))
+
             rows = []
+            title = cue.title or track.title
             for k in range(st.size):
                 s0 = int(st[k])
                 rows.append({
                     "id": f"{job.id}/{camera}/{cue.track[:12]}/{s0}",
-                    "session": job.id, "camera": camera, "track": cue.track,
-                    "title": cue.title or track.title,
+                    "session": job.id, "camera": camera, "track": cue.track, "title": title,
                     "track_start_s": round(s0 / fps, 6), "track_end_s": round((s0 + big_t) / fps, 6),
                     "start_frame": s0, "observed_share": round(float(share[k]), 4),
                 })  # fmt: skip
-            w.add(split, arrays, rows)
-            n = st.size
-            stats.windows[split] += n
+            sources = {"audio": (track.audio, idx + f_lo), "pose": (pose32, idx), "dynamics": (dyn, idx),
+                       "observed": (observed, idx), "beat": (beat, idx)}  # fmt: skip
+            w.add(split, sources, rows, finish=normalise)
+            stats.windows[split] += st.size
             stats.sessions[split].add(job.id)
             stats.tracks[split].add(cue.track)
             stats.observed_sum[split] += float(share.sum())
-            stats.ke_sum[split] += float(d[..., -1].sum() / big_t)
+            stats.ke_sum[split] += ke_total[0] / big_t
 
     total = len(ordered)
     for done, job in enumerate(ordered):

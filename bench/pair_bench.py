@@ -1,0 +1,143 @@
+#!/usr/bin/env python3
+"""Benchmark `mmx pair`: windows per second and peak RSS on generated session data.
+
+    /work/venv/bin/python bench/pair_bench.py [--minutes 15] [--sessions 4] [--keep DIR]
+
+Generates sessions of ``--minutes`` each (4 cameras, 10 Hz pose, one music cue covering the
+session) plus one feature artifact, then runs ``mmx pair`` as a subprocess twice: on 1
+session and on ``--sessions`` sessions (default 4 × 15 min = one hour of session data).
+Each run pairs in a fresh child process (the library call `mmx pair` makes: read the
+inventory, parse the events, pair, write shards) and prints windows, wall and CPU time,
+windows per second (target ≥ 5,000) and the child's peak RSS (``wait4`` rusage): peak RSS
+must not grow with the number of sessions. The large run is repeated with the output on
+tmpfs (/dev/shm) to separate disk speed from compute.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import numpy as np  # noqa: E402
+import orjson  # noqa: E402
+
+from tests.pair_fixtures import (  # noqa: E402
+    HOP,
+    SR,
+    beat_frames_for,
+    burst_motion,
+    features_item,
+    session_item,
+    write_features,
+    write_inventory,
+    write_session,
+)
+
+CAMERAS = ("cam-1", "cam-2", "cam-3", "cam-4")
+
+
+def generate(root: Path, n_sessions: int, minutes: float) -> tuple[Path, list[Path]]:
+    duration = minutes * 60.0
+    npz, sha = write_features(root / "features", "bench-track", duration_s=duration + 30.0, bpm=120.0)
+    beats_s = beat_frames_for(duration + 30.0, 120.0) * HOP / SR
+    sessions = []
+    for i in range(n_sessions):
+        sd = write_session(root, f"bench-{i:02d}", cameras=CAMERAS, duration_s=duration, rate_hz=10.0,
+                           cues=[{"track": sha, "at_s": 0.0, "offset_s": 0.0}], motion=burst_motion(beats_s[:4000]),
+                           wall0=1_795_000_000.0 + i * 86_400)  # fmt: skip
+        sessions.append(sd)
+    return npz, sessions
+
+
+def child(inventory: str, out: str) -> None:
+    """Run the pairing in this process and print its timing as one JSON line."""
+    from mmx.dataset.pair import PairParams, pair_dataset
+
+    t0, c0 = time.perf_counter(), time.process_time()
+    with open(inventory, "rb") as fp:
+        summary = pair_dataset(fp, Path(out), params=PairParams(), inventory_name=inventory)
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    print(orjson.dumps({"windows": sum(summary["windows"].values()), "wall_s": wall, "cpu_s": cpu}).decode())
+
+
+def run_child(inventory: Path, out: Path) -> dict:
+    """Pair in a fresh child process; its peak RSS comes from ``wait4``."""
+    cmd = [sys.executable, __file__, "--child", str(inventory), str(out)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    stdout = proc.stdout.read()  # type: ignore[union-attr]
+    stderr = proc.stderr.read()  # type: ignore[union-attr]
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        raise SystemExit(f"pairing failed ({proc.returncode}): {stderr.decode()}")
+    r = orjson.loads(stdout.splitlines()[-1])
+    r["peak_rss_mb"] = usage.ru_maxrss / 1024
+    r["output_gb"] = sum(p.stat().st_size for p in out.rglob("*") if p.is_file()) / 1e9
+    r["windows_per_s"] = r["windows"] / r["wall_s"]
+    r["windows_per_cpu_s"] = r["windows"] / r["cpu_s"]
+    return r
+
+
+def cli_startup_s() -> float:
+    t0 = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "mmx", "pair", "--help"], capture_output=True, check=True)
+    return time.perf_counter() - t0
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--minutes", type=float, default=15.0, help="minutes per session (default 15)")
+    ap.add_argument("--sessions", type=int, default=4, help="sessions in the large run (default 4)")
+    ap.add_argument("--keep", type=Path, default=None, help="keep generated data here instead of a temp dir")
+    ap.add_argument("--child", nargs=2, metavar=("INVENTORY", "OUT"), help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.child:
+        child(*args.child)
+        return
+    root = args.keep or Path(tempfile.mkdtemp(prefix="mmx-pair-bench-"))
+    root.mkdir(parents=True, exist_ok=True)
+    shm = Path("/dev/shm")
+    try:
+        t0 = time.perf_counter()
+        npz, sessions = generate(root, args.sessions, args.minutes)
+        sha = str(np.load(npz)["sha256"])
+        feat = features_item(npz, sha)
+        items = [session_item(s) for s in sessions]
+        events_mb = sum((s / "events.jsonl").stat().st_size for s in sessions) / 1e6
+        print(f"generated {args.sessions} sessions x {args.minutes:g} min x {len(CAMERAS)} cameras at 10 Hz "
+              f"({events_mb:.0f} MB of events) in {time.perf_counter() - t0:.1f} s")  # fmt: skip
+        runs = [(1, root, "disk"), (args.sessions, root, "disk")]
+        if shm.is_dir() and os.access(shm, os.W_OK):
+            runs.append((args.sessions, shm, "tmpfs"))
+        results = {}
+        for n, out_root, where in runs:
+            inv = write_inventory(root / f"inv-{n}.jsonl", [feat, *items[:n]])
+            out = out_root / f"mmx-pair-bench-ds-{os.getpid()}-{n}"
+            try:
+                r = results[(n, where)] = run_child(inv, out)
+            finally:
+                shutil.rmtree(out, ignore_errors=True)
+            print(f"{n} session(s) = {n * args.minutes:g} min x {len(CAMERAS)} cameras, output on {where}: "
+                  f"{r['windows']} windows in {r['wall_s']:.2f} s = {r['windows_per_s']:,.0f} windows/s "
+                  f"(target >= 5,000); CPU {r['cpu_s']:.2f} s = {r['windows_per_cpu_s']:,.0f} windows per CPU-second; "
+                  f"peak RSS {r['peak_rss_mb']:.0f} MB; output {r['output_gb']:.2f} GB")  # fmt: skip
+        small, big = results[(1, "disk")], results[(args.sessions, "disk")]
+        print(f"peak RSS {args.sessions} sessions / 1 session: {big['peak_rss_mb'] / small['peak_rss_mb']:.2f} "
+              "(1.0 = does not grow with the number of sessions)")  # fmt: skip
+        print(f"`mmx pair --help` start-up (imports of the whole CLI), not included above: {cli_startup_s():.2f} s")
+    finally:
+        if args.keep is None:
+            shutil.rmtree(root, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
