@@ -1,0 +1,236 @@
+"""`mmx ledger push|tail|sessions|show|export` through the CLI (CliRunner) and real pipes."""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import selectors
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import opentimelineio as otio
+import orjson
+import pytest
+from typer.testing import CliRunner
+
+from mmx.cli import app
+from mmx.events import Producer, encode
+
+from .conftest import MMX, ROOT
+
+EXAMPLE = ROOT / "examples" / "events" / "shoot.jsonl"
+
+
+def run(*args: str, input: bytes | None = None):
+    return CliRunner().invoke(app, list(args), input=input)
+
+
+def jsonl(text: str) -> list[dict]:
+    return [orjson.loads(line) for line in text.splitlines() if line.strip()]
+
+
+@pytest.fixture
+def shoot(tmp_path) -> Path:
+    path = tmp_path / "shoot.sqlite"
+    result = run("ledger", "push", str(EXAMPLE), "--ledger", str(path))
+    assert result.exit_code == 0, result.output
+    return path
+
+
+def test_the_example_file_is_what_the_generator_makes():
+    made = subprocess.run([sys.executable, str(ROOT / "scripts" / "make_example_events.py"), "-o", "-"],
+                          capture_output=True, check=True)  # fmt: skip
+    assert made.stdout == EXAMPLE.read_bytes()
+
+
+def test_push_stores_the_example_and_summarizes_on_stderr(tmp_path):
+    path = tmp_path / "a" / "shoot.sqlite"
+    result = run("ledger", "push", str(EXAMPLE), "--ledger", str(path))
+    assert result.exit_code == 0
+    assert result.stdout == ""  # without --echo stdout stays empty
+    assert f"80 new events stored in {path}, seq 1–80 (0 already there, 0 bad lines, 1 batch)" in result.stderr
+    again = run("ledger", "push", str(EXAMPLE), "--ledger", str(path))
+    assert again.exit_code == 0 and "0 new events stored" in again.stderr and "80 already there" in again.stderr
+
+
+def test_push_defaults_to_mmx_home_and_stdin(mmx_home):
+    result = run("ledger", "push", input=EXAMPLE.read_bytes())
+    assert result.exit_code == 0, result.output
+    assert (mmx_home / "ledger.sqlite").exists()
+    sessions = jsonl(run("ledger", "sessions").stdout)
+    assert len(sessions) == 1 and sessions[0]["cuts"] == 20
+
+
+def test_echo_writes_exactly_the_stored_events(tmp_path):
+    lines = EXAMPLE.read_bytes().splitlines(keepends=True)
+    data = b"".join(lines[:5]) + b"garbage\n" + b"".join(lines[5:10])
+    result = run("ledger", "push", "-", "--ledger", str(tmp_path / "l.sqlite"), "--echo", "--batch-size", "3",
+                 input=data)  # fmt: skip
+    assert result.exit_code == 65
+    assert result.stdout.encode() == b"".join(lines[:10])
+    assert "warning: line 6: not JSON" in result.stderr
+    assert "Error: 1 bad line in - skipped" in result.stderr
+
+
+def test_bad_lines_are_reported_stored_around_and_exit_65(tmp_path):
+    p = Producer("serve", session="S")
+    good = [encode(p.make("director.cut", {"to": f"cam-{i}"})) for i in range(4)]
+    bad = [b"{nope\n", b'[{"type":"x"}]\n', b'{"id":"a","ts":1}\n', b'{"type":"director.cut","id":"b","ts":1,"data":{"to":1}}\n',
+           b'{"type":"x","id":"\xc3\x28","ts":1}\n', b'{"type":"x","id":"c","ts":1,"d":"' + b"z" * (10 << 20) + b'"}\n']  # fmt: skip
+    data = b"".join(x for pair in zip(good + [b""] * 2, bad, strict=True) for x in pair)
+    src = tmp_path / "mixed.jsonl"
+    src.write_bytes(data)
+    path = tmp_path / "l.sqlite"
+    result = run("ledger", "push", str(src), "--ledger", str(path))
+    assert result.exit_code == 65
+    err = result.stderr
+    for line_no, reason in [(2, "not JSON"), (4, "expected a JSON object, got an array"), (6, "missing field 'type'"),
+                            (8, "director.cut: data field 'to' must be a string"), (9, "not JSON: not valid UTF-8"),
+                            (10, "line longer than 1048576 bytes")]:  # fmt: skip
+        assert f"warning: {src}: line {line_no}: {reason}" in err
+    assert "6 bad lines" in err and "4 new events stored" in err
+    assert sqlite3.connect(path).execute("SELECT count(*) FROM events").fetchone()[0] == 4
+
+
+def test_strict_stops_at_the_first_bad_line(tmp_path):
+    lines = EXAMPLE.read_bytes().splitlines(keepends=True)
+    data = b"".join(lines[:3]) + b"oops\n" + b"".join(lines[3:])
+    path = tmp_path / "l.sqlite"
+    result = run("ledger", "push", "--strict", "--ledger", str(path), input=data)
+    assert result.exit_code == 65
+    assert "line 4: not JSON" in result.stderr and "stopped at the first bad line" in result.stderr
+    assert sqlite3.connect(path).execute("SELECT count(*) FROM events").fetchone()[0] == 3
+
+
+def test_missing_input_and_missing_ledger(tmp_path):
+    result = run("ledger", "push", str(tmp_path / "nope.jsonl"), "--ledger", str(tmp_path / "l.sqlite"))
+    assert result.exit_code == 66 and "Error: no such file" in result.stderr
+    result = run("ledger", "show", "--last", "--ledger", str(tmp_path / "absent.sqlite"))
+    assert result.exit_code == 66 and f"Error: no ledger at {tmp_path / 'absent.sqlite'}" in result.stderr
+
+
+def test_sessions_and_show_json(shoot):
+    (session,) = jsonl(run("ledger", "sessions", "--ledger", str(shoot)).stdout)
+    assert (session["title"], session["status"], session["cameras"], session["cuts"], session["stills"],
+            session["events"]) == ("Spring lookbook — studio B", "completed", 3, 20, 2, 80)  # fmt: skip
+    result = run("ledger", "show", "--last", "--ledger", str(shoot))
+    assert result.exit_code == 0
+    summary = orjson.loads(result.stdout)
+    assert summary["session"]["session"] == session["session"]
+    assert [c["camera"] for c in summary["cameras"]] == ["cam-1", "cam-2", "cam-3"]
+    assert summary["cameras"][1]["placement"]["label"] == "left profile"  # the camera was moved
+    assert summary["counts"]["cuts"] == 20 and len(summary["stills"]) == 2 and len(summary["holds"]) == 1
+    pc = summary["proposal_counts"]
+    assert pc["accepted"] == 13 and pc["vetoed"] == 4 and pc["expired"] == 4 and pc["pending"] == 0
+    assert sum(s["duration_s"] for s in summary["shots"]) == pytest.approx(summary["program_time_s"])
+    by_prefix = run("ledger", "show", session["session"][:12], "--ledger", str(shoot))
+    assert orjson.loads(by_prefix.stdout)["session"]["session"] == session["session"]
+    assert run("ledger", "show", "--ledger", str(shoot)).exit_code == 2  # neither SESSION nor --last
+    unknown = run("ledger", "show", "ZZZ", "--ledger", str(shoot))
+    assert unknown.exit_code == 66 and "Error: no session ZZZ in the ledger" in unknown.stderr
+
+
+def test_export_formats(shoot, tmp_path):
+    summary = orjson.loads(run("ledger", "show", "--last", "--ledger", str(shoot)).stdout)
+    shots = jsonl(run("ledger", "export", "--last", "--ledger", str(shoot)).stdout)
+    assert [s["camera"] for s in shots] == [s["camera"] for s in summary["shots"]]
+    rows = list(csv.DictReader(io.StringIO(run("ledger", "export", "--last", "-F", "csv", "--ledger", str(shoot)).stdout)))
+    assert len(rows) == len(shots) and rows[0]["camera"] == shots[0]["camera"]
+    out = tmp_path / "cut.otio"
+    result = run("ledger", "export", "--last", "-o", str(out), "--ledger", str(shoot))  # format from the suffix
+    assert result.exit_code == 0 and "written to" in result.stderr
+    timeline = otio.adapters.read_from_file(str(out))
+    assert [c.name for c in timeline.find_clips()] == [s["camera"] for s in shots]
+    assert abs(timeline.duration().to_seconds() - summary["program_time_s"]) <= 1 / 30
+    edl = run("ledger", "export", summary["session"]["session"], "--format", "edl", "--ledger", str(shoot)).stdout
+    assert edl.startswith("TITLE: Spring lookbook") and "* FROM CLIP NAME:  cam-2" in edl
+    bad = run("ledger", "export", "--last", "--format", "mov", "--ledger", str(shoot))
+    assert bad.exit_code == 2
+
+
+def test_tail_prints_raw_events_and_filters(shoot):
+    lines = EXAMPLE.read_bytes().splitlines()
+    result = run("ledger", "tail", "--since", "0", "--ledger", str(shoot))
+    assert result.exit_code == 0 and result.stdout.encode().splitlines() == lines
+    last10 = run("ledger", "tail", "--ledger", str(shoot)).stdout.encode().splitlines()
+    assert last10 == lines[-10:]
+    cuts = jsonl(run("ledger", "tail", "--since", "0", "--last", "-t", "director.c*", "--type", "still.*",
+                     "--ledger", str(shoot)).stdout)  # fmt: skip
+    assert {c["type"] for c in cuts} == {"director.cut", "still.captured", "still.marker"}
+    assert sum(c["type"] == "director.cut" for c in cuts) == 20
+    after = jsonl(run("ledger", "tail", "--since", "78", "--ledger", str(shoot)).stdout)
+    assert [e["id"] for e in after] == [orjson.loads(x)["id"] for x in lines[78:]]
+
+
+# -- real pipes -------------------------------------------------------------------------------
+
+
+def read_line(proc: subprocess.Popen, timeout_s: float) -> bytes:
+    """One line of a subprocess's stdout, or b"" when none came within timeout_s."""
+    sel = selectors.DefaultSelector()
+    sel.register(proc.stdout, selectors.EVENT_READ)
+    buf = b""
+    deadline = time.monotonic() + timeout_s
+    while not buf.endswith(b"\n"):
+        left = deadline - time.monotonic()
+        if left <= 0 or not sel.select(left):
+            break
+        chunk = os.read(proc.stdout.fileno(), 1)
+        if not chunk:
+            break
+        buf += chunk
+    sel.close()
+    return buf
+
+
+def test_live_pipe_commits_within_the_interval_before_eof(tmp_path):
+    path = tmp_path / "live.sqlite"
+    lines = EXAMPLE.read_bytes().splitlines(keepends=True)
+    proc = subprocess.Popen([*MMX, "ledger", "push", "--echo", "--interval-ms", "50", "--ledger", str(path)],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+    try:
+        for line in lines[:3]:
+            proc.stdin.write(line)
+            proc.stdin.flush()
+            echoed = read_line(proc, 20.0)  # stdin stays open: only the interval commits it
+            assert echoed == line
+            conn = sqlite3.connect(path)
+            assert conn.execute("SELECT raw FROM events ORDER BY seq DESC LIMIT 1").fetchone()[0] == line.decode().strip()
+            conn.close()
+        proc.stdin.close()
+        assert proc.wait(timeout=20) == 0
+        assert "3 new events stored" in proc.stderr.read().decode()
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_tail_follow_sees_an_event_pushed_by_another_process(tmp_path):
+    path = tmp_path / "follow.sqlite"
+    lines = EXAMPLE.read_bytes().splitlines(keepends=True)
+    first = subprocess.run([*MMX, "ledger", "push", "--ledger", str(path)], input=lines[0], capture_output=True)
+    assert first.returncode == 0, first.stderr
+    tail = subprocess.Popen([*MMX, "ledger", "tail", "-f", "--json", "--ledger", str(path)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+    try:
+        assert read_line(tail, 20.0) == lines[0]  # the backlog
+        push = subprocess.run([*MMX, "ledger", "push", "--ledger", str(path)], input=b"".join(lines[1:3]),
+                              capture_output=True)  # fmt: skip
+        assert push.returncode == 0, push.stderr
+        assert read_line(tail, 20.0) == lines[1]
+        assert read_line(tail, 20.0) == lines[2]
+        assert tail.poll() is None  # still following
+    finally:
+        tail.kill()
+        tail.wait()
+
+
+def test_head_ends_a_piped_tail_quietly(shoot):
+    proc = subprocess.run(f"{' '.join(MMX)} ledger tail --since 0 --ledger {shoot} | head -1", shell=True,
+                          capture_output=True)  # fmt: skip
+    assert proc.returncode == 0 and proc.stderr == b""
+    assert proc.stdout == EXAMPLE.read_bytes().splitlines(keepends=True)[0]
