@@ -48,33 +48,26 @@ def pair(
     The same inputs and parameters give byte-identical output. Sessions are processed one at
     a time; memory does not grow with their number.
 
-    Dataset format (DIR):
+    Dataset format. DIR/manifest.json: parameters and params_hash, every input's path and
+    sha256, library versions, windows per split, dropped windows by reason, skipped cues,
+    statistics (observed share, kinetic energy, Beat Alignment Score per split), the
+    alignment assumptions in plain words, and manifest_hash. DIR/samples.jsonl: one row per
+    window: id, session, camera, track (audio sha256), title, track_start_s, track_end_s,
+    start_frame, observed_share, split, shard, index. DIR/splits/train.txt, val.txt,
+    test.txt: the session ids (track hashes with --split-by track) of each split, one per
+    line. DIR/shards/SPLIT-NNNNN.npz: --shard-size windows each (the last of a split fewer),
+    window i of a shard is row index=i of samples.jsonl, with T = round(window * sr /
+    hop_length) frames (215 for 5 s):
 
     \b
-        manifest.json        parameters, params_hash, inputs (path + sha256), versions,
-                             counts per split, dropped windows by reason, skipped cues,
-                             statistics incl. the Beat Alignment Score, assumptions,
-                             manifest_hash
-        samples.jsonl        one row per window: id, session, camera, track (sha256),
-                             title, track_start_s, track_end_s, start_frame,
-                             observed_share, split, shard, index
-        splits/train.txt     session ids (track hashes with --split-by track),
-        splits/val.txt       one per line
-        splits/test.txt
-        shards/SPLIT-NNNNN.npz   --shard-size windows each (the last fewer):
-          audio     (N, T, F) float32   columns listed in the manifest; default
-                                         onset_env, mfcc[0..19], chroma[C..B] (F = 33)
-          pose      (N, T, 19, 3) float32  x, y, confidence; Apple Vision joint order;
-                                         zeros where unobserved
-          dynamics  (N, T, 39) float32  speed of the 19 joints (torso lengths/s),
-                                         acceleration (torso lengths/s^2),
-                                         kinetic energy = 0.5 * mean speed^2
-          observed  (N, T) bool         a real pose sample within --max-gap
-          beat      (N, T) float32      1.0 on the artifact's beat frames
-        T = round(window * sr / hop_length) frames (215 for 5 s)
+        audio     (N, T, F) float32: the manifest's columns; default onset_env, mfcc[0..19], chroma[C..B] (F = 33)
+        pose      (N, T, 19, 3) float32: x, y, confidence per joint, Apple Vision order, zeros where unobserved
+        dynamics  (N, T, 39) float32: joint speeds (torso lengths/s), accelerations (torso lengths/s^2), kinetic energy
+        observed  (N, T) bool: a real pose sample lies within --max-gap seconds
+        beat      (N, T) float32: 1.0 on the feature artifact's beat frames
 
     Torso length: shoulder midpoint to hip midpoint, median over the window's observed
-    frames. Beat Alignment Score (Bailando/EDGE): motion beats are local minima of the
+    frames; kinetic energy = 0.5 * mean over joints of speed^2. Beat Alignment Score (Bailando/EDGE): motion beats are local minima of the
     smoothed mean joint speed; the score is the mean over music beats of
     exp(-d^2 / (2 sigma^2)), d the distance to the nearest motion beat, sigma = 0.05 s
     (3 frames at 60 fps); the manifest also gives FACT's direction (mean over motion
