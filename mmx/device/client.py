@@ -41,6 +41,8 @@ BACKOFF_MAX_S = 5.0
 #: now speaks for this device id (reconnecting would make the two replace each other forever).
 FATAL_CLOSE_CODES = {4400: "malformed hello", 4401: "token refused",
                      4409: "replaced by a newer connection with the same device id"}
+#: Seconds between WebSocket pings (aiohttp closes the socket when a pong is late by half of it).
+PING_S = 5.0
 #: Battery drain of the simulated phone: 1 % every 3 minutes (a phone recording video).
 BATTERY_DRAIN_PER_S = 0.01 / 180
 
@@ -249,7 +251,7 @@ class DeviceClient:
                 failures = 0 if welcomed else failures + 1
                 if self.config.max_retries is not None and failures > self.config.max_retries:
                     raise ServiceUnavailableError(
-                        f"cannot reach {self.config.server} after {failures} attempts: {error}",
+                        f"cannot reach {self.config.server} after {failures} attempt{'s' if failures != 1 else ''}: {error}",
                         hint="is mmx serve running there?")
                 delay = backoff_delay(failures, rng=self._rng)
                 self._emit("retry", attempt=failures + 1, delay_s=round(delay, 3), error=error)
@@ -288,8 +290,12 @@ class DeviceClient:
         url = ws_url(self.config.server)
         headers = {"Authorization": f"Bearer {self.config.token}"}
         timeout = aiohttp.ClientWSTimeout(ws_close=2.0)
-        async with self._http.ws_connect(url, headers=headers, heartbeat=None, autoping=True, timeout=timeout,
-                                         max_msg_size=16 << 20) as ws:  # fmt: skip
+        # WebSocket pings every PING_S: a server that vanished without closing the TCP
+        # connection is noticed within 1.5 × PING_S instead of never.
+        connecting = self._http.ws_connect(url, headers=headers, heartbeat=PING_S, autoping=True, timeout=timeout,
+                                           max_msg_size=16 << 20)  # fmt: skip
+        ws = await asyncio.wait_for(connecting, self.config.connect_timeout_s)
+        async with ws:
             self._ws = ws
             if self._stopping.is_set():
                 raise _Stop
@@ -397,12 +403,18 @@ class DeviceClient:
             yield
 
     async def _previews(self) -> None:
-        n = 0
+        n, warned = 0, False
         async for _ in self._ticks(self.config.fps):
             if self.preview_jpegs:
                 jpeg = self.preview_jpegs[n % len(self.preview_jpegs)]
             else:
-                jpeg = await asyncio.to_thread(lambda: encode_jpeg(self.current_view()))
+                try:
+                    jpeg = await asyncio.to_thread(lambda: encode_jpeg(self.current_view()))
+                except DataError as exc:  # a frame that does not decode: skip it, say so once
+                    if not warned:
+                        self._emit("warning", message=exc.message)
+                        warned = True
+                    continue
             n += 1
             self._last_jpeg = jpeg
             await self._send(jpeg)
