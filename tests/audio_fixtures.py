@@ -107,6 +107,7 @@ def write_pose_file(path: Path, *, frames: int = 30, fps: float = 10.0, malforme
         lines.append(json.dumps({"frame": k, "t": k / fps, "joints": None if k % 3 == 0 else _joints(0.4)}))
     if malformed_at is not None:
         lines.insert(malformed_at - 1, "not json at all")
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(lines) + "\n")
     return path
 

@@ -341,8 +341,8 @@ def _pose_item(path: Path, size: int, hashes: _Hashes) -> dict[str, Any]:
                 continue
             try:
                 obj = orjson.loads(line)
-            except orjson.JSONDecodeError as exc:
-                warnings.append(f"line {line_no}: not JSON ({exc})")
+            except orjson.JSONDecodeError:
+                warnings.append(f"line {line_no}: not JSON")
                 continue
             if not isinstance(obj, dict):
                 warnings.append(f"line {line_no}: not a JSON object")
