@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from urllib.parse import urljoin
 
 import aiohttp
-from aiortc import RTCPeerConnection, RTCSessionDescription
+from aiortc import RTCPeerConnection, RTCRtpSender, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamTrack
 
 from mmx.errors import DataError, ServiceUnavailableError, TemporaryFailure
@@ -79,13 +79,23 @@ async def whip_publish(url: str, track: MediaStreamTrack, *, token: str | None =
                        ice_hosts: Sequence[str] | None = ("127.0.0.1",)) -> RelaySession:
     """Publish ``track`` (video) to the relay over WHIP: ``url`` is ``{relay}/whip/{camera}``.
 
+    A track with a ``request_keyframe()`` method is taken to yield pre-encoded VP8
+    `av.Packet` objects (e.g. ``pattern_track(encoded=True)``): VP8 is the only codec offered
+    and the relay's keyframe requests call that method.
+
     Returns a `RelaySession`; ``await session.close()`` stops publishing. Raises
     `ServiceUnavailableError` when the relay is unreachable, `DataError` when it refuses the
     offer or the token, `TemporaryFailure` on a relay-side error.
     """
     install_marker_release()
     pc = HostRestrictedPeerConnection(ice_hosts=ice_hosts)
-    pc.addTransceiver(track, direction="sendonly")
+    transceiver = pc.addTransceiver(track, direction="sendonly")
+    request_keyframe = getattr(track, "request_keyframe", None)
+    if callable(request_keyframe):
+        # a track that encodes by itself: VP8 only, and PLI/FIR from the relay reach it
+        transceiver.setCodecPreferences([c for c in RTCRtpSender.getCapabilities("video").codecs
+                                         if c.mimeType.lower() in ("video/vp8", "video/rtx")])
+        transceiver.sender._send_keyframe = request_keyframe
     try:
         location = await _exchange(url, pc, token)
     except BaseException:

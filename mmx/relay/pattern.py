@@ -123,11 +123,17 @@ def make_frame(width: int, height: int, *, source: int, sent_ms: int | None = No
     return VideoFrame.from_ndarray(yuv, format="yuv420p")
 
 
-def pattern_track(width: int = 640, height: int = 360, *, source: int = 1, fps: float = 30.0):
+def pattern_track(width: int = 640, height: int = 360, *, source: int = 1, fps: float = 30.0,
+                  encoded: bool = False):
     """An aiortc video track producing test-pattern frames ``width`` × ``height`` at ``fps``.
 
     Each frame is stamped with ``source`` and the Unix ms at which ``recv()`` returned it
     (just before the sender encodes it). ``track.frames_sent`` counts frames.
+
+    ``encoded=True`` makes the track encode each frame itself (VP8, the relay's realtime
+    settings) and hand aiortc's sender the `av.Packet` (its pre-encoded path, packetize only),
+    which is cheaper than aiortc's own encoder; call ``track.request_keyframe()`` on PLI (see
+    `mmx.relay.client.whip_publish`, which wires it). The sender must negotiate VP8.
     """
     import asyncio
     import fractions
@@ -141,6 +147,11 @@ def pattern_track(width: int = 640, height: int = 360, *, source: int = 1, fps: 
             super().__init__()
             self.frames_sent = 0
             self._start: float | None = None
+            self._ctx = None
+            self._keyframe = False
+
+        def request_keyframe(self) -> None:
+            self._keyframe = True
 
         async def recv(self) -> VideoFrame:
             if self.readyState != "live":
@@ -157,6 +168,19 @@ def pattern_track(width: int = 640, height: int = 360, *, source: int = 1, fps: 
             frame.pts = int((time.monotonic() - self._start) * 90000)
             frame.time_base = fractions.Fraction(1, 90000)
             self.frames_sent += 1
-            return frame
+            if not encoded:
+                return frame
+            import av
+
+            from mmx.relay.hub import _vp8_context
+
+            if self._ctx is None:
+                self._ctx = _vp8_context(width, height)
+            frame.pict_type = av.video.frame.PictureType.I if self._keyframe else av.video.frame.PictureType.NONE
+            self._keyframe = False
+            packets = await asyncio.get_running_loop().run_in_executor(None, lambda: list(self._ctx.encode(frame)))
+            packet = packets[0]
+            packet.pts, packet.time_base = frame.pts, frame.time_base
+            return packet
 
     return _Track()

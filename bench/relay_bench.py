@@ -1,0 +1,217 @@
+#!/usr/bin/env python3
+"""Benchmark `mmx relay` on loopback: fps per viewer, latency, relay CPU, cut gap.
+
+    /work/venv/bin/python bench/relay_bench.py [--seconds 3] [--sizes 640x360,1280x720] [--viewers 1,2,4,8]
+
+Three processes share the machine: the relay (`mmx relay --events -`, its CPU measured with
+psutil), a publisher process (two test-pattern cameras, VP8 at 30 fps, aiortc's encoder) and
+this process (the hero viewers). Viewer 1 decodes every frame and reads the pixel timestamp
+(mmx.relay.pattern): latency = receive time − send time stamped by the publisher just before
+its encoder, so it covers publisher encode, network, relay decode/encode, viewer jitter buffer
+and decode. The other viewers count complete frames out of their jitter buffers without
+decoding, so the load generator does not drown the relay on 2 cores. Cut gap: at viewer 1,
+the time from the last frame of the old camera to the first of the new one, over several cuts
+fed to the relay's events input.
+
+Targets (issue 6): latency p50 ≤ 30 ms at 360p and ≤ 45 ms at 720p; relay CPU with 8 viewers
+within 1.3× of 1 viewer; cut gap ≤ 50 ms.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import psutil  # noqa: E402
+
+from mmx.events import Producer, encode  # noqa: E402
+from mmx.relay.client import whep_subscribe, whip_publish  # noqa: E402
+from mmx.relay.pattern import pattern_track, read_frame  # noqa: E402
+
+TOKEN = "bench"
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def pct(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    values = sorted(values)
+    return values[min(len(values) - 1, int(round(q * (len(values) - 1))))]
+
+
+# ------------------------------------------------------------------ publisher process
+async def publisher_main(base: str, width: int, height: int) -> None:
+    pubs = [await whip_publish(f"{base}/whip/cam-{i}", pattern_track(width, height, source=i, encoded=True), token=TOKEN)
+            for i in (1, 2)]
+    print("ready", flush=True)
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    await stop.wait()
+    for pub in pubs:
+        await pub.close()
+
+
+# ------------------------------------------------------------------ viewers
+def counting_viewer(pc) -> list[float]:
+    """Replace decoding with counting: arrival times of complete encoded frames."""
+    arrivals: list[float] = []
+    receiver = pc.getTransceivers()[0].receiver
+    queue = receiver._RTCRtpReceiver__decoder_queue
+    put = queue.put
+
+    def counting_put(item, *args, **kwargs):
+        if item is None:
+            return put(item, *args, **kwargs)
+        arrivals.append(time.monotonic())
+
+    queue.put = counting_put
+    return arrivals
+
+
+async def measure(base: str, relay: psutil.Process, stdin, producer: Producer, viewers: int, seconds: float,
+                  cuts: int) -> dict:
+    subs = [await whep_subscribe(f"{base}/whep/hero", token=TOKEN) for _ in range(viewers)]
+    counters = [counting_viewer(pc) for pc, _ in subs[1:]]
+    track = subs[0][1]
+    samples: list[tuple[float, object]] = []  # (monotonic, stamp)
+
+    async def read_main() -> None:
+        while True:
+            frame = await track.recv()
+            now_wall, now = time.time(), time.monotonic()
+            samples.append((now, read_frame(frame), now_wall))
+
+    reader = asyncio.ensure_future(read_main())
+    await asyncio.sleep(1.5)  # warm-up: ICE, DTLS, first keyframe, encoder rate control
+    t0 = time.monotonic()
+    n0 = len(samples)
+    c0 = [len(c) for c in counters]
+    cpu0 = relay.cpu_times()
+    await asyncio.sleep(seconds)
+    cpu1 = relay.cpu_times()
+    t1 = time.monotonic()
+    window = samples[n0:]
+    fps = [len(window) / (t1 - t0)] + [(len(c) - c0[i]) / (t1 - t0) for i, c in enumerate(counters)]
+    lat = [(wall * 1000 - s.sent_ms % 2**40) % 2**40 for _, s, wall in window if s is not None and s.source != 255]
+    cpu = (cpu1.user + cpu1.system - cpu0.user - cpu0.system) / (t1 - t0) * 100
+    # cuts: alternate cam-2 / cam-1, 0.6 s apart
+    gaps = []
+    current = 1
+    for _ in range(cuts):
+        nxt = 2 if current == 1 else 1
+        mark = len(samples)
+        stdin.write(encode(producer.make("director.cut", {"from": f"cam-{current}", "to": f"cam-{nxt}", "by": "operator"})))
+        stdin.flush()
+        await asyncio.sleep(0.6)
+        seq = samples[mark:]
+        first_new = next((i for i, (_, s, _w) in enumerate(seq) if s is not None and s.source == nxt), None)
+        if first_new is not None:
+            before = (seq[first_new - 1] if first_new > 0 else samples[mark - 1])
+            gaps.append((seq[first_new][0] - before[0]) * 1000)
+        current = nxt
+    # leave the program on cam-1 for the next configuration
+    if current != 1:
+        stdin.write(encode(producer.make("director.cut", {"from": f"cam-{current}", "to": "cam-1", "by": "operator"})))
+        stdin.flush()
+    reader.cancel()
+    for pc, _ in subs:
+        await pc.close()
+    await asyncio.sleep(0.5)
+    return {
+        "viewers": viewers,
+        "fps_min": round(min(fps), 1), "fps_mean": round(statistics.mean(fps), 1),
+        "latency_p50_ms": round(pct(lat, 0.5), 1), "latency_p95_ms": round(pct(lat, 0.95), 1),
+        "relay_cpu_pct": round(cpu, 1),
+        "cut_gap_ms_max": round(max(gaps), 1) if gaps else None,
+        "cut_gap_ms_median": round(statistics.median(gaps), 1) if gaps else None,
+        "cuts_seen": len(gaps),
+    }
+
+
+async def bench_size(width: int, height: int, viewer_counts: list[int], seconds: float, cuts: int) -> list[dict]:
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    relay_proc = subprocess.Popen([sys.executable, "-m", "mmx", "relay", "--port", str(port), "--token", TOKEN,
+                                   "--events", "-"], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                                  stderr=subprocess.PIPE, cwd=ROOT)
+    line = relay_proc.stderr.readline().decode()
+    assert "listening on" in line, line
+    threading.Thread(target=lambda: [None for _ in relay_proc.stderr], daemon=True).start()
+    pub_proc = subprocess.Popen([sys.executable, __file__, "--publisher", base, "--size", f"{width}x{height}"],
+                                stdout=subprocess.PIPE, cwd=ROOT)
+    results = []
+    try:
+        assert pub_proc.stdout.readline().strip() == b"ready"
+        producer = Producer("operator")
+        relay_proc.stdin.write(encode(producer.make("director.cut", {"to": "cam-1", "by": "operator"})))
+        relay_proc.stdin.flush()
+        relay = psutil.Process(relay_proc.pid)
+        for n in viewer_counts:
+            result = await measure(base, relay, relay_proc.stdin, producer, n, seconds, cuts)
+            result["size"] = f"{width}x{height}"
+            results.append(result)
+            print(json.dumps(result), flush=True)
+    finally:
+        pub_proc.send_signal(signal.SIGTERM)
+        relay_proc.send_signal(signal.SIGINT)
+        for proc in (pub_proc, relay_proc):
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seconds", type=float, default=3.0, help="measurement window per configuration")
+    parser.add_argument("--sizes", default="640x360,1280x720")
+    parser.add_argument("--viewers", default="1,2,4,8")
+    parser.add_argument("--cuts", type=int, default=4, help="cuts per configuration (cut gap)")
+    parser.add_argument("--publisher", metavar="BASE", help=argparse.SUPPRESS)
+    parser.add_argument("--size", default="640x360", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.publisher:
+        width, height = map(int, args.size.split("x"))
+        asyncio.run(publisher_main(args.publisher, width, height))
+        return
+    print(f"# relay bench on {os.cpu_count()} cores; {args.seconds:g} s per configuration", flush=True)
+    all_results = []
+    for size in args.sizes.split(","):
+        width, height = map(int, size.split("x"))
+        all_results += asyncio.run(bench_size(width, height, [int(v) for v in args.viewers.split(",")],
+                                              args.seconds, args.cuts))
+    print()
+    print(f"{'size':>9} {'viewers':>7} {'fps min':>7} {'p50 ms':>7} {'p95 ms':>7} {'relay CPU %':>11} {'cut gap ms (max)':>16}")
+    for r in all_results:
+        print(f"{r['size']:>9} {r['viewers']:>7} {r['fps_min']:>7} {r['latency_p50_ms']:>7} {r['latency_p95_ms']:>7}"
+              f" {r['relay_cpu_pct']:>11} {r['cut_gap_ms_max']!s:>16}")
+    for size in args.sizes.split(","):
+        rows = {r["viewers"]: r for r in all_results if r["size"] == size}
+        lo, hi = min(rows), max(rows)
+        if lo != hi and rows[lo]["relay_cpu_pct"] > 0:
+            print(f"{size}: relay CPU {hi} viewers / {lo} viewer = {rows[hi]['relay_cpu_pct'] / rows[lo]['relay_cpu_pct']:.2f}×")
+
+
+if __name__ == "__main__":
+    main()
