@@ -150,7 +150,7 @@ def test_sync_resumes_after_the_last_acknowledged_event(tmp_path, fake):
 
 
 def test_server_killed_mid_sync_and_restarted_everything_arrives_once_in_order(tmp_path, fake):
-    events = shoot_events(6000)
+    events = shoot_events(3000)
     path = make_ledger(tmp_path / "ledger.sqlite", events)
     # the 11th call stores its batch and the server dies before answering (the worst moment)
     fake.inject(*[{"kind": "pass"}] * 10, {"kind": "commit_then_exit"})
@@ -166,7 +166,7 @@ def test_server_killed_mid_sync_and_restarted_everything_arrives_once_in_order(t
         fake.start()
         # let it get going again, then SIGKILL the server at an arbitrary point
         deadline = time.monotonic() + 30
-        while len(fake.event_ids()) < 2000 and time.monotonic() < deadline:
+        while len(fake.event_ids()) < 1500 and time.monotonic() < deadline:
             time.sleep(0.02)
         fake.kill()
         time.sleep(0.3)
@@ -178,13 +178,13 @@ def test_server_killed_mid_sync_and_restarted_everything_arrives_once_in_order(t
             proc.communicate()
     assert proc.returncode == 0, err.decode()
     ids = fake.event_ids()
-    assert len(ids) == len(set(ids)) == 6000
+    assert len(ids) == len(set(ids)) == 3000
     assert ids == [e.id for e in events]  # ledger order, so every session's order too
     assert_per_session_order(fake.events())
-    assert acked_seq(path, fake) == 6000
+    assert acked_seq(path, fake) == 3000
     assert b"retrying" in err
     # the batch stored at the crash was sent again and skipped by id, not stored twice
-    assert sum(fake.stored_batches()) > 6000
+    assert sum(fake.stored_batches()) >= 3050
 
 
 def test_5xx_and_timeouts_are_retried(tmp_path, fake):
@@ -278,7 +278,10 @@ def test_wrong_deploy_key_is_a_clear_error_with_exit_69(tmp_path, fake):
 
     err = result.stderr.decode()
     assert result.returncode == 69, err
-    assert f"Error: Convex at {fake.url} refused the deploy key (HTTP 401 BadAdminKey: The provided admin key was invalid for this instance)" in " ".join(err.split())
+    assert (
+        f"Error: Convex at {fake.url} refused the deploy key "
+        "(HTTP 401: BadAdminKey: The provided admin key was invalid for this instance)"
+    ) in " ".join(err.split())
     assert "Hint: set the deploy key of this deployment" in err
     assert fake.outcomes() == ["auth"]  # not retried
     assert fake.event_ids() == []

@@ -11,6 +11,7 @@ import orjson
 import typer
 from rich.table import Table
 
+from mmx.commands import ledger_sync
 from mmx.commands._common import console, open_input, open_output, report_line_error, wants_json, write_jsonl
 from mmx.errors import DataError, EventError
 from mmx.ledger import queries
@@ -59,6 +60,8 @@ def ledger_push(
     interval_ms: int = typer.Option(
         DEFAULT_INTERVAL_MS, "--interval-ms", min=0, help="… or this many ms after the first uncommitted event."
     ),
+    sync_convex: str | None = typer.Option(None, "--sync-convex", metavar="URL", help="Also send the events to this Convex deployment as they commit (see mmx ledger sync)."),
+    deploy_key_env: str = typer.Option("CONVEX_DEPLOY_KEY", "--deploy-key-env", metavar="NAME", help="With --sync-convex: environment variable holding the deploy key."),
 ) -> None:
     """Store events (JSON Lines) in the production ledger.
 
@@ -75,6 +78,11 @@ def ledger_push(
     batch committed, so the echo is a durable acknowledgement. A bad line is reported on
     stderr as `line N: reason`, the rest is stored, and the exit status is 65; --strict
     stops at the first bad line. A summary goes to stderr.
+
+    With --sync-convex URL the same pipe also records remotely: a thread beside the push
+    runs `mmx ledger sync` against that Convex deployment, woken by every commit, and drains
+    what is left when the input ends. A sync failure is reported at once while the push
+    goes on storing locally; the exit status then tells (65, 69, 75 as for mmx ledger sync).
 
     Exit status:
     65 when any line was bad (the valid lines are stored); 75 when another writer held the
@@ -101,7 +109,7 @@ def ledger_push(
             out.write("\n".join(row[6] for row in batch.rows).encode() + b"\n")
             out.flush()
 
-    with open_input(file) as fp, Ledger.open(path) as store:
+    with open_input(file) as fp, Ledger.open(path) as store, ledger_sync.push_sync(store, sync_convex, deploy_key_env) as syncing:
         # more hooks (a Convex sync) can be appended to store.commit_hooks here
         stats = push_stream(store, fp, batch_size=batch_size, interval_ms=interval_ms, strict=strict,
                             on_error=on_error, on_commit=on_commit)  # fmt: skip
@@ -112,6 +120,8 @@ def ledger_push(
         f"{stats.batches} batch{'es' if stats.batches != 1 else ''})",
         soft_wrap=True, highlight=False, markup=False,
     )  # fmt: skip
+    if syncing is not None:
+        syncing.finish()
     if stats.bad_lines:
         raise DataError(f"{stats.bad_lines} bad line{'s' if stats.bad_lines != 1 else ''} in {file} skipped",
                         hint="the other lines are stored; fix the bad lines and push again")  # fmt: skip
@@ -386,3 +396,6 @@ def ledger_export(
     if output != "-":
         console.print(f"{summary['counts']['shots']} shots ({_dur(summary['program_time_s'])} of program) written to {output}",
                       highlight=False)  # fmt: skip
+
+
+app.command("sync")(ledger_sync.ledger_sync)

@@ -3,7 +3,8 @@
 The studio's production history lives in Convex (`examples/convex/`: the schema and the
 ``production:ingestEvents`` mutation a studio deploys). This module sends the ledger's events
 there in ledger order (local ``seq``) and keeps, per target URL, the highest local seq Convex
-has acknowledged (the ``convex_sync`` table, the ledger's only rows this module writes):
+has acknowledged (the ``convex_sync`` table of migration 3 in `mmx.ledger.schema`, the only rows this
+module writes):
 
 - Wire protocol (docs.convex.dev/http-api): ``POST {url}/api/mutation`` with JSON
   ``{"path": "production:ingestEvents", "args": {"events": [...]}, "format": "json"}`` and
@@ -73,19 +74,6 @@ class _TooLarge(Exception):
 
 
 # -- the sync marks ----------------------------------------------------------------------
-
-#: The migration that adds the sync marks; appended to `mmx.ledger.schema.MIGRATIONS`.
-SYNC_STATE_SQL = """
-CREATE TABLE convex_sync (
-    target         TEXT PRIMARY KEY,             -- the deployment URL, normalized
-    acked_seq      INTEGER NOT NULL DEFAULT 0,   -- highest local seq Convex acknowledged
-    acked_at       REAL,                         -- Unix seconds of that acknowledgement
-    events_acked   INTEGER NOT NULL DEFAULT 0,   -- events acknowledged over all runs
-    last_error     TEXT,                         -- the last failure, cleared by a success
-    last_error_at  REAL
-);
-"""
-
 
 def normalize_url(url: str) -> str:
     """The deployment URL as a target key: scheme and host lowercased, no trailing slash.

@@ -229,6 +229,19 @@ END;
 
 """
 
+# The Convex sync marks (mmx.ledger.convex): per deployment URL, the highest local seq the
+# deployment acknowledged; events are sent in seq order, so that mark is the whole outbox state.
+_CONVEX_SYNC = """
+CREATE TABLE convex_sync (
+    target         TEXT PRIMARY KEY,             -- the deployment URL, normalized
+    acked_seq      INTEGER NOT NULL DEFAULT 0,   -- highest local seq Convex acknowledged
+    acked_at       REAL,                         -- Unix seconds of that acknowledgement
+    events_acked   INTEGER NOT NULL DEFAULT 0,   -- events acknowledged over all runs
+    last_error     TEXT,                         -- the last failure, cleared by a success
+    last_error_at  REAL
+);
+"""
+
 #: The projection tables that `replay_projections` clears and rebuilds.
 PROJECTION_TABLES = ("production_sessions", "production_cameras", "production_director_events", "production_stills")
 
@@ -236,6 +249,7 @@ PROJECTION_TABLES = ("production_sessions", "production_cameras", "production_di
 MIGRATIONS: list[Migration] = [
     (1, "events", _EVENTS),
     (2, "projections", _PROJECTIONS + "\n-- replay: mmx.ledger.schema.replay_projections\n"),
+    (3, "convex_sync", _CONVEX_SYNC),  # mmx.ledger.convex: the sync marks
 ]
 
 #: Migrations whose application must be followed by a replay of the events through the
