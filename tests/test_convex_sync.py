@@ -370,3 +370,77 @@ def test_follow_picks_up_new_events(tmp_path, fake):
     assert fake.event_ids() == [e.id for e in events]
     assert acked_seq(path, fake) == 900
     assert b"behind" in err
+
+
+# -- push --sync-convex and sessions ----------------------------------------------------------
+
+
+def encode_lines(events: list[Event]) -> bytes:
+    return b"".join(e.encode() + b"\n" for e in events)
+
+
+def test_push_sync_convex_records_locally_and_remotely(tmp_path, fake):
+    events = shoot_events(500)
+    path = tmp_path / "ledger.sqlite"
+    proc = subprocess.Popen(
+        [*MMX, "ledger", "push", "-", "--ledger", str(path), "--sync-convex", fake.url],
+        env=cli_env(CONVEX_DEPLOY_KEY=KEY), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        assert proc.stdin is not None
+        proc.stdin.write(encode_lines(events[:200]))
+        proc.stdin.flush()
+        # the push is still running (stdin open): the events reach Convex as they commit
+        assert wait_until(lambda: len(fake.event_ids()) == 200)
+        assert proc.poll() is None
+        out, err = proc.communicate(encode_lines(events[200:]), timeout=60)  # then EOF
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0, err.decode()
+    assert ledger_ids(path) == fake.event_ids() == [e.id for e in events]
+    assert acked_seq(path, fake) == 500
+
+
+def test_push_sync_convex_with_a_wrong_key_still_stores_locally(tmp_path, fake):
+    events = shoot_events(100)
+    path = tmp_path / "ledger.sqlite"
+    result = subprocess.run(
+        [*MMX, "ledger", "push", "-", "--ledger", str(path), "--sync-convex", fake.url],
+        env=cli_env(CONVEX_DEPLOY_KEY="wrong"), input=encode_lines(events), capture_output=True, timeout=60,
+    )  # fmt: skip
+    err = result.stderr.decode()
+    assert result.returncode == 69, err
+    assert "refused the deploy key" in err
+    assert "the push goes on storing locally" in err
+    assert ledger_ids(path) == [e.id for e in events]
+    assert fake.event_ids() == []
+
+
+def sessions_json(path: Path) -> dict[str, dict[str, Any]]:
+    import orjson
+
+    result = subprocess.run(
+        [*MMX, "ledger", "sessions", "--json", "--ledger", str(path)], capture_output=True, timeout=60, env=cli_env()
+    )
+    assert result.returncode == 0, result.stderr.decode()
+    rows = [orjson.loads(line) for line in result.stdout.splitlines()]
+    return {row["session"]: row for row in rows}
+
+
+def test_sessions_show_the_sync_state(tmp_path, fake):
+    events = shoot_events(40, sessions=2)
+    first, second = events[0].session, events[1].session
+    path = make_ledger(tmp_path / "ledger.sqlite", events)
+    assert {s["convex_sync"] for s in sessions_json(path).values()} == {"never synced"}
+
+    run_sync(path, fake)
+    with Ledger.open(path) as led:  # three more events of the first session, not synced yet
+        led.write([Producer("serve", session=first).make("still.marker", {"label": f"m{i}"}) for i in range(3)])
+    state = sessions_json(path)
+    assert state[first]["convex_sync"] == "3 to sync"
+    assert state[second]["convex_sync"] == "synced"
+
+    run_sync(path, fake)
+    assert {s["convex_sync"] for s in sessions_json(path).values()} == {"synced"}
