@@ -169,22 +169,33 @@ def test_tail_prints_raw_events_and_filters(shoot):
 # -- real pipes -------------------------------------------------------------------------------
 
 
+_BUFFERS: dict[int, bytearray] = {}
+
+
 def read_line(proc: subprocess.Popen, timeout_s: float) -> bytes:
-    """One line of a subprocess's stdout, or b"" when none came within timeout_s."""
-    sel = selectors.DefaultSelector()
-    sel.register(proc.stdout, selectors.EVENT_READ)
-    buf = b""
+    """One line of a subprocess's stdout, or what came (maybe b"") when timeout_s passed."""
+    buf = _BUFFERS.setdefault(proc.pid, bytearray())
+    fd = proc.stdout.fileno()
     deadline = time.monotonic() + timeout_s
-    while not buf.endswith(b"\n"):
-        left = deadline - time.monotonic()
-        if left <= 0 or not sel.select(left):
-            break
-        chunk = os.read(proc.stdout.fileno(), 1)
-        if not chunk:
-            break
-        buf += chunk
-    sel.close()
-    return buf
+    with selectors.DefaultSelector() as sel:
+        sel.register(fd, selectors.EVENT_READ)
+        while b"\n" not in buf:
+            left = deadline - time.monotonic()
+            if left <= 0 or not sel.select(left):
+                break
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                break
+            buf += chunk
+    end = buf.find(b"\n") + 1 or len(buf)
+    line = bytes(buf[:end])
+    del buf[:end]
+    return line
+
+
+def read_rest(proc: subprocess.Popen) -> bytes:
+    """Everything still buffered or unread on a finished subprocess's stdout."""
+    return bytes(_BUFFERS.pop(proc.pid, b"")) + proc.stdout.read()
 
 
 def test_live_pipe_commits_within_the_interval_before_eof(tmp_path):
