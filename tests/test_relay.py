@@ -410,3 +410,84 @@ def test_cli_relay_follows_cuts_from_stdin(port):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+# ---------------------------------------------------------------- with the real mmx serve
+
+def _wait(predicate, timeout_s: float, what: str):
+    import httpx
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            value = predicate()
+        except (OSError, ValueError, httpx.HTTPError):
+            value = None
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"{what} not met within {timeout_s} s")
+
+
+
+@pytest.mark.slow
+def test_relay_follows_director_cuts_from_mmx_serve_and_resumes_after_a_restart(tmp_path):
+    import httpx
+
+    serve_port, relay_port = free_port(), free_port()
+    serve_url, relay_url = f"http://127.0.0.1:{serve_port}", f"http://127.0.0.1:{relay_port}"
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    procs: list[subprocess.Popen] = []
+
+    def start_serve() -> subprocess.Popen:
+        proc = subprocess.Popen([*MMX, "serve", "--port", str(serve_port), "--token", TOKEN,
+                                 "--data", str(tmp_path / "serve-data"), "--device-timeout", "2"],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        procs.append(proc)
+        _wait(lambda: httpx.get(f"{serve_url}/v1/state", headers=auth, timeout=2).status_code == 200, 30, "serve up")
+        return proc
+
+    def live_cameras() -> list[str]:
+        state = httpx.get(f"{serve_url}/v1/state", headers=auth, timeout=5).json()
+        return sorted(c["camera"] for c in state["cameras"] if c["status"] == "live")
+
+    def relay_program():
+        return httpx.get(f"{relay_url}/status", headers=auth, timeout=5).json()["program"]
+
+    def cut(to: str) -> None:
+        resp = httpx.post(f"{serve_url}/v1/director/cut", json={"to": to}, headers=auth, timeout=10)
+        assert resp.status_code == 200, resp.text
+
+    try:
+        serve = start_serve()
+        for name in ("A", "B"):
+            procs.append(subprocess.Popen([*MMX, "device", "--server", serve_url, "--token", TOKEN, "--name", name,
+                                           "--state-dir", str(tmp_path / "state"), "--fps", "2", "--size", "160x90"],
+                                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        cams = _wait(lambda: c if len(c := live_cameras()) == 2 else None, 30, "two live cameras")
+        cut(cams[0])
+        relay = subprocess.Popen([*MMX, "relay", "--server", serve_url, "--port", str(relay_port), "--token", TOKEN],
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        procs.append(relay)
+        assert "listening on" in relay.stderr.readline().decode()
+        # the program at start comes from GET /v1/state, later cuts from the event stream
+        _wait(lambda: relay_program() == cams[0], 20, "relay picks up the program from /v1/state")
+        cut(cams[1])
+        _wait(lambda: relay_program() == cams[1], 20, "relay follows a cut")
+        # the server goes away and comes back: the relay reconnects and follows again
+        serve.send_signal(signal.SIGTERM)
+        serve.wait(15)
+        serve = start_serve()
+        _wait(lambda: len(live_cameras()) == 2, 30, "devices back on the restarted server")
+        cut(cams[0])
+        _wait(lambda: relay_program() == cams[0], 30, "relay follows a cut after the server restart")
+    finally:
+        for proc in reversed(procs):
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in procs:
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()

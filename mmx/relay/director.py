@@ -22,15 +22,21 @@ StatusFn = Callable[[dict[str, Any]], None]
 
 
 def apply_event(hub: Any, event: Event, on_status: StatusFn | None = None) -> bool:
-    """Apply one event to ``hub``: a ``director.cut`` moves the program to ``data["to"]``."""
+    """Apply one event to ``hub``: a ``director.cut`` moves the program to ``data["to"]``.
+
+    ``"to": null`` takes the program off (viewers get the slate). Returns whether it changed.
+    """
     if event.type != "director.cut":
         return False
-    to = (event.data or {}).get("to")
-    if not isinstance(to, str) or not to:
+    data = event.data or {}
+    to = data.get("to")
+    if to is not None and (not isinstance(to, str) or not to):
         return False
+    if to is None and "to" not in data:
+        return False  # a cut to nothing says so with "to": null
     changed = hub.set_program(to)
     if changed and on_status:
-        on_status({"status": "cut", "from": (event.data or {}).get("from"), "to": to, "by": (event.data or {}).get("by")})
+        on_status({"status": "cut", "from": data.get("from"), "to": to, "by": data.get("by")})
     return changed
 
 
