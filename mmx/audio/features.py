@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import struct
+import warnings
 from dataclasses import asdict, dataclass
 from importlib import metadata
 from pathlib import Path
@@ -268,7 +269,10 @@ def compute_baseline(y_base: np.ndarray, params: FeatureParams, *, start_bpm: fl
     log_mel = librosa.power_to_db(mel_power)
     envelope = librosa.onset.onset_strength(S=log_mel, sr=sr, hop_length=hop)
     mfcc = librosa.feature.mfcc(S=log_mel, sr=sr, n_mfcc=params.n_mfcc)
-    chroma = librosa.feature.chroma_cens(y=y_base, sr=sr, hop_length=hop, n_chroma=params.n_chroma)
+    with warnings.catch_warnings():
+        # the CQT's lowest octaves of a short clip are shorter than their FFT; librosa pads them
+        warnings.filterwarnings("ignore", message=r"n_fft=\d+ is too large for input signal", category=UserWarning)
+        chroma = librosa.feature.chroma_cens(y=y_base, sr=sr, hop_length=hop, n_chroma=params.n_chroma)
     n = min(envelope.shape[0], mfcc.shape[1], chroma.shape[1])
     envelope, mfcc, chroma = envelope[:n], mfcc[:, :n], chroma[:, :n]
     peaks = librosa.onset.onset_detect(onset_envelope=envelope, sr=sr, hop_length=hop)

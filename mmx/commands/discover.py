@@ -42,11 +42,11 @@ def _write_inventory(items: list[dict], out: str) -> None:
 def _print_list(title: str, lines: list[str], style: str) -> None:
     if not lines:
         return
-    console.print(f"[{style}]{title} ({len(lines)}):[/]", markup=True)
+    console.print(f"[{style}]{title} ({len(lines)}):[/]", markup=True, soft_wrap=True)
     for line in lines[:_LIST_LIMIT]:
         console.print(f"  {line}", markup=False, highlight=False, soft_wrap=True)
     if len(lines) > _LIST_LIMIT:
-        console.print(f"  … and {len(lines) - _LIST_LIMIT} more (see the inventory's 'missing' and 'warnings' fields)", markup=False)
+        console.print(f"  … and {len(lines) - _LIST_LIMIT} more (see the inventory's 'missing' and 'warnings' fields)", markup=False, soft_wrap=True)
 
 
 def discover(
@@ -125,8 +125,8 @@ def discover(
 
     summary = summarize(items)
     counts = ", ".join(f"{n} {kind}" for kind, n in summary.counts.items()) or "nothing"
-    console.print(f"[bold]found:[/] {counts}", markup=True, highlight=False)
-    console.print(f"audio: {summary.audio_hours:.2f} h; features: {summary.features_hours:.2f} h", highlight=False)
+    console.print(f"[bold]found:[/] {counts}", markup=True, highlight=False, soft_wrap=True)
+    console.print(f"audio: {summary.audio_hours:.2f} h; features: {summary.features_hours:.2f} h", highlight=False, soft_wrap=True)
     for session, per_camera in summary.pose_per_session.items():
         total = sum(per_camera.values())
         cams = ", ".join(f"{cam} {n}" for cam, n in per_camera.items()) or "none"
@@ -135,4 +135,4 @@ def discover(
     _print_list("errors", summary.errors, "red")
     _print_list("malformed lines", summary.warnings, "yellow")
     if out != "-":
-        console.print(f"wrote {len(items)} items to {out}", highlight=False)
+        console.print(f"wrote {len(items)} items to {out}", highlight=False, soft_wrap=True)

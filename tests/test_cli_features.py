@@ -1,0 +1,99 @@
+"""`mmx features` command: JSON Lines stdout, stderr errors and summary, exit codes, skip/force, stdin."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from mmx.audio import read_features
+from mmx.cli import app
+
+from .audio_fixtures import sha256, write_click, write_truncated_ogg
+from .conftest import MMX
+
+
+def _lines(stdout: str) -> list[dict]:
+    return [json.loads(line) for line in stdout.splitlines() if line.strip()]
+
+
+@pytest.fixture
+def music(tmp_path) -> Path:
+    write_click(tmp_path / "music" / "one.wav", seconds=3.0)
+    write_click(tmp_path / "music" / "two.flac", seconds=2.0, bpm=100.0)
+    return tmp_path / "music"
+
+
+def test_directory_in_npz_out_one_json_line_per_file(music, tmp_path):
+    out = tmp_path / "features"
+    result = CliRunner().invoke(app, ["features", str(music), "-o", str(out)])
+    assert result.exit_code == 0, result.stderr
+    lines = sorted(_lines(result.stdout), key=lambda r: r["path"])
+    assert [Path(r["path"]).name for r in lines] == ["one.wav", "two.flac"]
+    for rec in lines:
+        assert set(rec) == {"path", "npz", "sha256", "duration_s", "tempo_bpm", "beats", "skipped"}
+        assert rec["sha256"] == sha256(Path(rec["path"])) and rec["skipped"] is False
+        assert Path(rec["npz"]).name == f"{Path(rec['path']).stem}-{rec['sha256'][:12]}.npz"
+        data = read_features(rec["npz"])
+        assert rec["beats"] == len(data["beat_frames"]) and rec["tempo_bpm"] == pytest.approx(data["tempo_bpm"])
+    assert lines[0]["duration_s"] == pytest.approx(3.0)
+    assert "2 analysed, 0 skipped (already done), 0 failed" in result.stderr
+
+
+def test_second_run_skips_and_force_redoes(music, tmp_path):
+    out = tmp_path / "features"
+    runner = CliRunner()
+    assert runner.invoke(app, ["features", str(music), "-o", str(out)]).exit_code == 0
+    again = runner.invoke(app, ["features", str(music), "-o", str(out)])
+    assert again.exit_code == 0
+    assert [r["skipped"] for r in _lines(again.stdout)] == [True, True]
+    assert "0 analysed, 2 skipped (already done)" in again.stderr
+    forced = runner.invoke(app, ["features", str(music / "one.wav"), "-o", str(out), "--force"])
+    assert forced.exit_code == 0 and [r["skipped"] for r in _lines(forced.stdout)] == [False]
+    other_fps = runner.invoke(app, ["features", str(music / "one.wav"), "-o", str(out), "--baseline-fps", "60"])
+    assert [r["skipped"] for r in _lines(other_fps.stdout)] == [False]
+    npz = _lines(other_fps.stdout)[0]["npz"]
+    assert read_features(npz)["baseline_fps"] == 60.0
+
+
+def test_bad_audio_is_named_on_stderr_others_go_on_exit_65(music, tmp_path):
+    bad = write_truncated_ogg(music / "cut.ogg")
+    (music / "noise.mp3").write_bytes(b"ID3 but nothing else")
+    result = CliRunner().invoke(app, ["features", str(music), "-o", str(tmp_path / "f"), "--jobs", "2"])
+    assert result.exit_code == 65
+    assert sorted(Path(r["path"]).name for r in _lines(result.stdout)) == ["one.wav", "two.flac"]
+    assert f"error: {bad}: truncated Ogg stream" in result.stderr
+    assert f"error: {music / 'noise.mp3'}: cannot decode audio" in result.stderr
+    assert "2 analysed, 0 skipped (already done), 2 failed" in result.stderr
+    assert "Error: 2 of 4 audio files could not be analysed" in result.stderr
+    assert len(list((tmp_path / "f").glob("*.npz"))) == 2
+
+
+def test_missing_input_and_empty_directory(tmp_path):
+    runner = CliRunner()
+    missing = runner.invoke(app, ["features", str(tmp_path / "nope.wav"), "-o", str(tmp_path / "f")])
+    assert missing.exit_code == 66
+    assert f"Error: no such file or directory: {tmp_path / 'nope.wav'}" in missing.stderr
+    (tmp_path / "empty").mkdir()
+    empty = runner.invoke(app, ["features", str(tmp_path / "empty"), "-o", str(tmp_path / "f")])
+    assert empty.exit_code == 65 and "Error: no audio files found in" in empty.stderr
+
+
+def test_usage_errors(tmp_path, music):
+    runner = CliRunner()
+    assert runner.invoke(app, ["features", str(music)]).exit_code == 2  # -o is required
+    assert runner.invoke(app, ["features", str(music), "-o", str(tmp_path), "--jobs", "0"]).exit_code == 2
+    assert runner.invoke(app, ["features", str(music), "-o", str(tmp_path), "--baseline-fps", "0"]).exit_code == 2
+
+
+def test_paths_from_stdin_through_a_real_pipe(music, tmp_path):
+    out = tmp_path / "features"
+    proc = subprocess.run([*MMX, "features", "-", "-o", str(out)], input=f"{music / 'two.flac'}\n".encode(),
+                          capture_output=True, timeout=180)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr.decode()
+    (rec,) = _lines(proc.stdout.decode())
+    assert rec["path"] == str(music / "two.flac") and Path(rec["npz"]).exists()
+    assert b"1 analysed" in proc.stderr
