@@ -214,9 +214,18 @@ class Server:
     async def _watch(self) -> None:
         """Mark silent devices lost and fsync the capture file, a few times a second."""
         period = max(0.05, min(0.25, self.config.device_timeout_s / 4))
+        saved_seq, saved_at = self.hub.seq, time.monotonic()
         while not self.closing.is_set():
             await asyncio.sleep(period)
             now = time.time()
+            if self.hub.seq != saved_seq and time.monotonic() - saved_at >= 5.0:
+                # keep the persisted seq close, so a crashed run's successor never reuses seqs
+                # of events that only went to stdout (those in capture files are found anyway)
+                saved_seq, saved_at = self.hub.seq, time.monotonic()
+                try:
+                    self.registry.save(last_seq=saved_seq)
+                except MmxError as exc:
+                    self.log(f"error: {exc.message}")
             for cam in self.registry.live():
                 if cam.last_seen is not None and now - cam.last_seen > self.config.device_timeout_s:
                     ws = cam.ws
@@ -707,12 +716,18 @@ class Server:
                     break
                 now = time.time()
                 cam.last_seen = now
-                if msg.type == WSMsgType.TEXT:
-                    await self._on_text(cam, ws, msg.data, now)
-                elif msg.type == WSMsgType.BINARY:
-                    await self._on_frame(cam, ws, msg.data, now)
-                elif msg.type == WSMsgType.ERROR:
-                    break
+                try:
+                    if msg.type == WSMsgType.TEXT:
+                        await self._on_text(cam, ws, msg.data, now)
+                    elif msg.type == WSMsgType.BINARY:
+                        await self._on_frame(cam, ws, msg.data, now)
+                    elif msg.type == WSMsgType.ERROR:
+                        break
+                except (ConnectionError, asyncio.CancelledError):
+                    raise
+                except Exception as exc:  # noqa: BLE001 - one bad message must not drop the camera
+                    self.log(f"internal error on {cam.camera}'s message: {type(exc).__name__}: {exc}")
+                    await _send(ws, {"t": "error", "error": f"line: internal error: {type(exc).__name__}", "ref": None})
         except (ConnectionError, asyncio.CancelledError):
             pass
         finally:
@@ -994,9 +1009,13 @@ class Server:
                 raise ApiError(422, f"sha256 mismatch: the image hashes to {actual}, the form says {claimed}")
             key = f"{camera}/{still}"
             lock = self._still_locks.setdefault(key, asyncio.Lock())
-            async with lock:
-                return await self._store_still(tmp, camera=camera, still=still, sha256=actual, size=size,
-                                               ext=STILL_TYPES[image_type or "image/jpeg"], head=head)  # fmt: skip
+            try:
+                async with lock:
+                    return await self._store_still(tmp, camera=camera, still=still, sha256=actual, size=size,
+                                                   ext=STILL_TYPES[image_type or "image/jpeg"], head=head)  # fmt: skip
+            finally:
+                if not lock.locked() and self._still_locks.get(key) is lock:
+                    del self._still_locks[key]
         finally:
             if tmp is not None and tmp.exists():
                 tmp.unlink()

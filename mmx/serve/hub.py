@@ -179,6 +179,8 @@ class EventHub:
         if self._archive is None or not self._archive.is_dir():
             return
         for path in sorted(self._archive.glob("*/events.jsonl")):
+            if last_seq_in(path) <= since:
+                continue  # everything in it is already known to the reader
             try:
                 fp = open(path, "rb")
             except OSError:
@@ -187,8 +189,8 @@ class EventHub:
                 for ev in read_events(fp, on_error=_ignore):
                     if ev.seq is None:
                         continue
-                    if ev.seq >= before and ev.src == "serve":
-                        break
+                    if ev.seq >= before:
+                        break  # seq only grows within a file
                     if ev.seq > since:
                         ev.raw = None
                         yield ev
