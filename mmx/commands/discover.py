@@ -84,17 +84,20 @@ def discover(
 
     \b
         audio     duration_s, sr, channels, format, features (npz path | null)
-        features  duration_s, audio_sha256 (null when foreign), foreign, keys,
-                  tempo_bpm, n_beats, audio (path | null); mmx artifacts add
-                  params_hash and source_path, foreign ones foreign_keys
-                  {mel, tempo, beats}
+        features  duration_s, audio_sha256 (null when foreign), foreign, keys
+        features  tempo_bpm, n_beats, audio (path of the audio with that hash | null)
+        features  mmx artifacts also: params_hash, source_path
+        features  foreign ones also: foreign_keys {mel, tempo, beats} (key names)
         playlist  format (m3u | json), tracks [{path, sha256 | null, exists}]
-        session   session, title, session_json, events_path, n_events, cameras,
-                  pose_samples {camera: n}, started_at, ended_at,
-                  cues [{track, title, path, started_at, offset_s,
-                         features (npz path | null), audio (path | null)}]
+        session   session (id), title, status, session_json, events_path, n_events
+        session   cameras, pose_samples {camera: n}, started_at, ended_at
+        session   cues [{track, title, path, started_at, offset_s, features, audio}]
         pose      samples, duration_s, fps, n_observed (frames with joints)
         error     error (the message)
+
+    A cue's features and audio are the paths of the artifact and the audio file whose
+    content hash is the cue's track (null when none was found). Session times (started_at,
+    ended_at) are the Unix seconds of the first and last event.
 
     stderr: a summary — items per kind, hours of audio and of features, pose samples per
     session and camera, what is missing, errors and malformed lines.

@@ -40,36 +40,38 @@ def features(
     mmx.audio.read_features):
 
     \b
-        sr            ()              int64    22050 (Hz)
-        hop_length    ()              int64    512 (samples)
-        n_fft         ()              int64    2048 (samples)
-        mel           (n_frames, 128) float32  log-power mel spectrogram, dB,
-                                               librosa.power_to_db(ref=max)
-        onset_env     (n_frames,)     float32  onset envelope (onset_strength)
-        tempo_bpm     ()              float64  tempo: 60 / mean inter-beat interval of
-                                               beat_times (steady intervals only)
-        tempo_librosa_bpm ()          float64  librosa's beat_track tempo (whole-frame
-                                               autocorrelation lags, coarser)
-        beat_frames   (n_beats,)      int64    beats as audio frame indices
-        beat_times    (n_beats,)      float64  beats in seconds from the track start
-        chroma        (n_frames, 12)  float32  chroma_stft, C to B
-        mfcc          (n_frames, 20)  float32  20 MFCC
-        baseline      (n_base, 35)    float32  EDGE/FACT baseline: onset envelope (1),
-                                               MFCC (20), chroma_cens (12), onset-peak
-                                               one-hot (1), beat one-hot (1)
-        baseline_fps  ()              float64  frame rate of baseline (default 30)
-        baseline_sr   ()              int64    its sample rate, fps * 512 (15360 Hz)
-        sha256        ()              str      sha256 of the source file's bytes
-        duration_s    ()              float64  source duration in seconds
-        source_path   ()              str      absolute path of the source file
-        versions      ()              str      JSON: mmx, librosa, numpy, soundfile, ...
-        params        ()              str      JSON: every analysis parameter
-        params_hash   ()              str      sha256 of the canonical params JSON
+        sr                 ()               int64    22050 (Hz)
+        hop_length         ()               int64    512 (samples)
+        n_fft              ()               int64    2048 (samples)
+        mel                (n_frames, 128)  float32  log-power mel, dB (power_to_db ref=max)
+        onset_env          (n_frames,)      float32  onset envelope (onset_strength)
+        tempo_bpm          ()               float64  60 / mean steady inter-beat interval
+        tempo_librosa_bpm  ()               float64  librosa beat_track's own tempo
+        beat_frames        (n_beats,)       int64    beats as audio frame indices
+        beat_times         (n_beats,)       float64  beats, seconds from the track start
+        chroma             (n_frames, 12)   float32  chroma_stft, C to B
+        mfcc               (n_frames, 20)   float32  20 MFCC
+        baseline           (n_base, 35)     float32  EDGE/FACT baseline block (below)
+        baseline_fps       ()               float64  frame rate of baseline (default 30)
+        baseline_sr        ()               int64    its sample rate, fps * 512 Hz
+        sha256             ()               str      sha256 of the source file's bytes
+        duration_s         ()               float64  source duration, seconds
+        source_path        ()               str      absolute path of the source file
+        versions           ()               str      JSON: mmx, librosa, numpy, soundfile
+        params             ()               str      JSON: every analysis parameter
+        params_hash        ()               str      sha256 of the canonical params JSON
 
-    The baseline block follows EDGE's baseline_features.py: the audio is resampled to
-    baseline_fps * 512 Hz so one hop of 512 samples is one frame; its beat tracker uses
-    tightness 100 and starts from the track's tempo at 22050 Hz. Frame k of baseline sits at
-    k / baseline_fps seconds.
+    tempo_bpm is 60 divided by the mean inter-beat interval of beat_times, leaving out
+    intervals more than 25 % from the median (dropped or doubled beats); librosa's own
+    estimate picks whole-frame autocorrelation lags (117.5 or 123.0 BPM for a 120 BPM track at
+    this hop length) and is kept as tempo_librosa_bpm. mel, onset_env, chroma, mfcc and
+    beat_frames equal what librosa computes from the waveform with the same parameters.
+
+    The baseline block's 35 columns: onset envelope (1), MFCC (20), chroma_cens (12),
+    onset-peak one-hot (1), beat one-hot (1). It follows EDGE's baseline_features.py: the
+    audio is resampled to baseline_fps * 512 Hz (15360 Hz for 30 fps) so one hop of 512
+    samples is one frame; its beat tracker uses tightness 100 and starts from
+    tempo_librosa_bpm. Frame k of baseline sits at k / baseline_fps seconds.
 
     Exit status:
     65 when one or more files could not be decoded or analysed (each named on stderr); every
