@@ -392,3 +392,31 @@ def test_dataset_bas_is_high_when_motion_turns_on_the_beats(tmp_path, phase_s, l
     inv = write_inventory(tmp_path / "inv.jsonl", [features_item(npz, sha), session_item(sd)])
     summary, _ = run_pair(inv, tmp_path / "ds")
     assert low <= summary["beat_alignment_score"] <= high
+
+
+def test_events_with_missing_joints_and_non_numeric_values(tmp_path):
+    from mmx.dataset.pair import read_session_events
+
+    from .pair_fixtures import BASE_POSE, event
+
+    lines = []
+    for k in range(20):
+        joints = {name: [x, y, 0.8] for name, (x, y) in BASE_POSE.items()}
+        if k % 2:
+            del joints["leftWrist"]  # Vision omits joints it cannot see
+        if k == 7:
+            joints["nose"] = ["left", 0.2, 0.9]
+        lines.append(orjson.dumps(event(k + 1, "pose.sample", 100.0 + k / 10, "S", {"camera": "c", "t": 100.0 + k / 10,
+                                                                                   "joints": joints})))  # fmt: skip
+    path = tmp_path / "events.jsonl"
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    problems: list[str] = []
+    data = read_session_events(path, on_problem=lambda e: problems.append(e.message))
+    assert problems == [f"{path}: line 8: pose.sample joint values must be numbers"]
+    stream = data.cameras["c"]
+    assert stream.t.size == 19
+    wrist = list(__import__("mmx.events", fromlist=["JOINT_NAMES"]).JOINT_NAMES).index("leftWrist")
+    assert np.isnan(stream.joints[1, wrist, 0]) and stream.joints[1, wrist, 2] == 0.0
+    pose, obs = resample_pose(stream, np.array([100.05, 100.1]), max_gap_s=0.5)
+    assert pose[0, wrist, 0] == pytest.approx(BASE_POSE["leftWrist"][0])  # interpolated from its neighbours
+    assert pose[0, wrist, 2] == pytest.approx(0.4) and obs.all()
