@@ -144,8 +144,9 @@ def test_device_obeys_flip_zoom_and_still_from_a_real_server(serve, devices, tmp
     assert hashlib.sha256(data).hexdigest() == body["sha256"] and len(data) == body["bytes"]
     assert Image.open(io.BytesIO(data)).size == (1280, 720)  # the test pattern's full resolution
 
-    preview = serve.http.get(f"/v1/cameras/{cam_b}/preview.jpg")
-    assert preview.status_code == 200 and Image.open(io.BytesIO(preview.content)).size == (640, 360)
+    preview = _wait(lambda: (r := serve.http.get(f"/v1/cameras/{cam_b}/preview.jpg")).status_code == 200 and r,
+                    what="a preview")  # fmt: skip
+    assert Image.open(io.BytesIO(preview.content)).size == (640, 360)
 
     rc, out, err = devices[0].stop()
     assert rc == 0 and out == b""
@@ -200,9 +201,11 @@ def test_devices_play_real_video_and_pose_staggered(serve, devices, tmp_path, sh
         devices.append(Device(serve, name, tmp_path / "state", "--video", str(video), "--pose", str(pose),
                               "--pose-offset-s", offset))  # fmt: skip
     cams = [_wait(lambda n=n: _camera_of(serve, n), timeout=20, what=f"{n} registered") for n in ("walk-a", "walk-b")]
+    for cam in cams:  # decoding starts with a seek into the file: the first frame may take a moment
+        jpeg = _wait(lambda c=cam: (r := serve.http.get(f"/v1/cameras/{c}/preview.jpg")).status_code == 200 and r,
+                     timeout=20, what=f"{cam} preview")  # fmt: skip
+        assert Image.open(io.BytesIO(jpeg.content)).size == (640, 360)
     time.sleep(2.0)
-    jpeg = serve.http.get(f"/v1/cameras/{cams[0]}/preview.jpg")
-    assert Image.open(io.BytesIO(jpeg.content)).size == (640, 360)
     assert serve.post("/v1/session/stop").status_code == 200
     events = [orjson.loads(line) for line in (serve.data / "sessions" / session / "events.jsonl").read_bytes().splitlines()]
     samples = {cam: [e["data"] for e in events if e["type"] == "pose.sample" and e["data"]["camera"] == cam] for cam in cams}
