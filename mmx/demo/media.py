@@ -87,11 +87,15 @@ def dancer_pose(t: float, bpm: float = 120.0, phase: float = 0.0) -> dict[str, l
     """The stick figure's 19 joints at time ``t`` seconds: ``{name: [x, y, confidence]}``.
 
     The figure sways slowly and throws its arms up in a burst right on each beat (a motion
-    peak at every beat, still in between), so pose energy follows the music.
+    peak at every beat, still in between), so pose energy follows the music; how hard it
+    moves swells and fades over 16 beats.
     """
     period = 60.0 / bpm
     u = (t / period + phase) % 1.0  # position within the beat, 0 = on the beat
-    burst = math.exp(-u * 6.0)  # 1 on the beat, decaying before the next
+    # energy swells and fades over 16 beats (8 s at 120 BPM), so cameras playing this clip
+    # at staggered offsets see different amounts of motion at any moment
+    energy = 0.1 + 0.9 * (0.5 + 0.5 * math.sin(2 * math.pi * t / (16 * period)))
+    burst = energy * math.exp(-u * 6.0)  # a peak on the beat, decaying before the next
     sway = 0.06 * math.sin(2 * math.pi * t / (4 * period) + phase)
     cx, hip_y = 0.5 + sway, 0.62 - 0.02 * burst
     neck = (cx, hip_y - 0.26)

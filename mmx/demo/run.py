@@ -420,7 +420,7 @@ class Demo:
         if child.proc.returncode not in (0, 65):
             raise self._fail("mmx pair failed", child)
         manifest = json.loads((dataset_dir / "manifest.json").read_text())
-        counts = manifest.get("counts", {})
+        counts = manifest.get("counts", {}).get("windows", {})
         self.report.dataset = {"dir": str(dataset_dir), "counts": counts, "dropped": manifest.get("dropped")}
         self._done(f"windows {counts}")
 
@@ -439,7 +439,7 @@ class Demo:
                     cuts.append({"ts": event["ts"], "from": event["data"].get("from"), "to": event["data"].get("to"),
                                  "by": event["data"].get("by")})  # fmt: skip
         for cut in cuts:
-            if cue_start is not None and len(beat_times):
+            if cue_start is not None and len(beat_times) and cut["ts"] >= cue_start:
                 track_t = cut["ts"] - cue_start
                 cut["track_time_s"] = round(track_t, 4)
                 cut["beat_error_ms"] = round(float(np.min(np.abs(beat_times - track_t))) * 1000.0, 1)
@@ -481,6 +481,6 @@ class Demo:
     def _ledger_summary(self, session: str) -> dict[str, Any]:
         with sqlite3.connect(f"file:{self.report.ledger}?mode=ro", uri=True) as db:
             db.row_factory = sqlite3.Row
-            row = db.execute("SELECT * FROM production_sessions WHERE id = ? OR session = ?", (session, session)).fetchone()
+            row = db.execute("SELECT * FROM production_sessions WHERE id = ?", (session,)).fetchone()
             n_events = db.execute("SELECT count(*) FROM events").fetchone()[0]
         return {"events": n_events, **({k: row[k] for k in row.keys()} if row else {})}
