@@ -148,7 +148,8 @@ def test_pattern_round_trip():
 def test_hero_30fps_then_cut_switches_source_without_renegotiation():
     async def main():
         async with relay_running() as (relay, base):
-            pubs = [await whip_publish(f"{base}/whip/cam-{i}", pattern_track(source=i), token=TOKEN) for i in (1, 2)]
+            tracks = [pattern_track(source=i) for i in (1, 2)]
+            pubs = [await whip_publish(f"{base}/whip/cam-{i}", tracks[i - 1], token=TOKEN) for i in (1, 2)]
             reader = asyncio.StreamReader()
             follower = asyncio.ensure_future(follow_stream(relay.hub, reader))
             producer = Producer("operator")
@@ -156,11 +157,14 @@ def test_hero_30fps_then_cut_switches_source_without_renegotiation():
             pc, track = await whep_subscribe(f"{base}/whep/hero", token=TOKEN)
             answer_before = pc.remoteDescription.sdp
             assert await frames_until(track, lambda s: s is not None and s.source == 1, timeout_s=20)
-            # frames per second at the viewer over 3 s
+            # frames per second at the viewer over 3 s: 30 on a quiet machine; on a loaded
+            # one the publisher itself may send fewer, so compare with what it really sent
             log: list = []
+            sent0 = tracks[0].frames_sent
             await frames_until(track, lambda s: False, timeout_s=3.0, log=log)
+            sent = tracks[0].frames_sent - sent0
             fps = len(log) / (log[-1][0] - log[0][0])
-            assert fps >= 20, f"viewer got {fps:.1f} fps (30 sent)"
+            assert len(log) >= 0.8 * sent and fps >= 15, f"viewer got {fps:.1f} fps, {len(log)} of {sent} frames sent"
             assert all(s is not None and s.source == 1 for _, s in log)
             # the cut arrives through the events input; the same track switches source
             reader.feed_data(cut_line(producer, "cam-1", "cam-2"))

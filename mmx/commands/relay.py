@@ -31,6 +31,8 @@ def _render(record: dict[str, Any]) -> None:
     elif kind in ("whip_closed", "whep_closed"):
         who = "publisher" if kind == "whip_closed" else "viewer of"
         console.print(f"{who} {record['name']} left ({record['reason']})")
+    elif kind == "encode_error":
+        console.print(f"[yellow]warning:[/] encoding {record.get('camera') or 'the slate'} failed: {record['error']}")
     elif kind == "stats":
         cams = ", ".join(f"{c['camera']} {c['status']} {c['fps']:g} fps" for c in record["cameras"]) or "no cameras"
         console.print(f"program {record['program']} · {cams} · hero viewers {record['hero']['viewers']}", style="dim")

@@ -117,6 +117,7 @@ class SharedEncoder:
         self.viewers = 0
         self.encoded = 0
         self.keyframes = 0
+        self.errors = 0
         self._ctx: Any = None
         self._wake = asyncio.Event()
         self._arrival: asyncio.Future = asyncio.get_running_loop().create_future()
@@ -143,13 +144,11 @@ class SharedEncoder:
             self.wake()
 
     def attach(self) -> FanoutTrack:
-        """A new viewer's track; it starts at the next keyframe, which is requested now."""
+        """A new viewer's track; it starts at a keyframe requested when its sender first reads."""
         self.viewers += 1
         if self._task is None or self._task.done():
             self._task = asyncio.ensure_future(self._run())
-        track = FanoutTrack(self)
-        self.request_keyframe(urgent=True)
-        return track
+        return FanoutTrack(self)
 
     def detach(self) -> None:
         self.viewers = max(0, self.viewers - 1)
@@ -191,8 +190,15 @@ class SharedEncoder:
             self._force_keyframe = False
             pts = max(self._pts + 1, int((now - self._t0) * VIDEO_CLOCK))
             self._pts = pts
-            packets = await asyncio.get_running_loop().run_in_executor(
-                hub.executor, self._encode, frame, pts, force)
+            try:
+                packets = await asyncio.get_running_loop().run_in_executor(
+                    hub.executor, self._encode, frame, pts, force)
+            except (av.FFmpegError, ValueError) as exc:
+                # one bad frame must not stop the feed: start a fresh encoder (a keyframe)
+                self._ctx = None
+                self.errors += 1
+                hub.report({"status": "encode_error", "camera": camera, "error": str(exc)})
+                continue
             self._last_out = time.monotonic()
             relay_ms = (self._last_out - arrived) * 1000.0
             for packet in packets:
@@ -224,6 +230,12 @@ class SharedEncoder:
     # ------------------------------------------------------------------ fan-out
     async def next_for(self, viewer: FanoutTrack) -> EncodedFrame:
         """The next encoded frame for ``viewer`` (waits for one; skips to a keyframe when behind)."""
+        if not viewer.started:
+            # the sender reads for the first time once DTLS is up: ask for a fresh keyframe
+            # now rather than at WHEP time, when it might have left the ring already
+            viewer.started = True
+            viewer.min_seq = self.seq
+            self.request_keyframe(urgent=True)
         while True:
             ring = self.ring
             if viewer.next_seq is not None and ring and viewer.next_seq < ring[0].seq:
@@ -260,6 +272,7 @@ class FanoutTrack(MediaStreamTrack):
         self.encoder = encoder
         self.next_seq: int | None = None
         self.min_seq = encoder.seq
+        self.started = False
         self.resyncs = 0
         self.sent = 0
         self.camera: str | None = None
@@ -288,13 +301,15 @@ class Hub:
 
     ``lost_after_s``: a program camera without a new frame for this long shows the slate.
     ``slate_fps``: frame rate of the slate. ``slate_size``: (width, height) of the slate
-    when no frame was encoded yet.
+    when no frame was encoded yet. ``report`` receives problems (``encode_error``) as dicts.
     """
 
     def __init__(self, *, lost_after_s: float = 1.0, slate_fps: float = 10.0,
-                 slate_size: tuple[int, int] = (640, 360)) -> None:
+                 slate_size: tuple[int, int] = (640, 360),
+                 report: Callable[[dict[str, Any]], None] | None = None) -> None:
         self.cameras: dict[str, CameraFeed] = {}
         self.program: str | None = None
+        self.report = report or (lambda record: None)
         self.lost_after_s = lost_after_s
         self.slate_interval_s = 1.0 / slate_fps
         self.slate_size = slate_size
@@ -384,7 +399,8 @@ class Hub:
                  "fps": f.fps(now), "last_frame_age_ms": round((now - f.frame_at) * 1000, 1) if f.frames else None}
                 for f in self.cameras.values()
             ],
-            "hero": {"viewers": self.hero.viewers, "encoded": self.hero.encoded, "keyframes": self.hero.keyframes},
+            "hero": {"viewers": self.hero.viewers, "encoded": self.hero.encoded, "keyframes": self.hero.keyframes,
+                     "errors": self.hero.errors},
             "singles": {name: {"viewers": e.viewers, "encoded": e.encoded} for name, e in self.singles.items()},
         }
 

@@ -147,6 +147,8 @@ def pattern_track(width: int = 640, height: int = 360, *, source: int = 1, fps: 
             super().__init__()
             self.frames_sent = 0
             self._start: float | None = None
+            self._origin: float | None = None
+            self._pts = -1
             self._ctx = None
             self._keyframe = False
 
@@ -158,14 +160,16 @@ def pattern_track(width: int = 640, height: int = 360, *, source: int = 1, fps: 
                 raise MediaStreamError
             now = time.monotonic()
             if self._start is None:
-                self._start = now
+                self._start = self._origin = now
             due = self._start + self.frames_sent / fps
             if due > now:
                 await asyncio.sleep(due - now)
             elif now - due > 0.5:  # fell far behind (a stalled loop): skip ahead, don't burst
                 self._start = now - self.frames_sent / fps
             frame = make_frame(width, height, source=source, tick=self.frames_sent)
-            frame.pts = int((time.monotonic() - self._start) * 90000)
+            # pts from a fixed origin and strictly increasing: encoders reject a step back
+            self._pts = max(self._pts + 1, int((time.monotonic() - self._origin) * 90000))
+            frame.pts = self._pts
             frame.time_base = fractions.Fraction(1, 90000)
             self.frames_sent += 1
             if not encoded:

@@ -104,6 +104,17 @@ def check_offer(sdp: str, *, need_vp8: bool) -> None:
         raise RelayError(400, "bad SDP offer: no VP8 video codec (the relay sends VP8)")
 
 
+async def _drain(track: Any) -> None:
+    """Read and drop a track's frames until it ends (aiortc queues them without bound)."""
+    from aiortc.mediastreams import MediaStreamError
+
+    try:
+        while True:
+            await track.recv()
+    except MediaStreamError:
+        pass
+
+
 class Relay:
     """One relay: the hub, the peer sessions and the aiohttp application.
 
@@ -117,7 +128,7 @@ class Relay:
         self.token = token
         self.ice_hosts = list(ice_hosts)
         self.on_status = on_status or (lambda record: None)
-        self.hub = Hub(lost_after_s=lost_after_s)
+        self.hub = Hub(lost_after_s=lost_after_s, report=self.on_status)
         self.sessions: dict[str, PeerSession] = {}
         self.app = self._make_app()
 
@@ -246,6 +257,8 @@ class Relay:
         def _on_track(track: Any) -> None:
             if track.kind == "video":
                 asyncio.ensure_future(self.hub.pump(feed, track, session))
+            else:  # audio is not relayed; read it anyway so aiortc's queue stays empty
+                asyncio.ensure_future(_drain(track))
 
         answer = await self._answer(session, offer)
         feed.session = session  # a new publisher for the camera replaces the old one
