@@ -294,8 +294,11 @@ def test_state_file_keeps_the_device_id_across_restarts(tmp_path):
     assert first.startswith("dev-") and load_device_id(tmp_path, "cam A") == first
     assert orjson.loads(state_file(tmp_path, "cam A").read_bytes()) == {"device": first, "name": "cam A"}
     assert load_device_id(tmp_path, "cam B") != first
-    assert load_device_id(tmp_path, "cam C", device_id="dev-given") == "dev-given"
-    assert load_device_id(tmp_path, "cam C") == "dev-given"
+    # an explicit id is used as is and leaves the stored identity alone
+    assert load_device_id(tmp_path, "cam A", device_id="dev-given") == "dev-given"
+    assert load_device_id(tmp_path, "cam A") == first
+    assert not state_file(tmp_path, "cam C").exists() and load_device_id(tmp_path, "cam C", device_id="x") == "x"
+    assert not state_file(tmp_path, "cam C").exists()
     state_file(tmp_path, "broken").write_text("{oops")
     with pytest.raises(DataError, match="not a device state file"):
         load_device_id(tmp_path, "broken")

@@ -53,7 +53,7 @@ def device(
     server: str = typer.Option("http://127.0.0.1:8750", "--server", help="Base URL of mmx serve."),
     token: str = typer.Option(..., "--token", envvar="MMX_TOKEN", help="The token mmx serve printed at start."),
     name: str = typer.Option(..., "--name", help="Human name of this camera (also names its state file)."),
-    device_id: str | None = typer.Option(None, "--device-id", help="Use this device id instead of the stored one."),
+    device_id: str | None = typer.Option(None, "--device-id", help="Use this device id (the state file is then not used)."),
     video: Path | None = typer.Option(None, "--video", help="Video file to play in a loop (PyAV; a seekable file, not a pipe); default: a test pattern."),
     pose: Path | None = typer.Option(None, "--pose", allow_dash=True, help="Pose file (JSON Lines, format of vtest.pose.jsonl; '-' for stdin) sent in step with the video."),
     placement: str | None = typer.Option(None, "--placement", help="label=front,azimuth_deg=0,distance_m=3 or a JSON object."),

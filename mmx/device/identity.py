@@ -42,14 +42,18 @@ def _write_atomic(path: Path, data: bytes) -> None:
 
 
 def load_device_id(state_dir: str | Path, name: str, *, device_id: str | None = None) -> str:
-    """The device id for ``name``: ``device_id`` when given, else the one stored in the
-    state file, else a new ``dev-<ulid>`` written there first.
+    """The device id for ``name``: ``device_id`` when given (the state file is then neither
+    read nor written), else the one stored in the state file, else a new ``dev-<ulid>``
+    written there first.
 
-    An explicit ``device_id`` is also recorded in the state file (so a later start without
-    it keeps it). Raises DataError when the state file exists but is unreadable as a state
-    file (it is never silently replaced: that would make this a new device), IOFailure when
-    the state directory cannot be written.
+    Raises DataError when the state file exists but is unreadable as a state file (it is
+    never silently replaced: that would make this a new device), IOFailure when the state
+    directory cannot be written.
     """
+    if device_id:
+        if len(device_id) > 128:
+            raise DataError("a device id has at most 128 characters")
+        return device_id
     path = state_file(state_dir, name)
     stored: str | None = None
     if path.exists():
@@ -62,7 +66,7 @@ def load_device_id(state_dir: str | Path, name: str, *, device_id: str | None = 
         if not isinstance(stored, str) or not stored or len(stored) > 128:
             raise DataError(f"{path}: no usable 'device' id",
                             hint="fix or delete it; deleting makes this a new device to the server")  # fmt: skip
-    chosen = device_id or stored or f"dev-{new_id().lower()}"
+    chosen = stored or f"dev-{new_id().lower()}"
     if chosen != stored:
         try:
             _write_atomic(path, orjson.dumps({"device": chosen, "name": name}) + b"\n")

@@ -101,6 +101,9 @@ async def publish_to_relay(client: Any, relay: str, *, token: str | None, stoppi
         except MmxError as exc:
             failures += 1
             emit("relay", status="failed", error=exc.message)
+        except Exception as exc:  # noqa: BLE001 - aiortc/aioice errors must not end the camera
+            failures += 1
+            emit("relay", status="failed", error=f"{type(exc).__name__}: {exc}")
         finally:
             track.stop()
             if session is not None:
