@@ -9,14 +9,14 @@ loop (the benchmark runs 64).
 
 Nothing is printed: what happens is reported through ``on_event(dict)`` with an
 ``"event"`` key (``connected``, ``disconnected``, ``retry``, ``command``, ``tally``,
-``placement``, ``session``, ``still``, ``server_error``, ``warning``).
+``placement``, ``session``, ``still``, ``relay``, ``server_error``, ``warning``); every
+event also carries ``device`` and ``camera``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
-import math
 import platform
 import random
 import time
