@@ -382,9 +382,11 @@ def batches(
 
 
 def _lag(conn: sqlite3.Connection, acked_seq: int) -> tuple[int, float]:
-    row = conn.execute("SELECT count(*), min(received_at) FROM events WHERE seq > ?", (acked_seq,)).fetchone()
-    behind, oldest = row[0], row[1]
-    return behind, (max(0.0, time.time() - oldest) if oldest is not None else 0.0)
+    # seqs are contiguous (rows are never deleted, a duplicate takes none), so the count of
+    # unacknowledged events is a difference, and the oldest of them one index lookup
+    newest = conn.execute("SELECT coalesce(max(seq), 0) FROM events").fetchone()[0]
+    row = conn.execute("SELECT received_at FROM events WHERE seq > ? ORDER BY seq LIMIT 1", (acked_seq,)).fetchone()
+    return max(0, newest - acked_seq), (max(0.0, time.time() - row[0]) if row is not None else 0.0)
 
 
 class LedgerWaiter:
@@ -436,6 +438,11 @@ def sync(
     set. ``batch_size`` is clamped to 1..500. Only the ``convex_sync`` row of the target is
     written, and only after a success answer.
 
+    While it runs, ``ledger.conn`` commits with ``PRAGMA synchronous = NORMAL`` (restored
+    after): in WAL mode a power cut may then lose the last marks, never corrupt the file, and
+    a lost mark only means its batch is sent again, which the mutation skips by id. This
+    saves one fsync per batch.
+
     Raises ConvexFunctionError (the function refused a batch: exit 65),
     ServiceUnavailableError (wrong deploy key, function not deployed: exit 69),
     TemporaryFailure (still failing after ``retry.retry_for_s``: exit 75), LedgerError.
@@ -455,6 +462,28 @@ def sync(
         if on_progress is not None:
             on_progress(progress)
 
+    synchronous = conn.execute("PRAGMA synchronous").fetchone()[0]
+    conn.execute("PRAGMA synchronous = NORMAL")
+    try:
+        _drain(ledger, client, batch_size, max_batch_bytes, retry, follow, wait, stop, progress, report)
+    finally:
+        conn.execute(f"PRAGMA synchronous = {int(synchronous)}")
+    return progress
+
+
+def _drain(
+    ledger: Ledger,
+    client: ConvexClient,
+    batch_size: int,
+    max_batch_bytes: int,
+    retry: RetryPolicy,
+    follow: bool,
+    wait: Waiter | None,
+    stop: threading.Event,
+    progress: SyncProgress,
+    report: Callable[[], None],
+) -> None:
+    conn = ledger.conn
     report()
     while not stop.is_set():
         pending = ledger.events_after(progress.acked_seq, limit=batch_size)
@@ -469,7 +498,6 @@ def sync(
                 break
             _send(client, conn, chunk, encoded, retry, stop, progress, report)
             report()
-    return progress
 
 
 def _send(
