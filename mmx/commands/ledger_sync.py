@@ -38,6 +38,7 @@ class ProgressPrinter:
         self.label = label
         self._last = 0.0
         self._last_retry: str | None = None
+        self._shown: tuple[int, int, int] | None = None
 
     def __call__(self, progress) -> None:  # noqa: ANN001 - mmx.ledger.convex.SyncProgress
         now = time.monotonic()
@@ -56,7 +57,13 @@ class ProgressPrinter:
         self._last = now
         self.line(progress)
 
+    def final(self, progress) -> None:  # noqa: ANN001
+        """The closing line, unless the last report already showed exactly this."""
+        if self._shown != (progress.acked_seq, progress.sent, progress.behind_events):
+            self.line(progress)
+
     def line(self, progress) -> None:  # noqa: ANN001
+        self._shown = (progress.acked_seq, progress.sent, progress.behind_events)
         console.print(
             f"{self.label}: {progress.sent} events sent in {progress.batches} batches "
             f"({progress.rate:.0f} events/s), acknowledged up to seq {progress.acked_seq}; "
@@ -132,7 +139,7 @@ def ledger_sync(
         finally:
             if wait is not None:
                 wait.close()
-        printer.line(progress)
+        printer.final(progress)
         write_jsonl(progress.as_dict())
 
 
@@ -205,7 +212,7 @@ class PushSync:
         self.thread.join()
         self.client.close()
         if self.progress is not None:
-            self.printer.line(self.progress)
+            self.printer.final(self.progress)
 
     def finish(self) -> None:
         """Raise the sync's error, if it had one (after the push reported its own result)."""
