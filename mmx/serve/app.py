@@ -168,6 +168,9 @@ class Server:
             await self._close_ws(ws, 1001, "server shutting down")
         if self._watchdog is not None:
             self._watchdog.cancel()
+        if self._tasks:
+            # let pending file writes and device messages finish, briefly
+            await asyncio.wait(list(self._tasks), timeout=2.0)
         for task in list(self._tasks):
             task.cancel()
         if self._runner is not None:
@@ -222,21 +225,27 @@ class Server:
                 # keep the persisted seq close, so a crashed run's successor never reuses seqs
                 # of events that only went to stdout (those in capture files are found anyway)
                 saved_seq, saved_at = self.hub.seq, time.monotonic()
-                try:
-                    self.registry.save(last_seq=saved_seq)
-                except MmxError as exc:
-                    self.log(f"error: {exc.message}")
+                self._spawn(self.persist_registry())
             for cam in self.registry.live():
                 if cam.last_seen is not None and now - cam.last_seen > self.config.device_timeout_s:
                     ws = cam.ws
                     self._leave(cam, "timeout")
                     if ws is not None:
                         self._spawn(self._close_ws(ws, CLOSE_TIMEOUT, "timeout: nothing received"))
-            if self.capture is not None:
+            capture = self.capture
+            if capture is not None:
                 try:
-                    self.capture.sync()
+                    await asyncio.to_thread(capture.sync)
                 except OSError as exc:
                     self.log(f"error: cannot fsync the capture file: {exc.strerror}")
+
+    async def persist_registry(self) -> None:
+        """Write the registry file off the event loop (coalesced; the newest snapshot wins)."""
+        version, body = self.registry.snapshot(self.hub.seq)
+        try:
+            await asyncio.to_thread(self.registry.file.write, version, body)
+        except MmxError as exc:
+            self.log(f"error: {exc.message}")
 
     async def _close_ws(self, ws: web.WebSocketResponse, code: int, message: str) -> None:
         try:
@@ -484,11 +493,17 @@ class Server:
         for cam in self.registry.cameras.values():
             if cam.live or cam.camera in known:
                 known[cam.camera] = cam.identity()
-        try:
-            self.capture.write_meta(cameras=sorted(known.values(), key=lambda c: _id_order(c["camera"])),
-                                    clock=self._clock_facts())  # fmt: skip
-        except MmxError as exc:
-            self.log(f"error: {exc.message}")
+        capture = self.capture
+        version, body = capture.meta_snapshot(cameras=sorted(known.values(), key=lambda c: _id_order(c["camera"])),
+                                              clock=self._clock_facts())  # fmt: skip
+
+        async def write() -> None:
+            try:
+                await asyncio.to_thread(capture.meta_file.write, version, body)
+            except MmxError as exc:
+                self.log(f"error: {exc.message}")
+
+        self._spawn(write())
 
     # ------------------------------------------------------------------------------------
     # director
@@ -600,13 +615,13 @@ class Server:
         except EventError as exc:
             raise ApiError(400, exc.reason) from None
         placement = {k: v for k, v in placement.items() if v is not None}
-        self.set_placement(cam, placement)
+        await self.set_placement(cam, placement)
         return _json(cam.public())
 
-    def set_placement(self, cam: Camera, placement: dict[str, Any]) -> None:
+    async def set_placement(self, cam: Camera, placement: dict[str, Any]) -> None:
         """Store ``placement`` for the camera's device (persisted), tell the device and emit."""
         cam.placement = dict(placement)
-        self.registry.save(last_seq=self.hub.seq)
+        await self.persist_registry()
         self.hub.emit("camera.changed", {"camera": cam.camera, "placement": cam.placement})
         if cam.live:
             self._send_soon(cam, {"t": "placement", "placement": cam.placement})
@@ -705,7 +720,10 @@ class Server:
             hello = await self._read_hello(ws)
             if hello is None:
                 return ws
-            cam = self._join(ws, hello)
+            cam, changed = self._join(ws, hello)
+            if changed:
+                # the camera id is durable before the device hears it
+                await self.persist_registry()
             welcome = {"t": "welcome", "camera": cam.camera, "session": self.capture.session if self.capture else None,
                        "placement": cam.placement, "heartbeat_s": self.config.heartbeat_s,
                        "timeout_s": self.config.device_timeout_s, "server_time": time.time(),
@@ -780,7 +798,7 @@ class Server:
                 return None
         return hello
 
-    def _join(self, ws: web.WebSocketResponse, hello: dict[str, Any]) -> Camera:
+    def _join(self, ws: web.WebSocketResponse, hello: dict[str, Any]) -> tuple[Camera, bool]:
         now = time.time()
         cam, new = self.registry.camera_for(hello["device"])
         if cam.live and cam.ws is not None and cam.ws is not ws:
@@ -809,15 +827,10 @@ class Server:
         cam.status = "live"
         cam.last_seen = now
         cam.connected_at = now
-        if new or before != (cam.name, cam.model, cam.placement):
-            try:
-                self.registry.save(last_seq=self.hub.seq)
-            except MmxError as exc:
-                self.log(f"error: {exc.message}")
         self.hub.emit("camera.joined", {**cam.identity(), "platform": cam.platform, "app": cam.app})
         self._update_session_cameras()
         self.log(f"{cam.camera} joined: {cam.name} ({cam.model or 'unknown model'}, device {cam.device})")
-        return cam
+        return cam, new or before != (cam.name, cam.model, cam.placement)
 
     def _leave(self, cam: Camera, reason: str) -> None:
         if not cam.live:

@@ -21,7 +21,7 @@ from typing import Any
 import orjson
 
 from mmx.errors import IOFailure
-from mmx.serve.registry import atomic_write
+from mmx.serve.registry import DurableFile
 
 SESSIONS_DIR = "sessions"
 
@@ -41,6 +41,7 @@ class CaptureDir:
         self._dirty = False
         self._last_sync = time.monotonic()
         self.events = 0
+        self.meta_file = DurableFile(self.path / "session.json")
         self.write_meta()
 
     @property
@@ -62,13 +63,21 @@ class CaptureDir:
             return
         now = time.monotonic()
         if force or now - self._last_sync >= 1.0:
-            os.fsync(self._fp.fileno())
             self._dirty = False
             self._last_sync = now
+            try:
+                os.fsync(self._fp.fileno())
+            except ValueError:  # closed meanwhile by close(), which fsyncs itself
+                pass
+
+    def meta_snapshot(self, **changes: Any) -> tuple[int, bytes]:
+        """Apply ``changes`` and return ``(version, body)`` of ``session.json`` for `DurableFile.write`."""
+        self.meta.update(changes)
+        return self.meta_file.next_version(), orjson.dumps(self.meta, option=orjson.OPT_INDENT_2) + b"\n"
 
     def write_meta(self, **changes: Any) -> None:
-        self.meta.update(changes)
-        atomic_write(self.path / "session.json", orjson.dumps(self.meta, option=orjson.OPT_INDENT_2) + b"\n")
+        """Rewrite ``session.json`` now, in this thread. Raises IOFailure."""
+        self.meta_file.write(*self.meta_snapshot(**changes))
 
     def close(self, **changes: Any) -> None:
         """Flush and fsync the events, then write the final ``session.json``."""
@@ -76,7 +85,7 @@ class CaptureDir:
             self._fp.flush()
             os.fsync(self._fp.fileno())
             self._fp.close()
-        self.write_meta(**changes)
+        self.meta_file.write(*self.meta_snapshot(**changes), final=True)
 
 
 def unfinished_sessions(root: Path) -> list[tuple[Path, dict[str, Any]]]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -182,6 +183,7 @@ class Registry:
 
     def __init__(self, data_dir: Path) -> None:
         self.path = Path(data_dir) / REGISTRY_FILE
+        self.file = DurableFile(self.path)
         self.cameras: dict[str, Camera] = {}
         self._devices: dict[str, dict[str, Any]] = {}
         self._next = 1
@@ -204,8 +206,8 @@ class Registry:
         self._next = int(obj.get("next_camera") or 1)
         self.last_seq = int(obj.get("last_seq") or 0)
 
-    def save(self, last_seq: int | None = None) -> None:
-        """Rewrite the registry file atomically. Raises IOFailure."""
+    def snapshot(self, last_seq: int | None = None) -> tuple[int, bytes]:
+        """``(version, body)`` of the registry file as of now, for `DurableFile.write`."""
         if last_seq is not None:
             self.last_seq = max(self.last_seq, last_seq)
         for cam in self.cameras.values():
@@ -213,7 +215,11 @@ class Registry:
             entry.update(camera=cam.camera, name=cam.name, model=cam.model, placement=cam.placement)
         body = orjson.dumps({"version": 1, "next_camera": self._next, "last_seq": self.last_seq,
                              "devices": self._devices}, option=orjson.OPT_INDENT_2)  # fmt: skip
-        atomic_write(self.path, body)
+        return self.file.next_version(), body
+
+    def save(self, last_seq: int | None = None) -> None:
+        """Rewrite the registry file atomically, now, in this thread. Raises IOFailure."""
+        self.file.write(*self.snapshot(last_seq))
 
     def camera_for(self, device: str) -> tuple[Camera, bool]:
         """The camera of ``device`` (created and numbered on first sight); True when new."""
@@ -240,6 +246,36 @@ class Registry:
         return [c for c in self.cameras.values() if c.live]
 
 
+class DurableFile:
+    """Atomic rewrites of one file from any thread; the newest snapshot always wins.
+
+    Snapshots are numbered in the event loop (`next_version`) and written from worker
+    threads (`write`), so an fsync (tens of ms on some disks) never stalls the loop; a write
+    older than what is on disk already is skipped, so many quick changes cost few writes.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self._lock = threading.Lock()
+        self._version = 0
+        self._written = 0
+        self.closed = False
+
+    def next_version(self) -> int:
+        self._version += 1
+        return self._version
+
+    def write(self, version: int, body: bytes, *, final: bool = False) -> bool:
+        """Write ``body`` unless a newer snapshot is on disk (or the file was finalised). Raises IOFailure."""
+        with self._lock:
+            if version <= self._written or (self.closed and not final):
+                return False
+            atomic_write(self.path, body)
+            self._written = version
+            self.closed = self.closed or final
+            return True
+
+
 def atomic_write(path: Path, body: bytes) -> None:
     """Write ``body`` to ``path`` via a temp file in the same directory, fsync, rename, fsync dir.
 
@@ -247,7 +283,7 @@ def atomic_write(path: Path, body: bytes) -> None:
     Raises IOFailure.
     """
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         with open(tmp, "wb") as fp:
