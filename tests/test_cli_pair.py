@@ -190,3 +190,27 @@ def test_real_pose_file_cued_to_a_real_track_pairs_into_windows(shared_data, tmp
     m = data["manifest"]
     assert m["inputs"]["pose_files"][0]["sha256"] == "52abae0c4c9dc5abf3f5789a448ce54e24faa4bbf9b2e09fa7e5724ec9d4a4b6"
     assert 0.0 <= m["stats"]["all"]["beat_alignment_score"] <= 1.0
+
+
+def test_discover_piped_into_pair(tmp_path):
+    """The documented pipeline: `mmx discover sessions/ features/ | mmx pair - -o dataset/`."""
+    if "discover" not in runner().invoke(app, ["--help"]).stdout:
+        pytest.skip("mmx discover is not registered yet")
+    npz, sha = write_features(tmp_path / "features", "song", duration_s=40.0)
+    beats_s = beat_frames_for(40.0, 120.0) * HOP / SR
+    for i in range(2):
+        write_session(tmp_path, f"S{i}", cameras=("cam-1", "cam-2"), duration_s=15.0, rate_hz=10.0,
+                      cues=[{"track": sha, "at_s": 1.0}], motion=burst_motion(beats_s))  # fmt: skip
+    discover = subprocess.Popen([*MMX, "discover", str(tmp_path / "sessions"), str(tmp_path / "features")],
+                                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)  # fmt: skip
+    pair = subprocess.run([*MMX, "pair", "-", "-o", str(tmp_path / "ds")], stdin=discover.stdout,
+                          capture_output=True, timeout=120)  # fmt: skip
+    discover.stdout.close()  # type: ignore[union-attr]
+    assert discover.wait(timeout=60) == 0
+    assert pair.returncode == 0, pair.stderr.decode()
+    summary = orjson.loads(pair.stdout.splitlines()[0])
+    rows = [orjson.loads(x) for x in (tmp_path / "ds" / "samples.jsonl").read_bytes().splitlines()]
+    assert {r["session"] for r in rows} == {"S0", "S1"} and {r["camera"] for r in rows} == {"cam-1", "cam-2"}
+    assert sum(summary["windows"].values()) == len(rows) > 0
+    m = json.loads((tmp_path / "ds" / "manifest.json").read_text())
+    assert m["inputs"]["features"][0]["path"] == str(npz)

@@ -420,3 +420,16 @@ def test_events_with_missing_joints_and_non_numeric_values(tmp_path):
     pose, obs = resample_pose(stream, np.array([100.05, 100.1]), max_gap_s=0.5)
     assert pose[0, wrist, 0] == pytest.approx(BASE_POSE["leftWrist"][0])  # interpolated from its neighbours
     assert pose[0, wrist, 2] == pytest.approx(0.4) and obs.all()
+
+
+def test_chunked_processing_gives_the_same_arrays_whatever_the_shard_size(one_session, tmp_path):
+    inv, _ = one_session(cameras=("cam-1", "cam-2"))
+    run_pair(inv, tmp_path / "small", shard_size=7)
+    run_pair(inv, tmp_path / "big", shard_size=10_000)
+    a, b = mmx.dataset.load(tmp_path / "small", "train"), mmx.dataset.load(tmp_path / "big", "train")
+    for key in ("audio", "pose", "dynamics", "observed", "beat"):
+        np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+    assert [r["id"] for r in a["samples"]] == [r["id"] for r in b["samples"]]
+    sa = json.loads((tmp_path / "small" / "manifest.json").read_text())["stats"]
+    sb = json.loads((tmp_path / "big" / "manifest.json").read_text())["stats"]
+    assert sa == sb

@@ -485,6 +485,7 @@ class Track:
     beat_frames: np.ndarray  # (n_beats,) int64
     title: str | None
     widths: dict[str, int]  # audio key → its number of columns
+    versions: Any = None  # the artifact's own library versions (librosa, …), when it records them
 
 
 def load_track(path: Path, audio_keys: tuple[str, ...]) -> Track:
@@ -520,11 +521,17 @@ def load_track(path: Path, audio_keys: tuple[str, ...]) -> Track:
         beat_frames = np.asarray(npz["beat_frames"], dtype=np.int64).ravel()
         sha = str(npz["sha256"]) if "sha256" in keys else ""
         title = Path(str(npz["source_path"])).name if "source_path" in keys else None
+        versions = None
+        if "versions" in keys:
+            try:
+                versions = orjson.loads(str(npz["versions"]))
+            except orjson.JSONDecodeError:
+                versions = str(npz["versions"])
     except (ValueError, TypeError, IndexError) as exc:
         raise DataError(f"{path}: malformed feature arrays ({exc})") from None
     if sr <= 0 or hop <= 0:
         raise DataError(f"{path}: sr and hop_length must be positive")
-    return Track(sha, path, hashlib.sha256(raw).hexdigest(), sr, hop, n_frames, audio, beat_frames, title, widths)
+    return Track(sha, path, hashlib.sha256(raw).hexdigest(), sr, hop, n_frames, audio, beat_frames, title, widths, versions)
 
 
 def audio_columns(track_audio_widths: dict[str, int], keys: tuple[str, ...]) -> list[str]:
@@ -548,17 +555,20 @@ def audio_columns(track_audio_widths: dict[str, int], keys: tuple[str, ...]) -> 
 def resample_pose(stream: PoseStream, frame_times: np.ndarray, *, max_gap_s: float) -> tuple[np.ndarray, np.ndarray]:
     """Linearly interpolate pose onto frame times.
 
-    ``stream.t`` (m,) sorted seconds and ``stream.joints`` (m, 19, 3); ``frame_times`` (n,)
-    seconds on the same clock. Every coordinate and the confidence are interpolated between
-    the two real samples around each frame (held constant before the first and after the
-    last); a joint missing from a sample is interpolated from the samples that have it, its
-    confidence counts as 0. Returns (pose (n, 19, 3) float64, observed (n,) bool), observed
-    meaning a real sample lies within ``max_gap_s`` seconds.
+    ``stream.t`` (m,) sorted seconds and ``stream.joints`` (m, J, 3) (J = 19, or a subset);
+    ``frame_times`` (n,) seconds on the same clock. Every coordinate and the confidence are
+    interpolated between the two real samples around each frame (held constant before the
+    first and after the last); a joint missing from a sample is interpolated from the
+    samples that have it, its confidence counts as 0. Returns (pose (n, J, 3) float64,
+    observed (n,) bool), observed meaning a real sample lies within ``max_gap_s`` seconds.
+    Each frame's values depend only on its own time, so resampling a range of frames in
+    pieces gives exactly the same numbers as resampling it whole.
     """
     n = frame_times.size
     m = stream.t.size
+    n_joints = stream.joints.shape[1] if stream.joints.ndim == 3 else N_JOINTS
     if m == 0:
-        return np.zeros((n, N_JOINTS, 3)), np.zeros(n, dtype=bool)
+        return np.zeros((n, n_joints, 3)), np.zeros(n, dtype=bool)
     ts = stream.t
     flat = stream.joints.reshape(m, -1)
     idx = np.searchsorted(ts, frame_times, side="right")
@@ -575,7 +585,7 @@ def resample_pose(stream: PoseStream, frame_times: np.ndarray, *, max_gap_s: flo
         ok = ~np.isnan(flat[:, c])
         out[:, c] = np.interp(frame_times, ts[ok], flat[ok, c]) if ok.any() else 0.0
     observed = np.minimum(np.abs(frame_times - t0), np.abs(t1 - frame_times)) <= max_gap_s
-    return out.reshape(n, N_JOINTS, 3), observed
+    return out.reshape(n, n_joints, 3), observed
 
 
 def pose_dynamics(pose: np.ndarray, fps: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -598,10 +608,11 @@ def pose_dynamics(pose: np.ndarray, fps: float) -> tuple[np.ndarray, np.ndarray,
     return speed, accel, ke
 
 
-def torso_length(pose: np.ndarray, observed: np.ndarray) -> np.ndarray:
+def torso_length(pose: np.ndarray, observed: np.ndarray, joints: tuple[int, ...] = _TORSO) -> np.ndarray:
     """Shoulder-midpoint to hip-midpoint distance per frame (n,), NaN where not measurable
-    (frame unobserved or any of the four joints with confidence 0)."""
-    ls, rs, lh, rh = (pose[:, j] for j in _TORSO)
+    (frame unobserved or any of the four joints with confidence 0). ``pose`` (n, J, 3);
+    ``joints`` the indices of leftShoulder, rightShoulder, leftHip, rightHip in it."""
+    ls, rs, lh, rh = (pose[:, j] for j in joints)
     mid_s = (ls[:, :2] + rs[:, :2]) / 2
     mid_h = (lh[:, :2] + rh[:, :2]) / 2
     length = np.sqrt(((mid_s - mid_h) ** 2).sum(-1))
@@ -1029,7 +1040,8 @@ def pair_dataset(
                             f"{geometry['sr']} / {geometry['hop_length']}")  # fmt: skip
         elif track.audio.shape[1] != geometry["n_audio"]:
             raise DataError(f"{path}: {track.audio.shape[1]} audio columns, the dataset has {geometry['n_audio']}")
-        tracks_used.setdefault(sha, {"track": sha, "path": str(path), "sha256": track.npz_sha256})
+        tracks_used.setdefault(sha, {"track": sha, "path": str(path), "sha256": track.npz_sha256,
+                                     "versions": track.versions})  # fmt: skip
         return track
 
     def ensure_writer() -> ShardWriter:
@@ -1057,39 +1069,43 @@ def pair_dataset(
         starts = window_starts(f_lo, f_hi, big_t, params.stride_s, fps)
         if starts.size == 0:
             return
-        f_end = int(starts[-1]) + big_t
-        frames = np.arange(f_lo, f_end)
-        # only samples taken while this cue played
+        n = int(starts[-1]) + big_t - f_lo
+        frame_t = (f_lo + np.arange(n)) / fps
+        # only samples taken while this cue played, on the track's clock
         inside = (stream.t >= cue.started_at) & (stream.t < cue.ends_at)
         sub = PoseStream(stream.t[inside] + shift, stream.joints[inside])
-        pose, observed = resample_pose(sub, frames / fps, max_gap_s=params.max_gap_s)
-        speed, accel, ke = pose_dynamics(pose, fps)
-        torso = torso_length(pose, observed)
+        # whole-cue per-frame scalars (cheap): observed mask, torso length, beats
+        torso_pose, observed = resample_pose(PoseStream(sub.t, sub.joints[:, list(_TORSO)]), frame_t,
+                                             max_gap_s=params.max_gap_s)  # fmt: skip
+        torso = torso_length(torso_pose, observed, (0, 1, 2, 3))
+        del torso_pose
         cue_torso = float(np.nanmedian(torso)) if np.isfinite(torso).any() else math.nan
-        beat = np.zeros(frames.size, dtype=np.float32)
-        bf = track.beat_frames[(track.beat_frames >= f_lo) & (track.beat_frames < f_end)] - f_lo
+        beat = np.zeros(n, dtype=np.float32)
+        bf = track.beat_frames[(track.beat_frames >= f_lo) & (track.beat_frames < f_lo + n)] - f_lo
         beat[bf] = 1.0
-        pose32 = pose.astype(np.float32)
-        pose32[~observed] = 0.0
-        dyn = np.concatenate([speed, accel, ke[:, None]], axis=1).astype(np.float32)
-        dyn[~observed] = 0.0
+        kin_vel = np.zeros(n)  # mean joint speed, for the Beat Alignment Score
+        cum_obs = np.concatenate([[0], np.cumsum(observed, dtype=np.int64)])
         split = split_for(job.id if params.split_by == "session" else cue.track)
-
-        # Beat Alignment Score over the cue's observed frames
-        kin_vel = speed.mean(axis=1)
-        mb = bas.motion_beat_frames(kin_vel, fps, smooth_sigma_s=params.bas_smooth_s, valid=observed)
-        music = bf[observed[bf]] if bf.size else bf
-        if mb.size and music.size:
-            stats.bas[split].append(bas.beat_alignment_score(music / fps, mb / fps, sigma_s=params.bas_sigma_s))
-            stats.bas_fact[split].append(bas.beat_alignment_score(
-                music / fps, mb / fps, sigma_s=params.bas_sigma_s, direction=bas.MOTION_TO_MUSIC))
-
         w = ensure_writer()
         offsets = np.arange(big_t)
-        cum_obs = np.concatenate([[0], np.cumsum(observed, dtype=np.int64)])
+        title = cue.title or track.title
+        # full pose and dynamics per chunk of windows, so memory does not grow with the cue's
+        # length; 2 extra frames each side make the central differences exact at the seams
         for c0 in range(0, starts.size, params.shard_size):
             st = starts[c0 : c0 + params.shard_size]
             local = st - f_lo
+            c_lo, c_hi = int(local[0]), int(local[-1]) + big_t
+            m_lo, m_hi = max(0, c_lo - 2), min(n, c_hi + 2)
+            pose, _ = resample_pose(sub, frame_t[m_lo:m_hi], max_gap_s=params.max_gap_s)
+            speed, accel, ke = pose_dynamics(pose, fps)
+            kin_vel[c_lo:c_hi] = speed[c_lo - m_lo : c_hi - m_lo].mean(axis=1)
+            obs_c = observed[m_lo:m_hi]
+            pose32 = pose.astype(np.float32)
+            pose32[~obs_c] = 0.0
+            dyn = np.concatenate([speed, accel, ke[:, None]], axis=1).astype(np.float32)
+            dyn[~obs_c] = 0.0
+            del pose, speed, accel, ke
+
             share = (cum_obs[local + big_t] - cum_obs[local]) / big_t
             idx = local[:, None] + offsets[None, :]  # (N, T) frame indices into this cue's arrays
             scale = _row_median(torso[idx])
@@ -1113,7 +1129,6 @@ def pair_dataset(
                 ke_total[0] += float(d[..., -1].sum(dtype=np.float64))
 
             rows = []
-            title = cue.title or track.title
             for k in range(st.size):
                 s0 = int(st[k])
                 rows.append({
@@ -1122,7 +1137,7 @@ def pair_dataset(
                     "track_start_s": round(s0 / fps, 6), "track_end_s": round((s0 + big_t) / fps, 6),
                     "start_frame": s0, "observed_share": round(float(share[k]), 4),
                 })  # fmt: skip
-            sources = {"audio": (track.audio, idx + f_lo), "pose": (pose32, idx), "dynamics": (dyn, idx),
+            sources = {"audio": (track.audio, idx + f_lo), "pose": (pose32, idx - m_lo), "dynamics": (dyn, idx - m_lo),
                        "observed": (observed, idx), "beat": (beat, idx)}  # fmt: skip
             w.add(split, sources, rows, finish=normalise)
             stats.windows[split] += st.size
@@ -1130,6 +1145,14 @@ def pair_dataset(
             stats.tracks[split].add(cue.track)
             stats.observed_sum[split] += float(share.sum())
             stats.ke_sum[split] += ke_total[0] / big_t
+
+        # Beat Alignment Score over the cue's observed frames
+        mb = bas.motion_beat_frames(kin_vel, fps, smooth_sigma_s=params.bas_smooth_s, valid=observed)
+        music = bf[observed[bf]] if bf.size else bf
+        if mb.size and music.size:
+            stats.bas[split].append(bas.beat_alignment_score(music / fps, mb / fps, sigma_s=params.bas_sigma_s))
+            stats.bas_fact[split].append(bas.beat_alignment_score(
+                music / fps, mb / fps, sigma_s=params.bas_sigma_s, direction=bas.MOTION_TO_MUSIC))
 
     total = len(ordered)
     for done, job in enumerate(ordered):
