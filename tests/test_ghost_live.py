@@ -145,7 +145,8 @@ def test_ghost_proposes_and_cuts_on_beats_and_its_decisions_reach_the_server(sho
     assert code == 0, err.read_text()
     stream = events_of(url, "director.*,ghost.*")
     proposals = {e["data"]["proposal"]: e for e in stream if e["type"] == "ghost.proposed"}
-    decisions = {(e["type"], e["data"]["proposal"]): e for e in stream if e["type"] in ("ghost.accepted", "ghost.vetoed", "ghost.expired")}
+    decisions = {(e["type"], e["data"]["proposal"]): e for e in stream
+                 if e["type"] in ("ghost.accepted", "ghost.vetoed", "ghost.expired")}  # fmt: skip
     ghost_cuts = [e for e in stream if e["type"] == "director.cut" and e["data"].get("by") == "ghost"]
     assert len(ghost_cuts) >= 3
     for c in ghost_cuts:
@@ -154,8 +155,12 @@ def test_ghost_proposes_and_cuts_on_beats_and_its_decisions_reach_the_server(sho
         # the cut lands on its beat: within one audio frame of the grid and of cut_at
         k = (cut_at - started_at) / BEAT_S
         assert abs(k - round(k)) * BEAT_S < 1e-6
-        assert abs(c["ts"] - cut_at) <= AUDIO_FRAME_S, (c["ts"], cut_at)
-        assert ("ghost.accepted", p["data"]["proposal"]) in decisions
+        accepted = decisions[("ghost.accepted", p["data"]["proposal"])]
+        if accepted["data"]["by"] == "operator" and accepted["ts"] > cut_at:
+            # accepted after its beat (a slow operator on a busy machine): executed at once
+            assert 0 <= c["ts"] - accepted["ts"] < 1.0
+        else:
+            assert abs(c["ts"] - cut_at) <= AUDIO_FRAME_S, (c["ts"] - cut_at, err.read_text())
         timing = [r for r in p["data"]["reasons"] if r["feature"] == "timing"][0]
         assert timing["clock"] == "beat"
     assert any(d["data"]["by"] == "autopilot" for (t, _), d in decisions.items() if t == "ghost.accepted")
@@ -223,3 +228,81 @@ def test_events_on_stdin_without_a_server(tmp_path):
     assert "no music playing" in out[0]["data"]["reasons"][-1]["text"]
     assert [e["type"] for e in out][:2] == ["ghost.proposed", "ghost.accepted"]
     assert "no server to execute it" in proc.stderr.decode()
+
+
+@pytest.mark.shared_data
+def test_end_to_end_three_devices_music_cue_autopilot_and_the_ledger(shared_data, tmp_path, port):
+    """Real mmx serve, three mmx device on the shared video and pose, real features of a
+    real track, a music cue, ghost in autopilot piped into mmx ledger push."""
+    import numpy as np
+
+    from mmx.audio import sha256_file
+
+    music = shared_data / "music" / "introzik.ogg"
+    video, pose = shared_data / "video" / "vtest.avi", shared_data / "pose" / "vtest.pose.jsonl"
+    feats = tmp_path / "features"
+    proc = subprocess.run([*MMX, "features", str(music), "-o", str(feats)], capture_output=True, timeout=240)
+    assert proc.returncode == 0, proc.stderr.decode()
+    (artifact,) = feats.glob("*.npz")
+    with np.load(artifact) as npz:
+        beat_times = np.asarray(npz["beat_times"], dtype=float)
+    track = sha256_file(music)
+    ledger = tmp_path / "ledger.sqlite"
+    serve = start_serve(tmp_path, port)
+    url = f"http://127.0.0.1:{port}"
+    procs = []
+    try:
+        # nobody is seen in the first 16.6 s of vtest.avi: the cameras start where people walk
+        for name, offset, az in (("left", 17, -70), ("centre", 25, 0), ("right", 33, 70)):
+            procs.append(subprocess.Popen(
+                [*MMX, "device", "--server", url, "--token", TOKEN, "--name", name, "--video", str(video),
+                 "--pose", str(pose), "--pose-offset-s", str(offset), "--fps", "1", "--state-dir", str(tmp_path / "devices"),
+                 "--placement", f"label={name},azimuth_deg={az}"],
+                stdout=subprocess.DEVNULL, stderr=open(tmp_path / f"device-{name}.err", "wb"),
+            ))  # fmt: skip
+        with _client(url) as c:
+            wait_for(lambda: len([x for x in c.get("/v1/state").json()["cameras"] if x["status"] == "live"]) == 3, 60,
+                     "three live cameras")  # fmt: skip
+            session = c.post("/v1/session/start", json={"title": "ghost e2e"}).json()["session"]
+            c.post("/v1/director/mode", json={"mode": "autopilot"}).raise_for_status()
+            started_at = time.time() + 0.5
+            c.post("/v1/events", json={"type": "music.cue", "src": "operator", "data": {
+                "track": track, "title": "introzik", "path": str(music), "started_at": started_at, "offset_s": 0.0}}).raise_for_status()  # fmt: skip
+        policy = tmp_path / "policy.toml"
+        policy.write_text("[rules]\nmax_shot_s = 5.0\n")
+        ghost = subprocess.Popen([*MMX, "ghost", "--server", url, "--token", TOKEN, "--features", str(feats), "--policy", str(policy)],
+                                 stdout=subprocess.PIPE, stderr=open(tmp_path / "ghost.err", "wb"))  # fmt: skip
+        push = subprocess.Popen([*MMX, "ledger", "push", "-", "--ledger", str(ledger)], stdin=ghost.stdout,
+                                stdout=subprocess.DEVNULL, stderr=open(tmp_path / "push.err", "wb"))  # fmt: skip
+        ghost.stdout.close()
+        procs += [ghost, push]
+        wait_for(lambda: len([e for e in events_of(url, "director.cut") if e["data"].get("by") == "ghost"]) >= 3, 90,
+                 "three ghost cuts")  # fmt: skip
+        assert stop(ghost) == 0, (tmp_path / "ghost.err").read_text()
+        assert push.wait(30) == 0, (tmp_path / "push.err").read_text()
+        with _client(url) as c:
+            c.post("/v1/session/stop", json={}).raise_for_status()
+    finally:
+        for p in procs:
+            stop(p)
+        stop(serve)
+    # the server's own record of the session goes into the same ledger (ids dedupe)
+    proc = subprocess.run([*MMX, "ledger", "push", str(tmp_path / "serve-events.jsonl"), "--ledger", str(ledger)],
+                          capture_output=True, timeout=60)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr.decode()
+    show = subprocess.run([*MMX, "ledger", "show", session, "--json", "--ledger", str(ledger)], capture_output=True, timeout=60)
+    assert show.returncode == 0, show.stderr.decode()
+    summary = orjson.loads(show.stdout)
+    proposals = summary["proposals"]
+    assert summary["proposal_counts"]["accepted"] >= 3
+    decided = [p for p in proposals if p["outcome"] in ("accepted", "vetoed", "expired")]
+    assert len(decided) >= 3 and all(p["decided_by"] for p in decided)
+    ghost_shots = [s for s in summary["shots"] if s["by"] == "ghost"]
+    assert len(ghost_shots) >= 3
+    # every ghost cut on air lands within one audio frame of a beat of the track
+    beats_wall = started_at + beat_times
+    cuts = [e for e in (orjson.loads(line) for line in (tmp_path / "serve-events.jsonl").read_bytes().splitlines())
+            if e["type"] == "director.cut" and e["data"].get("by") == "ghost"]  # fmt: skip
+    assert len(cuts) >= 3
+    off_s = [float(np.min(np.abs(beats_wall - cut["ts"]))) for cut in cuts]
+    assert max(off_s) <= AUDIO_FRAME_S, (off_s, (tmp_path / "ghost.err").read_text())

@@ -8,7 +8,10 @@ a `Policy` with ``now = time.time()`` and acts on its outputs:
   ``src="ghost"``) and, with a server, posted to ``POST /v1/events`` (queued in order, kept
   while the server is away, so the ledger sees them once it is back);
 - a cut is executed with ``POST /v1/director/cut {to, by: "ghost", proposal}`` at its
-  ``cut_at`` (the runner sleeps until the policy's next deadline);
+  ``cut_at``: the runner sleeps until the policy's next deadline and dispatches the cut
+  ``dispatch_lead_s`` early, the smallest delay measured between dispatching recent cuts
+  and the server's stamp on their ``director.cut`` (a few ms on an idle loopback), so the
+  cut lands on its beat;
 - when the server goes away the runner says so (``notify``), abandons the pending proposal
   (``ghost.expired``, reason ``server unavailable``), stops proposing and reconnects with
   exponential backoff (0.25 s doubling to 5 s) for up to ``reconnect_for_s`` seconds
@@ -45,6 +48,9 @@ BACKOFF_MAX_S = 5.0
 TICK_S = 0.1
 #: Posts kept while the server is away; beyond this the oldest are dropped (and reported).
 POST_QUEUE_MAX = 10_000
+#: First guess and ceiling of how early a cut is sent so the server stamps it on the beat.
+DISPATCH_LEAD_START_S = 0.004
+DISPATCH_LEAD_MAX_S = 0.05
 #: How far back (in server seq) the runner looks for the music playing when it connects.
 CUE_LOOKBACK = 20_000
 
@@ -183,6 +189,12 @@ class GhostRunner:
         self._tasks: set[asyncio.Task[Any]] = set()
         self.emitted: list[Event] = []
         self.cuts_sent = 0
+        #: how early a due cut is dispatched: the smallest of the last measured dispatch → server
+        #: stamp delays (loopback request plus this process being scheduled late on a busy host)
+        self.dispatch_lead_s = DISPATCH_LEAD_START_S
+        self._sent_cuts: dict[str, tuple[float, float]] = {}
+        self._latencies: deque[float] = deque(maxlen=9)
+        self.cut_errors_s: list[float] = []
         self.bad_lines = 0
         self.output_closed = False
         self.last_error: str | None = None
@@ -224,6 +236,9 @@ class GhostRunner:
 
     async def _cut(self, out: Output) -> None:
         body = {"to": out.data["to"], "by": "ghost", "proposal": out.data["proposal"]}
+        self._sent_cuts[out.data["proposal"]] = (out.at, self.dispatch_lead_s)
+        while len(self._sent_cuts) > 64:
+            self._sent_cuts.pop(next(iter(self._sent_cuts)))
         try:
             await self.client.director("cut", body)  # type: ignore[union-attr]
             self.cuts_sent += 1
@@ -272,6 +287,8 @@ class GhostRunner:
             self.producer.session = event.session
         elif event.type == "session.ended" and event.session == self.producer.session:
             self.producer.session = None
+        elif event.type == "director.cut" and self._sent_cuts:
+            self._learn_latency(event)
         # the policy's clock is the later of the wall clock and the event's own time
         self.apply(self.policy.feed(event, now=max(self.clock(), self.policy.event_time(event))))
 
@@ -309,14 +326,33 @@ class GhostRunner:
     async def _timer(self) -> None:
         while not self.stopped.is_set():
             if self.proposing:
-                self.apply(self.policy.step(self.clock()))
+                now = self.clock()
+                deadline = self.policy.next_deadline()
+                # act on a deadline dispatch_lead_s early: the cut then reaches the server on its beat
+                if deadline is not None and now >= deadline - self.dispatch_lead_s:
+                    now = max(now, deadline)
+                self.apply(self.policy.step(now))
             deadline = self.policy.next_deadline()
             wait = TICK_S
             if deadline is not None and self.proposing:
-                wait = min(TICK_S, max(0.0, deadline - self.clock()))
+                wait = min(TICK_S, max(0.0, deadline - self.dispatch_lead_s - self.clock()))
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), wait)
+
+    def _learn_latency(self, event: Event) -> None:
+        """A cut we sent came back: how late after its dispatch did the server stamp it?"""
+        sent = self._sent_cuts.pop(event.data.get("proposal") or "", None)
+        if sent is None:
+            return
+        cut_at, lead = sent
+        self._latencies.append(event.ts - (cut_at - lead))
+        # the smallest recent delay: what it costs when nothing else gets in the way (a busy
+        # host adds spikes on top, which an average would turn into early cuts next time)
+        self.dispatch_lead_s = min(DISPATCH_LEAD_MAX_S, max(0.0, min(self._latencies)))
+        self.cut_errors_s.append(event.ts - cut_at)
+        self.notify(f"cut to {event.data.get('to')} stamped {1000 * (event.ts - cut_at):+.1f} ms from its cut_at "
+                    f"(next dispatch {1000 * self.dispatch_lead_s:.1f} ms early)")  # fmt: skip
 
     async def _stream(self) -> None:
         backoff = BACKOFF_START_S
