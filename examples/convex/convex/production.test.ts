@@ -95,7 +95,7 @@ describe("production:ingestEvents", () => {
       "director.mode",
       "still.marker",
     ]);
-    expect(directorEvents.map((d) => d.kind)).toEqual(["cut", "proposal", "accepted", "cut", "hold", "release", "mode", "marker"]);
+    expect(directorEvents.map((d) => d.kind)).toEqual(["cut", "proposed", "accepted", "cut", "hold", "release", "mode", "marker"]);
     expect(directorEvents[3]).toMatchObject({ fromCamera: "cam-2", camera: "cam-1", by: "ghost", proposal: "p-1" });
     expect(directorEvents[1]).toMatchObject({ camera: "cam-1", score: 0.8 });
     expect(directorEvents[6]).toMatchObject({ mode: "ghost", previous: "manual" });

@@ -98,7 +98,8 @@ async function applySession(ctx: MutationCtx, event: MmxEvent, data: Data, sessi
       inferred: false,
       startedEvent: found.startedEvent ?? event.id,
       startedAt: found.inferred ? ts : Math.min(found.startedAt, ts),
-      lastStartedAt: Math.max(found.lastStartedAt, ts),
+      // a row inferred from ordinary events had no real start: its first real one is the latest
+      lastStartedAt: inferredFromEvents(found) ? ts : Math.max(found.lastStartedAt, ts),
       ...(reopen ? { status: "active" as const, completedAt: undefined } : {}),
     });
   } else if (event.type === "session.ended") {
@@ -119,7 +120,15 @@ async function applySession(ctx: MutationCtx, event: MmxEvent, data: Data, sessi
       sessionId, kind: "photoshoot_performance", status: "active", inferred: true,
       startedAt: ts, lastStartedAt: ts, firstEventId: event.id,
     });
+  } else if (inferredFromEvents(found) && ts < found.startedAt) {
+    // an inferred session starts at its earliest event, whatever the arrival order
+    await ctx.db.patch(found._id, { startedAt: ts, lastStartedAt: ts });
   }
+}
+
+/** A session row created from ordinary events (no session.started, no session.ended yet). */
+function inferredFromEvents(session: Doc<"productionSessions">): boolean {
+  return session.inferred && session.endedEvent === undefined;
 }
 
 /** The camera projection (camera.joined / camera.changed / camera.left), as the local ledger keeps it. */
@@ -198,7 +207,7 @@ const DIRECTOR_KIND: Record<string, string> = {
   "director.release": "release",
   "director.mode": "mode",
   "still.marker": "marker",
-  "ghost.proposed": "proposal",
+  "ghost.proposed": "proposed",
   "ghost.accepted": "accepted",
   "ghost.vetoed": "vetoed",
   "ghost.expired": "expired",

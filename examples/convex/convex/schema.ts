@@ -72,7 +72,7 @@ export default defineSchema({
     sessionId: v.union(v.string(), v.null()),
     ts: v.number(),
     type: v.string(),
-    // cut, hold, release, mode, marker, proposal, accepted, vetoed, expired
+    // cut, hold, release, mode, marker, proposed, accepted, vetoed, expired
     kind: v.string(),
     camera: optStr, // cut and proposal: `to`; hold, release, marker: `camera`
     fromCamera: optStr,
