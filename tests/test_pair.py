@@ -433,3 +433,19 @@ def test_chunked_processing_gives_the_same_arrays_whatever_the_shard_size(one_se
     sa = json.loads((tmp_path / "small" / "manifest.json").read_text())["stats"]
     sb = json.loads((tmp_path / "big" / "manifest.json").read_text())["stats"]
     assert sa == sb
+
+
+@pytest.mark.parametrize("chunk", [1, 3, 7, 64, 1 << 20])
+def test_hashed_lines_numbers_lines_like_iter_lines(chunk):
+    import hashlib
+    import io
+
+    from mmx.dataset.pair import _hashed_lines
+    from mmx.events import iter_lines
+
+    data = b'{"a":1}\r\n\n  \n' + b"x" * 40 + b'\n{"b":2}\n' + b"y" * 25 + b"\n" + b"z" * 50
+    digest = hashlib.sha256()
+    got = list(_hashed_lines(io.BytesIO(data), digest, max_line_bytes=30, chunk_bytes=chunk))
+    want = [(n, None if line is None else line.rstrip(b"\n")) for n, line in iter_lines(io.BytesIO(data), max_line_bytes=30)]
+    assert got == want == [(1, b'{"a":1}\r'), (4, None), (5, b'{"b":2}'), (6, b"y" * 25), (7, None)]
+    assert digest.hexdigest() == hashlib.sha256(data).hexdigest()

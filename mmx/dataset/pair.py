@@ -57,7 +57,7 @@ import orjson
 from mmx import __version__
 from mmx.dataset import bas
 from mmx.errors import DataError, InputMissingError, IOFailure
-from mmx.events import JOINT_NAMES, iter_lines
+from mmx.events import JOINT_NAMES, MAX_LINE_BYTES, iter_lines
 
 SPLITS = ("train", "val", "test")
 N_JOINTS = len(JOINT_NAMES)
@@ -156,17 +156,40 @@ def _hash(obj: Any) -> str:
 # reading inputs
 
 
-class _HashingReader:
-    """A binary reader that hashes every byte read through ``readline``."""
+def _hashed_lines(fp: IO[bytes], sha256: Any, *, max_line_bytes: int = MAX_LINE_BYTES,
+                  chunk_bytes: int = 1 << 20) -> Iterator[tuple[int, bytes | None]]:
+    """Yield ``(line_no, line)`` like `mmx.events.iter_lines`, reading big chunks.
 
-    def __init__(self, fp: IO[bytes]) -> None:
-        self._fp = fp
-        self.sha256 = hashlib.sha256()
-
-    def readline(self, size: int = -1) -> bytes:
-        data = self._fp.readline(size)
-        self.sha256.update(data)
-        return data
+    Every byte read goes into ``sha256`` (a hashlib object). Blank lines are skipped; a line
+    longer than ``max_line_bytes`` is yielded as ``(line_no, None)`` and never held whole.
+    Reading in chunks rather than ``readline`` per line matters for hour-long event files.
+    """
+    line_no = 0
+    rest = b""
+    too_long = False
+    while True:
+        chunk = fp.read(chunk_bytes)
+        if not chunk:
+            break
+        sha256.update(chunk)
+        parts = chunk.split(b"\n")
+        parts[0] = rest + parts[0]
+        rest = parts.pop()
+        for line in parts:
+            line_no += 1
+            if too_long or len(line) > max_line_bytes:
+                too_long = False
+                yield line_no, None
+            elif line.strip():
+                yield line_no, line
+        if len(rest) > max_line_bytes:
+            too_long, rest = True, b""
+    if too_long or rest:
+        line_no += 1
+        if too_long or len(rest) > max_line_bytes:
+            yield line_no, None
+        elif rest.strip():
+            yield line_no, rest
 
 
 def _loads(line: bytes, line_no: int, what: str = "a JSON object") -> dict[str, Any]:
@@ -202,8 +225,8 @@ def read_inventory(fp: IO[bytes], *, base: Path, on_problem: ProblemHandler) -> 
     not use (audio, playlist) are counted and skipped.
     """
     inv = Inventory()
-    reader = _HashingReader(fp)
-    for line_no, line in iter_lines(reader):  # type: ignore[arg-type]
+    digest = hashlib.sha256()
+    for line_no, line in _hashed_lines(fp, digest):
         inv.lines = line_no
         if line is None:
             on_problem(DataError(f"line {line_no}: line too long"))
@@ -225,7 +248,7 @@ def read_inventory(fp: IO[bytes], *, base: Path, on_problem: ProblemHandler) -> 
                 inv.pose_files[str(_resolve(path, base))] = item
         except DataError as exc:
             on_problem(exc)
-    inv.sha256 = reader.sha256.hexdigest()
+    inv.sha256 = digest.hexdigest()
     for paths in inv.features.values():
         paths.sort()  # deterministic choice when one track has several artifacts
     return inv
@@ -349,8 +372,8 @@ def read_session_events(path: Path, *, on_problem: ProblemHandler) -> SessionDat
     except OSError as exc:
         raise IOFailure(f"cannot read {path}: {exc.strerror}") from None
     with fp:
-        reader = _HashingReader(fp)
-        for line_no, line in iter_lines(reader):  # type: ignore[arg-type]
+        digest = hashlib.sha256()
+        for line_no, line in _hashed_lines(fp, digest):
             if line is None:
                 bad(line_no, "line too long")
                 continue
@@ -409,7 +432,7 @@ def read_session_events(path: Path, *, on_problem: ProblemHandler) -> SessionDat
         cameras[camera] = stream
     end = ended_at if ended_at is not None else end_wall
     _close_cues(cues, end)
-    return SessionData(cameras, cues, reader.sha256.hexdigest(), end)
+    return SessionData(cameras, cues, digest.hexdigest(), end)
 
 
 def _close_cues(cues: list[Cue], end_wall: float) -> None:
@@ -437,8 +460,8 @@ def read_pose_file(path: Path, *, on_problem: ProblemHandler) -> tuple[PoseStrea
     except OSError as exc:
         raise IOFailure(f"cannot read {path}: {exc.strerror}") from None
     with fp:
-        reader = _HashingReader(fp)
-        for line_no, line in iter_lines(reader):  # type: ignore[arg-type]
+        digest = hashlib.sha256()
+        for line_no, line in _hashed_lines(fp, digest):
             if line is None:
                 bad(line_no, "line too long")
                 continue
@@ -468,7 +491,7 @@ def read_pose_file(path: Path, *, on_problem: ProblemHandler) -> tuple[PoseStrea
     stream = col.finish()
     for line_no in col.bad_lines:
         bad(line_no, "joint values must be numbers")
-    return stream, header, reader.sha256.hexdigest()
+    return stream, header, digest.hexdigest()
 
 
 @dataclass
@@ -836,8 +859,8 @@ def read_cue_file(path: Path, *, on_problem: ProblemHandler) -> tuple[dict[Path,
     except OSError as exc:
         raise IOFailure(f"cannot read {path}: {exc.strerror}") from None
     with fp:
-        reader = _HashingReader(fp)
-        for line_no, line in iter_lines(reader):  # type: ignore[arg-type]
+        digest = hashlib.sha256()
+        for line_no, line in _hashed_lines(fp, digest):
             try:
                 if line is None:
                     raise DataError(f"line {line_no}: line too long")
@@ -852,7 +875,7 @@ def read_cue_file(path: Path, *, on_problem: ProblemHandler) -> tuple[dict[Path,
                 out.setdefault(_resolve(pose, path.parent).absolute(), []).append(cue)
             except DataError as exc:
                 on_problem(DataError(f"{path}: {exc.message}"))
-    return out, reader.sha256.hexdigest()
+    return out, digest.hexdigest()
 
 
 def _file_sha256(path: Path) -> str | None:
