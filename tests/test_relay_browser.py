@@ -164,3 +164,12 @@ def test_publish_page_sends_chromiums_fake_camera_into_the_relay(relay_proc, bro
     width, height = sizes[-1]
     assert width >= 320 and height >= 180
     assert hero_size == sizes[-1]
+    # the viewer page in a second tab: no stamp in the fake camera's pixels, so the latency
+    # shown is the estimate from getStats plus the relay's own hold time
+    browser.switch_to.new_window("tab")
+    browser.get(f"{base}/?token={TOKEN}")
+    wait_for(browser, "return window.mmx && window.mmx.camera === 'phone-1' && window.mmx.latencyMs !== null"
+             " && window.mmx.framesDecoded > 10", timeout_s=30, what="the fake camera on the viewer page")
+    state = browser.execute_script("return {kind: window.mmx.latencySource, latency: window.mmx.latencyMs}")
+    assert state["kind"].startswith("estimate") and 0 <= state["latency"] < 5000
+    assert browser.find_element("id", "camera").text == "phone-1"
