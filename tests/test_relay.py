@@ -498,3 +498,46 @@ def test_relay_follows_director_cuts_from_mmx_serve_and_resumes_after_a_restart(
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+
+
+def test_hero_answers_vp8_when_the_viewer_prefers_h264_and_refuses_an_h264_only_offer():
+    from aiortc import RTCRtpSender, RTCSessionDescription
+
+    from mmx.relay.net import HostRestrictedPeerConnection
+
+    caps = RTCRtpSender.getCapabilities("video").codecs
+    h264 = [c for c in caps if c.mimeType == "video/H264"]
+    vp8 = [c for c in caps if c.mimeType == "video/VP8"]
+    rtx = [c for c in caps if c.mimeType == "video/rtx"]
+
+    async def offer(prefs):
+        pc = HostRestrictedPeerConnection()
+        pc.addTransceiver("video", direction="recvonly").setCodecPreferences(prefs)
+        await pc.setLocalDescription(await pc.createOffer())
+        return pc
+
+    async def main():
+        async with relay_running() as (relay, base):
+            pub = await whip_publish(f"{base}/whip/cam-1", pattern_track(source=1), token=TOKEN)
+            relay.hub.set_program("cam-1")
+            headers = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/sdp"}
+            async with aiohttp.ClientSession() as http:
+                only_h264 = await offer(h264 + rtx)
+                async with http.post(f"{base}/whep/hero", data=only_h264.localDescription.sdp, headers=headers) as resp:
+                    assert resp.status == 400
+                    assert (await resp.json()) == {"error": "bad SDP offer: no VP8 video codec (the relay sends VP8)"}
+                await only_h264.close()
+                pc = await offer(h264 + vp8 + rtx)
+                got: asyncio.Future = asyncio.get_running_loop().create_future()
+                pc.on("track", lambda track: got.done() or got.set_result(track))
+                async with http.post(f"{base}/whep/hero", data=pc.localDescription.sdp, headers=headers) as resp:
+                    assert resp.status == 201
+                    answer = await resp.text()
+            assert "VP8/90000" in answer and "H264/90000" not in answer
+            await pc.setRemoteDescription(RTCSessionDescription(sdp=answer, type="answer"))
+            track = await asyncio.wait_for(got, 20)
+            assert await frames_until(track, lambda s: s is not None and s.source == 1, timeout_s=20)
+            await pc.close()
+            await pub.close()
+
+    run(main())
