@@ -855,6 +855,35 @@ def test_old_events_come_back_from_the_capture_file(tmp_path):
         server.stop()
 
 
+def test_a_reader_that_falls_behind_catches_up_without_gaps(tmp_path):
+    server = make_server(tmp_path, ring_size=50, pose_ring_size=50, stream_queue_size=8)
+    try:
+        async def main():
+            async with aiohttp.ClientSession() as http:
+                dev = await RawDevice(server, http, "dev-flood").connect()
+                await call(http, server, "POST", "/v1/session/start", {"title": "flood"})
+                n = 3000
+                async with http.get(server.url + "/v1/events", params={"types": "pose.sample"}, headers=AUTH) as resp:
+                    await asyncio.sleep(0.2)  # the stream is subscribed
+                    for i in range(n):
+                        await dev.ws.send_str(orjson.dumps({"t": "pose", "ts": 1000.0 + i, "joints": None}).decode())
+                    got = []
+                    while len(got) < n:
+                        try:
+                            line = await asyncio.wait_for(resp.content.readline(), 10)
+                        except TimeoutError:
+                            raise AssertionError((len(got), got[-1]["seq"] if got else None, (await _get(server, "/v1/state"))["seq"], server.logs[-5:]))
+                        got.append(orjson.loads(line))
+                assert [e["data"]["device_ts"] for e in got] == [1000.0 + i for i in range(n)]
+                seqs = [e["seq"] for e in got]
+                assert seqs == sorted(set(seqs))
+                assert (await _get(server, "/v1/state"))["server"]["event_lag_recoveries"] >= 1
+
+        run(main())
+    finally:
+        server.stop()
+
+
 def test_posted_events_keep_their_envelope_and_get_the_server_seq(srv):
     async def main():
         async with aiohttp.ClientSession() as http:

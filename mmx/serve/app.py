@@ -302,7 +302,7 @@ class Server:
             "cameras": [c.public() for c in sorted(self.registry.cameras.values(), key=_cam_order)],
             "seq": self.hub.seq, "session_info": self.session_info,
             "server": {"version": __version__, "url": self.url, "started_at": self.started_at,
-                       "event_subscribers": self.hub.subscribers},
+                       "event_subscribers": self.hub.subscribers, "event_lag_recoveries": self.hub.lag_recoveries},
         }  # fmt: skip
 
     def director_state(self) -> dict[str, Any]:
@@ -345,7 +345,7 @@ class Server:
                 raise ApiError(400, "since must not be negative")
         follow = request.query.get("follow", "1").lower() not in ("0", "false", "no")
         type_filter = TypeFilter(request.query.get("types"))
-        sub = self.hub.subscribe(type_filter) if follow else None
+        sub = self.hub.subscribe(type_filter, self.config.stream_queue_size) if follow else None
         resp = web.StreamResponse(headers={"Content-Type": "application/x-ndjson", "Cache-Control": "no-cache"})
         try:
             await resp.prepare(request)
@@ -355,6 +355,7 @@ class Server:
             while sub is not None and not self.closing.is_set():
                 if sub.lagged:
                     sub.lagged = False
+                    self.hub.lag_recoveries += 1
                     while not sub.queue.empty():
                         sub.queue.get_nowait()
                     last = await self._write_events(resp, self.hub.history(last, type_filter), last)

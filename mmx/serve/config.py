@@ -41,3 +41,6 @@ class ServeConfig:
     ring_size: int = 10_000
     pose_ring_size: int = 2_000
     max_preview_bytes: int = 4 * 1024 * 1024
+    #: events queued per ``GET /v1/events`` reader before it is marked lagged and catches up
+    #: from the history instead (memory per reader stays bounded)
+    stream_queue_size: int = 4096

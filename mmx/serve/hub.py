@@ -58,7 +58,9 @@ class Subscription:
         self.lagged = False
 
     def offer(self, event: Event) -> None:
-        if not self.filter.matches(event.type):
+        # once lagged, queue nothing more: the queue must never hold events after a gap, so
+        # the reader writes what it has, then fills the gap from the history
+        if self.lagged or not self.filter.matches(event.type):
             return
         try:
             self.queue.put_nowait(event)
@@ -88,6 +90,8 @@ class EventHub:
         self._sinks: list[Sink] = []
         self._archive = archive
         self.counts: dict[str, int] = {}
+        #: how often a live reader fell behind and caught up from the history
+        self.lag_recoveries = 0
 
     # -- producing -------------------------------------------------------------------------
 
@@ -128,8 +132,8 @@ class EventHub:
 
     # -- reading ---------------------------------------------------------------------------
 
-    def subscribe(self, type_filter: TypeFilter) -> Subscription:
-        sub = Subscription(type_filter)
+    def subscribe(self, type_filter: TypeFilter, maxsize: int = 4096) -> Subscription:
+        sub = Subscription(type_filter, maxsize)
         self._subs.add(sub)
         return sub
 
