@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import multiprocessing
 import os
+import signal
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
@@ -154,6 +155,13 @@ def warm_up() -> None:
     import librosa.onset  # noqa: F401
 
 
+def _init_worker(n_threads: int) -> None:
+    # Ctrl-C is the parent's to handle: it stops the pool (see FeatureRun.__exit__), so the
+    # workers do not each print a KeyboardInterrupt traceback
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _limit_threads(n_threads)
+
+
 def _limit_threads(n_threads: int) -> None:
     for name in _THREAD_ENV:
         os.environ[name] = str(n_threads)
@@ -207,7 +215,7 @@ class FeatureRun:
         if self.jobs > 1:
             threads = max(1, (os.cpu_count() or 1) // self.jobs)
             self._pool = ProcessPoolExecutor(
-                max_workers=self.jobs, mp_context=_mp_context(), initializer=_limit_threads, initargs=(threads,)
+                max_workers=self.jobs, mp_context=_mp_context(), initializer=_init_worker, initargs=(threads,)
             )
             # longest files first so one long file does not finish alone at the end
             order = sorted(self.paths, key=_size_or_zero, reverse=True)
@@ -216,10 +224,18 @@ class FeatureRun:
             }
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)
-            self._pool = None
+    def __exit__(self, exc_type: type[BaseException] | None, *exc: object) -> None:
+        if self._pool is None:
+            return
+        pool, self._pool = self._pool, None
+        if exc_type is not None:
+            # stopped early (Ctrl-C, a closed stdout): do not wait for files in progress; an
+            # artifact is renamed into place only when whole, so nothing partial is left
+            for process in list(getattr(pool, "_processes", {}).values()):
+                process.terminate()
+            pool.shutdown(wait=False, cancel_futures=True)
+            return
+        pool.shutdown(wait=True, cancel_futures=True)
 
     def __iter__(self) -> Iterator[FileResult]:
         if self._pool is None:
