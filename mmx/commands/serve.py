@@ -52,6 +52,13 @@ def serve(
     Without --lan the server listens on 127.0.0.1 only. Every request needs the token:
     "Authorization: Bearer T" or ?token=T (for <img> MJPEG URLs).
 
+    GET /v1/events streams application/x-ndjson: with since=SEQ it first replays every
+    kept event after SEQ (memory, then the capture files), without since only new ones;
+    types=a.*,b filters (pose.sample only when named); follow=0 ends after the replay.
+    When the program camera is lost the server emits director.program_lost and cuts to
+    --fallback (or to nothing). Devices silent for --device-timeout seconds are
+    camera.left with reason "timeout".
+
     Examples:
 
     \b
