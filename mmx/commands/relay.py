@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import signal
 from typing import Any
 
@@ -44,6 +45,7 @@ def relay(
     port: int = typer.Option(8760, "--port", min=1, max=65535, help="TCP port to listen on."),
     token: str | None = typer.Option(None, "--token", envvar="MMX_TOKEN", help="Token required on every request (Bearer or ?token=) and sent to mmx serve [default: no check]."),
     ice_host: list[str] = typer.Option(["127.0.0.1"], "--ice-host", help="Address for ICE host candidates; repeat for several (pick the shoot network)."),
+    ice_server: list[str] = typer.Option([], "--ice-server", help="A STUN/TURN server URL (stun:HOST:PORT); repeat for several [default: none]."),
     events: str | None = typer.Option(None, "--events", help="Read director.cut events from this JSON Lines file or '-' (stdin) instead of the server."),
 ) -> None:
     """Relay camera video to viewers over WebRTC; the hero feed follows the director's cuts.
@@ -61,8 +63,8 @@ def relay(
 
     The program follows director.cut events from mmx serve (GET /v1/events, resumed with
     since= after a dropped connection) or, with --events, from a JSON Lines file or stdin;
-    bad lines are reported as "line N: …" and skipped. No STUN/TURN servers are used; host
-    candidates are bound to the --ice-host addresses only.
+    bad lines are reported as "line N: …" and skipped. No STUN/TURN servers are used unless
+    given with --ice-server; host candidates are bound to the --ice-host addresses only.
 
     stdout stays empty; status (listening, publishers, viewers, cuts, stats every 5 s) goes
     to stderr. Runs until SIGINT/SIGTERM.
@@ -79,11 +81,17 @@ def relay(
     """
     from mmx.relay.server import run_relay
 
+    for addr in ice_host:
+        try:
+            ipaddress.ip_address(addr)
+        except ValueError:
+            raise typer.BadParameter(f"{addr!r} is not an IP address", param_hint="--ice-host") from None
+
     def on_error(exc: Any) -> None:
         report_line_error(exc, events or "server")
 
     interrupted = asyncio.run(_run(run_relay, dict(
-        server=server, host=host, port=port, token=token, ice_hosts=ice_host, events=events,
+        server=server, host=host, port=port, token=token, ice_hosts=ice_host, ice_servers=ice_server, events=events,
         on_status=_render, on_error=on_error)))
     if interrupted:
         raise typer.Exit(EX_INTERRUPTED)

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
-from aiortc import RTCSessionDescription
+from aiortc import RTCIceServer, RTCSessionDescription
 from aiortc.codecs import is_rtx
 from aiortc.sdp import SessionDescription
 
@@ -118,15 +118,18 @@ async def _drain(track: Any) -> None:
 class Relay:
     """One relay: the hub, the peer sessions and the aiohttp application.
 
-    ``token`` None disables the check. ``ice_hosts`` restricts host candidates (empty: every
+    ``token`` None disables the check. ``ice_servers`` are STUN/TURN URLs (``stun:host:port``;
+    none by default). ``ice_hosts`` restricts host candidates (empty: every
     interface as aioice chooses). ``on_status`` receives one dict per notable change.
     """
 
     def __init__(self, *, token: str | None = None, ice_hosts: Sequence[str] = ("127.0.0.1",),
+                 ice_servers: Sequence[str] = (),
                  on_status: StatusFn | None = None, lost_after_s: float = 1.0) -> None:
         install_marker_release()
         self.token = token
         self.ice_hosts = list(ice_hosts)
+        self.ice_servers = [RTCIceServer(urls=url) for url in ice_servers]
         self.on_status = on_status or (lambda record: None)
         self.hub = Hub(lost_after_s=lost_after_s, report=self.on_status)
         self.sessions: dict[str, PeerSession] = {}
@@ -198,7 +201,7 @@ class Relay:
         return sdp
 
     def _new_session(self, kind: str, name: str) -> PeerSession:
-        pc = HostRestrictedPeerConnection(ice_hosts=self.ice_hosts)
+        pc = HostRestrictedPeerConnection(ice_hosts=self.ice_hosts, ice_servers=self.ice_servers)
         session = PeerSession(id=secrets.token_urlsafe(12), kind=kind, name=name, pc=pc)
         self.sessions[session.id] = session
 
@@ -357,7 +360,8 @@ async def serve_relay(relay: Relay, *, host: str = "127.0.0.1", port: int = 8760
 
 
 async def run_relay(*, server: str | None, host: str = "127.0.0.1", port: int = 8760, token: str | None = None,
-                    ice_hosts: Sequence[str] = ("127.0.0.1",), events: str | None = None,
+                    ice_hosts: Sequence[str] = ("127.0.0.1",), ice_servers: Sequence[str] = (),
+                    events: str | None = None,
                     on_status: StatusFn | None = None, on_error: Callable[[Any], None] | None = None,
                     stop: asyncio.Event | None = None, status_interval_s: float = 5.0) -> None:
     """Run a relay until ``stop`` is set: serve HTTP, follow cuts, report status.
@@ -373,7 +377,7 @@ async def run_relay(*, server: str | None, host: str = "127.0.0.1", port: int = 
 
     report = on_status or (lambda record: None)
     stop = stop or asyncio.Event()
-    relay = Relay(token=token, ice_hosts=ice_hosts, on_status=report)
+    relay = Relay(token=token, ice_hosts=ice_hosts, ice_servers=ice_servers, on_status=report)
     runner = await serve_relay(relay, host=host, port=port)
     report({"status": "listening", "url": f"http://{host}:{port}"})
     tasks: list[asyncio.Task] = []
