@@ -97,3 +97,36 @@ def test_paths_from_stdin_through_a_real_pipe(music, tmp_path):
     (rec,) = _lines(proc.stdout.decode())
     assert rec["path"] == str(music / "two.flac") and Path(rec["npz"]).exists()
     assert b"1 analysed" in proc.stderr
+
+
+def test_ctrl_c_stops_the_workers_and_leaves_nothing_partial(tmp_path):
+    import os
+    import signal
+    import time
+
+    import psutil
+
+    for i in range(2):
+        write_click(tmp_path / "music" / f"long{i}.wav", seconds=90.0)
+    out = tmp_path / "features"
+    proc = subprocess.Popen([*MMX, "features", str(tmp_path / "music"), "-o", str(out), "--jobs", "2"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 120
+        workers: list = []
+        while time.monotonic() < deadline and len(workers) < 2 and proc.poll() is None:
+            workers = psutil.Process(proc.pid).children()
+            time.sleep(0.2)
+        assert len(workers) == 2, "the worker pool did not start"
+        os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does: the whole foreground group
+        _, stderr = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130
+    assert b"Traceback" not in stderr
+    psutil.wait_procs(workers, timeout=10)
+    assert not any(w.is_running() and w.status() != psutil.STATUS_ZOMBIE for w in workers)
+    # no artifact under its final name unless whole
+    for npz in out.glob("*.npz") if out.exists() else []:
+        read_features(npz)
