@@ -349,7 +349,8 @@ class Server:
         resp = web.StreamResponse(headers={"Content-Type": "application/x-ndjson", "Cache-Control": "no-cache"})
         try:
             await resp.prepare(request)
-            last = self.hub.seq if since is None else since
+            # a since beyond the newest seq (a reader of an older data directory) starts now
+            last = self.hub.seq if since is None else min(since, self.hub.seq)
             if since is not None:
                 last = await self._write_events(resp, self.hub.history(since, type_filter), last)
             while sub is not None and not self.closing.is_set():
