@@ -87,7 +87,7 @@ def test_bad_lines_are_warned_with_line_numbers_and_exit_65(tmp_path):
     result = runner().invoke(app, ["pair", str(inv), "-o", str(tmp_path / "ds")])
     assert result.exit_code == 65
     err = result.stderr
-    assert "warning: line 1: not JSON" in err
+    assert f"warning: {inv}: line 1: not JSON" in err
     assert "line 5: pose.sample joints must map joint names to [x, y, confidence] numbers" in err
     assert f"session lost (events line 2) cued track {'a' * 64} but no features exist for it" in err
     assert "Error: 3 input problem(s), reported above; the rest was paired into" in err

@@ -301,7 +301,7 @@ def test_bad_inputs_are_reported_with_line_numbers_and_the_rest_is_paired(tmp_pa
                           extra_lines=[(1, b"[1, 2]")])  # fmt: skip
     summary, problems = run_pair(inv, tmp_path / "ds", cue_file=cues)
     text = "\n".join(problems)
-    assert "line 2: not an inventory object" in text
+    assert f"{inv}: line 2: not an inventory object" in text
     assert f"{good / 'events.jsonl'}: line 4: pose.sample needs a string 'camera' and a number 't'" in text
     assert f"{good / 'events.jsonl'}: line 6: not JSON" in text
     assert f"{pose}: line 5: a pose line needs a number 't' (seconds)" in text
@@ -449,3 +449,19 @@ def test_hashed_lines_numbers_lines_like_iter_lines(chunk):
     want = [(n, None if line is None else line.rstrip(b"\n")) for n, line in iter_lines(io.BytesIO(data), max_line_bytes=30)]
     assert got == want == [(1, b'{"a":1}\r'), (4, None), (5, b'{"b":2}'), (6, b"y" * 25), (7, None)]
     assert digest.hexdigest() == hashlib.sha256(data).hexdigest()
+
+
+def test_an_interrupted_run_keeps_the_previous_dataset_whole(tmp_path):
+    inv = many_sessions(tmp_path, 3)
+    run_pair(inv, tmp_path / "ds", seed=0)
+    before = {p.relative_to(tmp_path / "ds"): p.read_bytes() for p in (tmp_path / "ds").rglob("*") if p.is_file()}
+
+    def interrupt(done, total, label):
+        if done == 2:
+            raise KeyboardInterrupt
+
+    with open(inv, "rb") as fp, pytest.raises(KeyboardInterrupt):
+        pair_dataset(fp, tmp_path / "ds", params=PairParams(seed=1), inventory_name=str(inv), on_progress=interrupt)
+    after = {p.relative_to(tmp_path / "ds"): p.read_bytes() for p in (tmp_path / "ds").rglob("*") if p.is_file()}
+    assert after == before
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".ds")) == []

@@ -953,138 +953,124 @@ ASSUMPTIONS = [
 ]
 
 
-def pair_dataset(
-    inventory: IO[bytes] | BinaryIO,
-    out_dir: Path,
-    *,
-    params: PairParams,
-    inventory_name: str = "-",
-    inventory_base: Path | None = None,
-    cue_file: Path | None = None,
-    on_problem: ProblemHandler | None = None,
-    on_progress: ProgressHandler | None = None,
-) -> dict[str, Any]:
-    """Build the paired dataset in ``out_dir`` from an inventory stream.
+class _Pairing:
+    """One run of `pair_dataset`: the state shared while sessions stream through."""
 
-    Bad input (malformed lines, missing features, unreadable files) is reported through
-    ``on_problem`` and skipped; the rest is processed. ``on_progress(done, total, label)``
-    is called once per session. Returns the summary: ``dir``, ``windows`` per split,
-    ``dropped``, ``problems``, ``manifest_hash``, ``params_hash``.
-    Raises ValueError for bad parameters, IOFailure when ``out_dir`` cannot be written or
-    exists and is not a dataset.
-    """
-    params.check()
-    problems: list[str] = []
+    def __init__(self, params: PairParams, inv: Inventory, tmp: Path, problem: ProblemHandler,
+                 split_of: dict[str, str]) -> None:  # fmt: skip
+        self.params = params
+        self.inv = inv
+        self.tmp = tmp
+        self.problem = problem
+        self.split_of = split_of
+        self.stats = _Stats()
+        self.skipped: list[dict[str, Any]] = []
+        self.inputs_sessions: list[dict[str, Any]] = []
+        self.inputs_pose: list[dict[str, Any]] = []
+        self.tracks_used: dict[str, dict[str, Any]] = {}
+        self.cache: OrderedDict[Path, Track] = OrderedDict()  # the last two tracks used
+        self.geometry: dict[str, Any] = {}  # sr, hop_length, fps, window_frames, n_audio, columns
+        self.samples_fp = open(tmp / "samples.jsonl", "wb")
+        self.writer: ShardWriter | None = None
 
-    def problem(exc: DataError) -> None:
-        problems.append(exc.message)
-        if on_problem is not None:
-            on_problem(exc)
+    # -- inputs -------------------------------------------------------------------------
 
-    out_dir = Path(out_dir)
-    if out_dir.exists() and (not out_dir.is_dir() or (any(out_dir.iterdir()) and not (out_dir / "manifest.json").exists())):
-        raise IOFailure(f"{out_dir} exists and is not an mmx dataset; refusing to overwrite it",
-                        hint="choose another -o directory or remove it")  # fmt: skip
-    base = inventory_base or (Path(inventory_name).parent if inventory_name != "-" else Path.cwd())
-    inv = read_inventory(inventory, base=base.absolute(), on_problem=problem)
+    def split_for(self, group: str) -> str:
+        if group not in self.split_of:  # a group the plan did not know (cue missing from the inventory)
+            self.split_of[group] = hash_split(group, self.params.split, self.params.seed)
+        return self.split_of[group]
 
-    # jobs: sessions from the inventory, pose files from the cue file
-    jobs: dict[str, _Job] = {}
-    for item in sorted(inv.sessions, key=lambda it: it["path"]):
-        job = _session_job(item)
-        if job.id in jobs:
-            problem(DataError(f"{inventory_name}: line {job.line}: session {job.id} listed twice "
-                              f"({jobs[job.id].path} and {job.path}); keeping the first"))  # fmt: skip
-            continue
-        jobs[job.id] = job
-    cue_sha = None
-    if cue_file is not None:
-        pose_cues, cue_sha = read_cue_file(cue_file, on_problem=problem)
-        for pose_path, cues in sorted(pose_cues.items()):
-            item = inv.pose_files.get(str(pose_path), {})
-            sha = item.get("sha256") if isinstance(item.get("sha256"), str) else _file_sha256(pose_path)
-            jid = f"pose:{pose_path.stem.removesuffix('.pose')}:{(sha or 'missing')[:8]}"
-            jobs[jid] = _Job(id=jid, kind="pose", path=pose_path, planned_tracks=[c.track for c in cues],
-                             pose_cues=cues)  # fmt: skip
-    ordered = [jobs[k] for k in sorted(jobs)]
-
-    # split planning: whole groups, known up front
-    if params.split_by == "session":
-        groups = [j.id for j in ordered if j.planned_tracks is None or any(t in inv.features for t in j.planned_tracks)]
-    else:
-        groups = sorted({t for j in ordered for t in (j.planned_tracks or []) if t in inv.features})
-    split_of = assign_splits(groups, params.split, params.seed)
-
-    def split_for(group: str) -> str:
-        if group not in split_of:
-            split_of[group] = hash_split(group, params.split, params.seed)
-        return split_of[group]
-
-    tmp = out_dir.parent / f".{out_dir.name}.partial-{os.getpid()}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    try:
-        (tmp / "shards").mkdir(parents=True)
-        (tmp / "splits").mkdir()
-    except OSError as exc:
-        raise IOFailure(f"cannot create {tmp}: {exc.strerror}") from None
-
-    stats = _Stats()
-    skipped: list[dict[str, Any]] = []
-    inputs_sessions: list[dict[str, Any]] = []
-    inputs_pose: list[dict[str, Any]] = []
-    tracks_used: dict[str, dict[str, Any]] = {}
-    cache: OrderedDict[Path, Track] = OrderedDict()
-    geometry: dict[str, Any] = {}
-    writer: ShardWriter | None = None
-    samples_fp = open(tmp / "samples.jsonl", "wb")
-
-    def get_track(sha: str, where: str) -> Track | None:
-        paths = inv.features.get(sha)
+    def track(self, sha: str, where: str) -> Track:
+        """The feature artifact of a cued track. Raises DataError / InputMissingError / IOFailure."""
+        paths = self.inv.features.get(sha)
         if not paths:
             raise DataError(f"{where} cued track {sha} but no features exist for it",
                             hint="run `mmx features` on the track's audio and `mmx discover` again")  # fmt: skip
         path = paths[0]
-        track = cache.get(path)
+        track = self.cache.get(path)
         if track is None:
-            track = load_track(path, params.audio_features)
-            cache[path] = track
-            while len(cache) > 2:
-                cache.popitem(last=False)
+            track = load_track(path, self.params.audio_features)
+            self.cache[path] = track
+            while len(self.cache) > 2:
+                self.cache.popitem(last=False)
         else:
-            cache.move_to_end(path)
-        if not geometry:
+            self.cache.move_to_end(path)
+        geo = self.geometry
+        if not geo:
             fps = track.sr / track.hop_length
-            geometry.update(sr=track.sr, hop_length=track.hop_length, fps=fps,
-                            window_frames=int(round(params.window_s * fps)),
-                            n_audio=track.audio.shape[1], columns=audio_columns(track.widths, params.audio_features))  # fmt: skip
-        elif (track.sr, track.hop_length) != (geometry["sr"], geometry["hop_length"]):
+            geo.update(sr=track.sr, hop_length=track.hop_length, fps=fps,
+                       window_frames=int(round(self.params.window_s * fps)), n_audio=track.audio.shape[1],
+                       columns=audio_columns(track.widths, self.params.audio_features))  # fmt: skip
+        elif (track.sr, track.hop_length) != (geo["sr"], geo["hop_length"]):
             raise DataError(f"{path}: sr {track.sr} / hop_length {track.hop_length} differ from the dataset's "
-                            f"{geometry['sr']} / {geometry['hop_length']}")  # fmt: skip
-        elif track.audio.shape[1] != geometry["n_audio"]:
-            raise DataError(f"{path}: {track.audio.shape[1]} audio columns, the dataset has {geometry['n_audio']}")
-        tracks_used.setdefault(sha, {"track": sha, "path": str(path), "sha256": track.npz_sha256,
-                                     "versions": track.versions})  # fmt: skip
+                            f"{geo['sr']} / {geo['hop_length']}")  # fmt: skip
+        elif track.audio.shape[1] != geo["n_audio"]:
+            raise DataError(f"{path}: {track.audio.shape[1]} audio columns, the dataset has {geo['n_audio']}")
+        self.tracks_used.setdefault(sha, {"track": sha, "path": str(path), "sha256": track.npz_sha256,
+                                          "versions": track.versions})  # fmt: skip
         return track
 
-    def ensure_writer() -> ShardWriter:
-        nonlocal writer
-        if writer is None:
-            t = geometry["window_frames"]
+    def load_job(self, job: _Job) -> tuple[dict[str, PoseStream], list[Cue], str]:
+        """Read one session's events (or one pose file): (pose per camera, cues, label)."""
+        if job.kind == "session":
+            assert job.events is not None and job.session_json is not None
+            data = read_session_events(job.events, on_problem=self.problem)
+            self.inputs_sessions.append({
+                "session": job.id, "dir": str(job.path),
+                "session_json": {"path": str(job.session_json), "sha256": _file_sha256(job.session_json)},
+                "events": {"path": str(job.events), "sha256": data.events_sha256},
+            })  # fmt: skip
+            return data.cameras, data.cues, f"session {job.id}"
+        stream, header, sha = read_pose_file(job.path, on_problem=self.problem)
+        self.inputs_pose.append({"session": job.id, "path": str(job.path), "sha256": sha})
+        source = header.get("source") if isinstance(header.get("source"), str) else None
+        fps = header.get("fps") if type(header.get("fps")) in (float, int) and header["fps"] > 0 else None
+        end = float(stream.t[-1]) + (1.0 / fps if fps else 0.0) if stream.t.size else 0.0
+        cues = [Cue(c.track, 0.0, c.offset_s, c.line, c.title, ends_at=end) for c in job.pose_cues]
+        return {Path(source).stem if source else "pose": stream}, cues, f"pose file {job.path}"
+
+    def run_job(self, job: _Job) -> None:
+        try:
+            cameras, cues, where = self.load_job(job)
+        except (InputMissingError, IOFailure, DataError) as exc:
+            self.problem(DataError(f"{job.kind} {job.id}: {exc.message}"))
+            self.skipped.append({"session": job.id, "track": None, "reason": exc.message})
+            return
+        for cue in cues:
+            loc = f"{where} ({'cue file' if job.kind == 'pose' else 'events'} line {cue.line})"
+            try:
+                track = self.track(cue.track, loc)
+            except (DataError, InputMissingError, IOFailure) as exc:
+                self.problem(exc if isinstance(exc, DataError) else DataError(exc.message))
+                self.skipped.append({"session": job.id, "track": cue.track, "reason": exc.message})
+                continue
+            if cue.ends_at <= cue.started_at:
+                self.skipped.append({"session": job.id, "track": cue.track, "reason": "cue has an empty span"})
+                continue
+            for camera, stream in cameras.items():
+                self.pair_cue(job, camera, stream, cue, track)
+
+    # -- pairing ------------------------------------------------------------------------
+
+    def ensure_writer(self) -> ShardWriter:
+        if self.writer is None:
+            t, geo = self.geometry["window_frames"], self.geometry
             shapes = {
-                "audio": ((t, geometry["n_audio"]), np.float32),
+                "audio": ((t, geo["n_audio"]), np.float32),
                 "pose": ((t, N_JOINTS, 3), np.float32),
                 "dynamics": ((t, 2 * N_JOINTS + 1), np.float32),
                 "observed": ((t,), np.bool_),
                 "beat": ((t,), np.float32),
             }
-            writer = ShardWriter(tmp, params.shard_size, shapes, samples_fp)
-        return writer
+            self.writer = ShardWriter(self.tmp, self.params.shard_size, shapes, self.samples_fp)
+        return self.writer
 
-    def pair_stretch(job: _Job, camera: str, stream: PoseStream, cue: Cue, track: Track) -> None:
-        fps = geometry["fps"]
-        big_t = geometry["window_frames"]
-        shift = -cue.started_at + cue.offset_s + params.clock_offset_s
+    def pair_cue(self, job: _Job, camera: str, stream: PoseStream, cue: Cue, track: Track) -> None:
+        """Cut the windows of one camera × cue and hand them to the shard writer."""
+        params, stats = self.params, self.stats
+        fps = self.geometry["fps"]
+        big_t = self.geometry["window_frames"]
+        shift = -cue.started_at + cue.offset_s + params.clock_offset_s  # wall time → track time
         lo = cue.offset_s + params.clock_offset_s
         hi = min(track.n_frames / fps, cue.ends_at + shift)
         f_lo = max(0, math.ceil(lo * fps - 1e-9))
@@ -1108,8 +1094,8 @@ def pair_dataset(
         beat[bf] = 1.0
         kin_vel = np.zeros(n)  # mean joint speed, for the Beat Alignment Score
         cum_obs = np.concatenate([[0], np.cumsum(observed, dtype=np.int64)])
-        split = split_for(job.id if params.split_by == "session" else cue.track)
-        w = ensure_writer()
+        split = self.split_for(job.id if params.split_by == "session" else cue.track)
+        writer = self.ensure_writer()
         offsets = np.arange(big_t)
         title = cue.title or track.title
         # full pose and dynamics per chunk of windows, so memory does not grow with the cue's
@@ -1162,7 +1148,7 @@ def pair_dataset(
                 })  # fmt: skip
             sources = {"audio": (track.audio, idx + f_lo), "pose": (pose32, idx - m_lo), "dynamics": (dyn, idx - m_lo),
                        "observed": (observed, idx), "beat": (beat, idx)}  # fmt: skip
-            w.add(split, sources, rows, finish=normalise)
+            writer.add(split, sources, rows, finish=normalise)
             stats.windows[split] += st.size
             stats.sessions[split].add(job.id)
             stats.tracks[split].add(cue.track)
@@ -1177,122 +1163,161 @@ def pair_dataset(
             stats.bas_fact[split].append(bas.beat_alignment_score(
                 music / fps, mb / fps, sigma_s=params.bas_sigma_s, direction=bas.MOTION_TO_MUSIC))
 
-    total = len(ordered)
-    for done, job in enumerate(ordered):
-        if on_progress is not None:
-            on_progress(done, total, job.id)
-        try:
-            if job.kind == "session":
-                assert job.events is not None and job.session_json is not None
-                data = read_session_events(job.events, on_problem=problem)
-                inputs_sessions.append({
-                    "session": job.id, "dir": str(job.path),
-                    "session_json": {"path": str(job.session_json), "sha256": _file_sha256(job.session_json)},
-                    "events": {"path": str(job.events), "sha256": data.events_sha256},
-                })  # fmt: skip
-                cameras, cues, where = data.cameras, data.cues, f"session {job.id}"
-            else:
-                stream, header, sha = read_pose_file(job.path, on_problem=problem)
-                inputs_pose.append({"session": job.id, "path": str(job.path), "sha256": sha})
-                source = header.get("source") if isinstance(header.get("source"), str) else None
-                camera = Path(source).stem if source else "pose"
-                cameras = {camera: stream}
-                fps_pose = header.get("fps") if type(header.get("fps")) in (float, int) and header["fps"] > 0 else None
-                end = float(stream.t[-1]) + (1.0 / fps_pose if fps_pose else 0.0) if stream.t.size else 0.0
-                cues = [Cue(c.track, 0.0, c.offset_s, c.line, c.title) for c in job.pose_cues]
-                for c in cues:
-                    c.ends_at = end
-                where = f"pose file {job.path}"
-        except (InputMissingError, IOFailure, DataError) as exc:
-            problem(DataError(f"{job.kind} {job.id}: {exc.message}"))
-            skipped.append({"session": job.id, "track": None, "reason": exc.message})
+    # -- output -------------------------------------------------------------------------
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+        self.samples_fp.close()
+
+    def finish(self, *, inventory: dict[str, Any], cues: dict[str, Any] | None, n_problems: int) -> dict[str, Any]:
+        """Write splits/*.txt and manifest.json into the temporary directory; returns the manifest."""
+        params, stats, geo = self.params, self.stats, self.geometry
+        self.close()
+        used = {s: sorted(stats.sessions[s] if params.split_by == "session" else stats.tracks[s]) for s in SPLITS}
+        for s in SPLITS:
+            (self.tmp / "splits" / f"{s}.txt").write_text("".join(f"{g}\n" for g in used[s]))
+        t = geo.get("window_frames")
+        manifest: dict[str, Any] = {
+            "format": FORMAT_NAME,
+            "format_version": FORMAT_VERSION,
+            "params": params.as_dict(),
+            "params_hash": _hash(params.as_dict()),
+            "frames": {"sr": geo.get("sr"), "hop_length": geo.get("hop_length"), "fps": geo.get("fps"),
+                       "window_frames": t},
+            "arrays": {
+                "audio": {"shape": ["N", t, geo.get("n_audio")], "dtype": "float32", "columns": geo.get("columns", [])},
+                "pose": {"shape": ["N", t, N_JOINTS, 3], "dtype": "float32", "joints": list(JOINT_NAMES),
+                         "channels": ["x", "y", "confidence"],
+                         "units": "normalized image coordinates, origin top-left; zeros where unobserved"},
+                "dynamics": {"shape": ["N", t, 2 * N_JOINTS + 1], "dtype": "float32",
+                             "columns": [f"speed[{j}]" for j in JOINT_NAMES] + [f"accel[{j}]" for j in JOINT_NAMES]
+                             + ["kinetic_energy"],
+                             "units": "speed in torso lengths/s, accel in torso lengths/s^2, kinetic_energy = "
+                                      "0.5 * mean over joints of speed^2 (torso lengths^2/s^2); zeros where unobserved"},
+                "observed": {"shape": ["N", t], "dtype": "bool"},
+                "beat": {"shape": ["N", t], "dtype": "float32", "units": "1.0 at the artifact's beat_frames, else 0.0"},
+            },
+            "inputs": {
+                "inventory": inventory,
+                "cues": cues,
+                "sessions": self.inputs_sessions,
+                "pose_files": self.inputs_pose,
+                "features": [self.tracks_used[k] for k in sorted(self.tracks_used)],
+            },
+            "versions": {"mmx": __version__, "numpy": np.__version__, "python": platform.python_version()},
+            "counts": {"windows": dict(stats.windows), "shards": sorted(self.writer.shards) if self.writer else []},
+            "dropped": {"total": sum(stats.dropped.values()), "reasons": dict(stats.dropped)},
+            "skipped": self.skipped,
+            "problems": n_problems,
+            "splits": {"by": params.split_by, "seed": params.seed, "fractions": list(params.split), "groups": used},
+            "stats": stats.summary(),
+            "beat_alignment": {
+                "definition": "motion beats = strict local minima of the mean joint speed (kinetic velocity) after "
+                              "Gaussian smoothing with sigma smooth_sigma_s; beat_alignment_score = mean over music "
+                              "beats (observed frames) of exp(-d^2 / (2 sigma_s^2)), d the distance in seconds to the "
+                              "nearest motion beat (Bailando/EDGE); beat_alignment_score_fact averages over motion "
+                              "beats instead (FACT's alignment_score); each cue x camera is one sequence, scores are "
+                              "means over sequences",
+                "sigma_s": params.bas_sigma_s,
+                "smooth_sigma_s": params.bas_smooth_s,
+            },
+            "assumptions": ASSUMPTIONS,
+        }  # fmt: skip
+        manifest["manifest_hash"] = _hash(manifest)
+        (self.tmp / "manifest.json").write_bytes(orjson.dumps(manifest, option=orjson.OPT_INDENT_2) + b"\n")
+        return manifest
+
+
+def _plan_jobs(inv: Inventory, cue_file: Path | None, inventory_name: str,
+               problem: ProblemHandler) -> tuple[list[_Job], str | None]:  # fmt: skip
+    """Sessions from the inventory and pose files from the cue file, sorted by id."""
+    jobs: dict[str, _Job] = {}
+    for item in sorted(inv.sessions, key=lambda it: it["path"]):
+        job = _session_job(item)
+        if job.id in jobs:
+            problem(DataError(f"{inventory_name}: line {job.line}: session {job.id} listed twice "
+                              f"({jobs[job.id].path} and {job.path}); keeping the first"))  # fmt: skip
             continue
-        for cue in cues:
-            loc = f"{where} ({'cue file' if job.kind == 'pose' else 'events'} line {cue.line})"
-            try:
-                track = get_track(cue.track, loc)
-            except (DataError, InputMissingError, IOFailure) as exc:
-                problem(exc if isinstance(exc, DataError) else DataError(exc.message))
-                skipped.append({"session": job.id, "track": cue.track, "reason": exc.message})
-                continue
-            if cue.ends_at <= cue.started_at:
-                skipped.append({"session": job.id, "track": cue.track, "reason": "cue has an empty span"})
-                continue
-            for camera, stream in cameras.items():
-                pair_stretch(job, camera, stream, cue, track)
-        del cameras
-    if on_progress is not None:
-        on_progress(total, total, "")
-    if writer is not None:
-        writer.close()
-    samples_fp.close()
+        jobs[job.id] = job
+    cue_sha = None
+    if cue_file is not None:
+        pose_cues, cue_sha = read_cue_file(cue_file, on_problem=problem)
+        for pose_path, cues in sorted(pose_cues.items()):
+            item = inv.pose_files.get(str(pose_path), {})
+            sha = item.get("sha256") if isinstance(item.get("sha256"), str) else _file_sha256(pose_path)
+            jid = f"pose:{pose_path.stem.removesuffix('.pose')}:{(sha or 'missing')[:8]}"
+            jobs[jid] = _Job(id=jid, kind="pose", path=pose_path, planned_tracks=[c.track for c in cues],
+                             pose_cues=cues)  # fmt: skip
+    return [jobs[k] for k in sorted(jobs)], cue_sha
 
-    # splits/*.txt: the groups of each split that made it into the dataset
-    used_groups = {s: sorted(stats.sessions[s] if params.split_by == "session" else stats.tracks[s]) for s in SPLITS}
-    for s in SPLITS:
-        (tmp / "splits" / f"{s}.txt").write_text("".join(f"{g}\n" for g in used_groups[s]))
 
-    t_frames = geometry.get("window_frames")
-    manifest: dict[str, Any] = {
-        "format": FORMAT_NAME,
-        "format_version": FORMAT_VERSION,
-        "params": params.as_dict(),
-        "params_hash": _hash(params.as_dict()),
-        "frames": {
-            "sr": geometry.get("sr"),
-            "hop_length": geometry.get("hop_length"),
-            "fps": geometry.get("fps"),
-            "window_frames": t_frames,
-        },
-        "arrays": {
-            "audio": {"shape": ["N", t_frames, geometry.get("n_audio")], "dtype": "float32",
-                      "columns": geometry.get("columns", [])},
-            "pose": {"shape": ["N", t_frames, N_JOINTS, 3], "dtype": "float32", "joints": list(JOINT_NAMES),
-                     "channels": ["x", "y", "confidence"],
-                     "units": "normalized image coordinates, origin top-left; zeros where unobserved"},
-            "dynamics": {"shape": ["N", t_frames, 2 * N_JOINTS + 1], "dtype": "float32",
-                         "columns": [f"speed[{j}]" for j in JOINT_NAMES] + [f"accel[{j}]" for j in JOINT_NAMES]
-                         + ["kinetic_energy"],
-                         "units": "speed in torso lengths/s, accel in torso lengths/s^2, kinetic_energy = "
-                                  "0.5 * mean over joints of speed^2 (torso lengths^2/s^2); zeros where unobserved"},
-            "observed": {"shape": ["N", t_frames], "dtype": "bool"},
-            "beat": {"shape": ["N", t_frames], "dtype": "float32",
-                     "units": "1.0 at the artifact's beat_frames, else 0.0"},
-        },  # fmt: skip
-        "inputs": {
-            "inventory": {"path": inventory_name, "sha256": inv.sha256},
-            "cues": {"path": str(cue_file), "sha256": cue_sha} if cue_file is not None else None,
-            "sessions": inputs_sessions,
-            "pose_files": inputs_pose,
-            "features": [tracks_used[k] for k in sorted(tracks_used)],
-        },
-        "versions": {"mmx": __version__, "numpy": np.__version__, "python": platform.python_version()},
-        "counts": {
-            "windows": dict(stats.windows),
-            "shards": sorted(writer.shards) if writer is not None else [],
-        },
-        "dropped": {"total": sum(stats.dropped.values()), "reasons": dict(stats.dropped)},
-        "skipped": skipped,
-        "problems": len(problems),
-        "splits": {"by": params.split_by, "seed": params.seed, "fractions": list(params.split),
-                   "groups": used_groups},  # fmt: skip
-        "stats": stats.summary(),
-        "beat_alignment": {
-            "definition": "motion beats = strict local minima of the mean joint speed (kinetic velocity) after "
-                          "Gaussian smoothing with sigma smooth_sigma_s; beat_alignment_score = mean over music beats "
-                          "(observed frames) of exp(-d^2 / (2 sigma_s^2)), d the distance in seconds to the nearest "
-                          "motion beat (Bailando/EDGE); beat_alignment_score_fact averages over motion beats instead "
-                          "(FACT's alignment_score); each cue x camera is one sequence, scores are means over sequences",
-            "sigma_s": params.bas_sigma_s,
-            "smooth_sigma_s": params.bas_smooth_s,
-        },  # fmt: skip
-        "assumptions": ASSUMPTIONS,
-    }
-    manifest["manifest_hash"] = _hash(manifest)
-    (tmp / "manifest.json").write_bytes(orjson.dumps(manifest, option=orjson.OPT_INDENT_2) + b"\n")
+def pair_dataset(
+    inventory: IO[bytes] | BinaryIO,
+    out_dir: Path,
+    *,
+    params: PairParams,
+    inventory_name: str = "-",
+    inventory_base: Path | None = None,
+    cue_file: Path | None = None,
+    on_problem: ProblemHandler | None = None,
+    on_progress: ProgressHandler | None = None,
+) -> dict[str, Any]:
+    """Build the paired dataset in ``out_dir`` from an inventory stream.
 
-    # swap into place: the old dataset stays whole until the new one is complete
+    Bad input (malformed lines, missing features, unreadable files) is reported through
+    ``on_problem`` and skipped; the rest is processed. ``on_progress(done, total, label)``
+    is called once per session. The dataset is built in a sibling temporary directory and
+    renamed into place at the end; a previous dataset in ``out_dir`` stays whole until then.
+    Returns the summary: ``dir``, ``windows`` per split, ``dropped``, ``problems``,
+    ``manifest_hash``, ``params_hash``, ``beat_alignment_score``.
+    Raises ValueError for bad parameters, IOFailure when ``out_dir`` cannot be written or
+    exists and is not a dataset.
+    """
+    params.check()
+    problems: list[str] = []
+
+    def problem(exc: DataError) -> None:
+        problems.append(exc.message)
+        if on_problem is not None:
+            on_problem(exc)
+
+    out_dir = Path(out_dir)
+    if out_dir.exists() and (not out_dir.is_dir() or (any(out_dir.iterdir()) and not (out_dir / "manifest.json").exists())):
+        raise IOFailure(f"{out_dir} exists and is not an mmx dataset; refusing to overwrite it",
+                        hint="choose another -o directory or remove it")  # fmt: skip
+    base = inventory_base or (Path(inventory_name).parent if inventory_name != "-" else Path.cwd())
+    inv = read_inventory(inventory, base=base.absolute(), on_problem=problem if inventory_name == "-" else
+                         lambda exc: problem(DataError(f"{inventory_name}: {exc.message}", hint=exc.hint)))  # fmt: skip
+    jobs, cue_sha = _plan_jobs(inv, cue_file, inventory_name, problem)
+
+    # split planning: whole groups, known up front
+    if params.split_by == "session":
+        groups = [j.id for j in jobs if j.planned_tracks is None or any(t in inv.features for t in j.planned_tracks)]
+    else:
+        groups = sorted({t for j in jobs for t in (j.planned_tracks or []) if t in inv.features})
+    split_of = assign_splits(groups, params.split, params.seed)
+
+    tmp = out_dir.parent / f".{out_dir.name}.partial-{os.getpid()}"
     try:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        (tmp / "shards").mkdir(parents=True)
+        (tmp / "splits").mkdir()
+    except OSError as exc:
+        raise IOFailure(f"cannot create {tmp}: {exc.strerror}") from None
+    run = _Pairing(params, inv, tmp, problem, split_of)
+    try:
+        for done, job in enumerate(jobs):
+            if on_progress is not None:
+                on_progress(done, len(jobs), job.id)
+            run.run_job(job)
+        if on_progress is not None:
+            on_progress(len(jobs), len(jobs), "")
+        manifest = run.finish(inventory={"path": inventory_name, "sha256": inv.sha256},
+                              cues={"path": str(cue_file), "sha256": cue_sha} if cue_file is not None else None,
+                              n_problems=len(problems))  # fmt: skip
+        # swap into place: the old dataset stays whole until the new one is complete
         if out_dir.exists():
             old = out_dir.parent / f".{out_dir.name}.old-{os.getpid()}"
             out_dir.rename(old)
@@ -1301,12 +1326,17 @@ def pair_dataset(
         else:
             tmp.rename(out_dir)
     except OSError as exc:
-        raise IOFailure(f"cannot move the dataset into {out_dir}: {exc.strerror}") from None
-
+        run.close()
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise IOFailure(f"cannot write the dataset {out_dir}: {exc.strerror or exc}") from None
+    except BaseException:
+        run.close()
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     return {
         "dir": str(out_dir),
-        "windows": dict(stats.windows),
-        "dropped": dict(stats.dropped),
+        "windows": dict(run.stats.windows),
+        "dropped": dict(run.stats.dropped),
         "problems": len(problems),
         "manifest_hash": manifest["manifest_hash"],
         "params_hash": manifest["params_hash"],
