@@ -57,7 +57,7 @@ import orjson
 from mmx import __version__
 from mmx.dataset import bas
 from mmx.errors import DataError, InputMissingError, IOFailure
-from mmx.events import JOINT_NAMES, MAX_LINE_BYTES, iter_lines
+from mmx.events import JOINT_NAMES, MAX_LINE_BYTES
 
 SPLITS = ("train", "val", "test")
 N_JOINTS = len(JOINT_NAMES)
@@ -215,7 +215,6 @@ class Inventory:
     features: dict[str, list[Path]] = field(default_factory=dict)  # audio sha256 → artifacts
     sessions: list[dict[str, Any]] = field(default_factory=list)
     pose_files: dict[str, dict[str, Any]] = field(default_factory=dict)  # resolved path → item
-    lines: int = 0
 
 
 def read_inventory(fp: IO[bytes], *, base: Path, on_problem: ProblemHandler) -> Inventory:
@@ -227,7 +226,6 @@ def read_inventory(fp: IO[bytes], *, base: Path, on_problem: ProblemHandler) -> 
     inv = Inventory()
     digest = hashlib.sha256()
     for line_no, line in _hashed_lines(fp, digest):
-        inv.lines = line_no
         if line is None:
             on_problem(DataError(f"line {line_no}: line too long"))
             continue
@@ -894,7 +892,6 @@ class _Stats:
 
     def __init__(self) -> None:
         self.windows = {s: 0 for s in SPLITS}
-        self.groups: dict[str, set[str]] = {s: set() for s in SPLITS}
         self.sessions: dict[str, set[str]] = {s: set() for s in SPLITS}
         self.tracks: dict[str, set[str]] = {s: set() for s in SPLITS}
         self.observed_sum = {s: 0.0 for s in SPLITS}
@@ -1343,10 +1340,3 @@ def pair_dataset(
         "beat_alignment_score": manifest["stats"]["all"]["beat_alignment_score"],
     }
 
-
-def iter_samples(path: Path) -> Iterator[dict[str, Any]]:
-    """Rows of a dataset's ``samples.jsonl``, lazily."""
-    with open(path, "rb") as fp:
-        for _, line in iter_lines(fp):
-            if line is not None:
-                yield orjson.loads(line)
