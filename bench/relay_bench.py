@@ -4,7 +4,8 @@
     /work/venv/bin/python bench/relay_bench.py [--seconds 3] [--sizes 640x360,1280x720] [--viewers 1,2,4,8]
 
 Three processes share the machine: the relay (`mmx relay --events -`, its CPU measured with
-psutil), a publisher process (two test-pattern cameras, VP8 at 30 fps, aiortc's encoder) and
+psutil), a publisher process (two test-pattern cameras with a scrolling noise texture so
+frames are camera-sized, VP8 at 30 fps, encoded once per frame by the track) and
 this process (the hero viewers). Viewer 1 decodes every frame and reads the pixel timestamp
 (mmx.relay.pattern): latency = receive time − send time stamped by the publisher just before
 its encoder, so it covers publisher encode, network, relay decode/encode, viewer jitter buffer
@@ -60,7 +61,7 @@ def pct(values: list[float], q: float) -> float:
 
 # ------------------------------------------------------------------ publisher process
 async def publisher_main(base: str, width: int, height: int) -> None:
-    pubs = [await whip_publish(f"{base}/whip/cam-{i}", pattern_track(width, height, source=i, encoded=True), token=TOKEN)
+    pubs = [await whip_publish(f"{base}/whip/cam-{i}", pattern_track(width, height, source=i, encoded=True, detail=True), token=TOKEN)
             for i in (1, 2)]
     print("ready", flush=True)
     loop = asyncio.get_running_loop()
@@ -195,7 +196,8 @@ def main() -> None:
         width, height = map(int, args.size.split("x"))
         asyncio.run(publisher_main(args.publisher, width, height))
         return
-    print(f"# relay bench on {os.cpu_count()} cores; {args.seconds:g} s per configuration", flush=True)
+    print(f"# relay bench on {os.cpu_count()} cores; {args.seconds:g} s per configuration; "
+          f"load average {os.getloadavg()[0]:.1f} (figures need a quiet machine)", flush=True)
     all_results = []
     for size in args.sizes.split(","):
         width, height = map(int, size.split("x"))
@@ -206,6 +208,7 @@ def main() -> None:
     for r in all_results:
         print(f"{r['size']:>9} {r['viewers']:>7} {r['fps_min']:>7} {r['latency_p50_ms']:>7} {r['latency_p95_ms']:>7}"
               f" {r['relay_cpu_pct']:>11} {r['cut_gap_ms_max']!s:>16}")
+    print(f"# load average at the end {os.getloadavg()[0]:.1f}")
     for size in args.sizes.split(","):
         rows = {r["viewers"]: r for r in all_results if r["size"] == size}
         lo, hi = min(rows), max(rows)

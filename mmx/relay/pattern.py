@@ -102,11 +102,25 @@ def read_frame(frame: VideoFrame) -> Stamp | None:
     return read_stamp(frame_luma(frame))
 
 
-def make_frame(width: int, height: int, *, source: int, sent_ms: int | None = None, tick: int = 0) -> VideoFrame:
+_TEXTURES: dict[tuple[int, int], np.ndarray] = {}
+
+
+def _texture(width: int, height: int) -> np.ndarray:
+    key = (width, height)
+    if key not in _TEXTURES:
+        rng = np.random.default_rng(width * 7919 + height)
+        _TEXTURES[key] = rng.integers(40, 216, size=(height, width * 2), dtype=np.uint8)
+    return _TEXTURES[key]
+
+
+def make_frame(width: int, height: int, *, source: int, sent_ms: int | None = None, tick: int = 0,
+               detail: bool = False) -> VideoFrame:
     """A yuv420p test frame ``width`` × ``height`` with the pattern and a moving bar (so it is live video).
 
     ``sent_ms`` defaults to now. ``tick`` moves the bar; ``source`` also tints the background
-    so different sources look different to a person.
+    so different sources look different to a person. ``detail=True`` adds a scrolling noise
+    texture in the lower-left quarter so the encoder has real work and frames are camera-sized
+    (otherwise the picture compresses to a few hundred bytes).
     """
     if sent_ms is None:
         sent_ms = int(time.time() * 1000)
@@ -116,6 +130,10 @@ def make_frame(width: int, height: int, *, source: int, sent_ms: int | None = No
     bar_w = max(8, width // 16)
     x0 = (tick * max(2, width // 120)) % (width - bar_w)
     luma[height // 2:, x0:x0 + bar_w] = 220
+    if detail:
+        qh, qw = height // 2, width // 2
+        offset = (tick * 4) % qw
+        luma[qh:qh + qh, :qw] = _texture(qw, qh)[:, offset:offset + qw]
     draw_stamp(luma, source, sent_ms)
     chroma = yuv[height:]
     chroma[: height // 4] = 128  # U
@@ -124,7 +142,7 @@ def make_frame(width: int, height: int, *, source: int, sent_ms: int | None = No
 
 
 def pattern_track(width: int = 640, height: int = 360, *, source: int = 1, fps: float = 30.0,
-                  encoded: bool = False):
+                  encoded: bool = False, detail: bool = False):
     """An aiortc video track producing test-pattern frames ``width`` × ``height`` at ``fps``.
 
     Each frame is stamped with ``source`` and the Unix ms at which ``recv()`` returned it
@@ -132,7 +150,7 @@ def pattern_track(width: int = 640, height: int = 360, *, source: int = 1, fps: 
 
     ``encoded=True`` makes the track encode each frame itself (VP8, the relay's realtime
     settings) and hand aiortc's sender the `av.Packet` (its pre-encoded path, packetize only),
-    which is cheaper than aiortc's own encoder; call ``track.request_keyframe()`` on PLI (see
+    which is cheaper than aiortc's own encoder; ``detail`` as in `make_frame`; call ``track.request_keyframe()`` on PLI (see
     `mmx.relay.client.whip_publish`, which wires it). The sender must negotiate VP8.
     """
     import asyncio
@@ -166,7 +184,7 @@ def pattern_track(width: int = 640, height: int = 360, *, source: int = 1, fps: 
                 await asyncio.sleep(due - now)
             elif now - due > 0.5:  # fell far behind (a stalled loop): skip ahead, don't burst
                 self._start = now - self.frames_sent / fps
-            frame = make_frame(width, height, source=source, tick=self.frames_sent)
+            frame = make_frame(width, height, source=source, tick=self.frames_sent, detail=detail)
             # pts from a fixed origin and strictly increasing: encoders reject a step back
             self._pts = max(self._pts + 1, int((time.monotonic() - self._origin) * 90000))
             frame.pts = self._pts
