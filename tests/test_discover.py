@@ -31,6 +31,7 @@ def tree(tmp_path_factory) -> dict:
     (music / "mix.m3u").write_text(f"#EXTM3U\n#EXTINF:2,a\na.wav\nsub/c.flac\n{music / 'missing.mp3'}\nhttp://example.org/x.mp3\n")
     (music / "set.json").write_text(json.dumps({"tracks": [{"path": "b.ogg", "title": "b"}, {"path": "gone.wav"}]}))
     (music / "config.json").write_text(json.dumps({"volume": 3}))  # not a playlist: ignored
+    (music / "names.json").write_text(json.dumps(["alice", "bob"]))  # a list, but not of tracks
     features = root / "features"
     with FeatureRun([a, c], out_dir=features) as run:
         done = {Path(r.path).name: r for r in run}
@@ -117,7 +118,7 @@ def test_playlists(tree):
     js = lists["set.json"]
     assert js["format"] == "json" and [t["exists"] for t in js["tracks"]] == [True, False]
     assert js["missing"] == [f"playlist {music / 'set.json'} lists gone.wav which does not exist"]
-    assert "config.json" not in lists
+    assert "config.json" not in lists and "names.json" not in lists
 
 
 def test_session_capture_dir(tree):

@@ -262,7 +262,12 @@ def _m3u_tracks(path: Path) -> list[str]:
 
 
 def _json_tracks(path: Path, size: int) -> list[str] | None:
-    """Track locations of a JSON playlist, or None when the file is not one."""
+    """Track locations of a JSON playlist, or None when the file is not one.
+
+    A playlist is a non-empty list (or ``{"tracks" | "playlist" | "items": [...]}``) of
+    strings or of objects with ``path``/``file``/``location``/``src``/``url``, every one an
+    audio file name or a URL.
+    """
     if size > MAX_JSON_PLAYLIST_BYTES:
         return None
     try:
@@ -284,6 +289,10 @@ def _json_tracks(path: Path, size: int) -> list[str] | None:
             out.append(loc)
         else:
             return None
+    # a JSON list of anything else (names, settings) is not a playlist
+    if not all(urlparse(loc).scheme in ("http", "https", "file") or Path(loc).suffix.lower() in AUDIO_SUFFIXES
+               for loc in out):  # fmt: skip
+        return None
     return out
 
 
