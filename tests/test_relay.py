@@ -541,3 +541,36 @@ def test_hero_answers_vp8_when_the_viewer_prefers_h264_and_refuses_an_h264_only_
             await pub.close()
 
     run(main())
+
+
+def test_run_relay_reads_cuts_from_an_events_file_and_reports_bad_lines(tmp_path):
+    from mmx.errors import InputMissingError
+    from mmx.relay.server import run_relay
+
+    producer = Producer("operator")
+    path = tmp_path / "cuts.jsonl"
+    path.write_bytes(cut_line(producer, None, "cam-1") + b'{"broken": \n' + cut_line(producer, "cam-1", "cam-3"))
+    statuses: list[dict] = []
+    errors: list = []
+
+    async def main():
+        port = free_port()
+        stop = asyncio.Event()
+        task = asyncio.ensure_future(run_relay(server=None, port=port, token=TOKEN, events=str(path), stop=stop,
+                                               on_status=statuses.append, on_error=errors.append))
+        for _ in range(100):
+            if any(s["status"] == "listening" for s in statuses) and len([s for s in statuses if s["status"] == "cut"]) == 2:
+                break
+            await asyncio.sleep(0.05)
+        async with aiohttp.ClientSession() as http:
+            async with http.get(f"http://127.0.0.1:{port}/status?token={TOKEN}") as resp:
+                assert (await resp.json())["program"] == "cam-3"
+        stop.set()
+        await task
+        with pytest.raises(InputMissingError, match="cannot read .*nope.jsonl"):
+            await run_relay(server=None, port=free_port(), events=str(tmp_path / "nope.jsonl"))
+
+    run(main())
+    assert statuses[0] == {"status": "listening", "url": statuses[0]["url"]}
+    assert [s["to"] for s in statuses if s["status"] == "cut"] == ["cam-1", "cam-3"]
+    assert len(errors) == 1 and errors[0].message.startswith("line 2:")
