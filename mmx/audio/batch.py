@@ -17,7 +17,7 @@ import os
 import signal
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor, as_completed
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +45,6 @@ class FileResult:
     skipped: bool = False
     error: str | None = None
     exit_code: int = 0
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def to_record(self) -> dict[str, Any]:
         """The stdout record: path, npz, sha256, duration_s, tempo_bpm, beats, skipped."""
