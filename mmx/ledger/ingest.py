@@ -38,7 +38,7 @@ from mmx.ledger.store import (
     PushStats,
     event_row,
 )
-from mmx.ledger.projections import DIRECTOR_KINDS, Batch, director_fields, still_fields
+from mmx.ledger.projections import DIRECTOR_KINDS, STATE_SQL, Batch, director_fields, still_fields
 
 #: Bytes asked of the OS per read.
 CHUNK_BYTES = 1 << 20
@@ -247,6 +247,8 @@ class BatchReader:
                     director.append((len(rows), *director_fields(etype, data)))
                 elif etype == "still.captured":
                     stills.append((len(rows), *still_fields(data)))
+                elif etype in STATE_SQL and row[2] is not None:
+                    pending.state.append((len(rows), data))
                 if not rows:
                     deadline = monotonic() + self.interval_s
                 rows.append(row)

@@ -1,22 +1,38 @@
-"""The append-only projections, computed in Python from the already-decoded event.
+"""The production projections, computed in Python from the already-decoded events.
 
-The ledger has two kinds of projection (see `mmx.ledger.schema`):
+Four tables mirror the Convex production tables (see `mmx.ledger.schema`):
 
-- state projections (``production_sessions``, ``production_cameras``): a few rare event
-  types update one row each; SQL triggers do it, since they only fire for rows really
-  inserted;
-- append-only projections (``production_director_events``, ``production_stills``): one row
-  per event of a high-volume type (cuts, ghost proposals and decisions). Building their rows
-  here, from the dict orjson already decoded, costs a fraction of a trigger re-parsing the
-  raw JSON with ``json_extract`` for every cut; `Batch` carries them next to the event rows
-  and `Ledger.write_batch` inserts them in the same transaction, keyed by the event's
-  local seq, only for events that were new.
+- ``production_sessions`` and ``production_cameras`` — state: a few rare event types
+  (`STATE_SQL`) upsert one row each, in event order;
+- ``production_director_events`` and ``production_stills`` — append-only: one row per event
+  of a high-volume type (cuts, ghost proposals and decisions, holds, modes, markers,
+  stills).
+
+`Batch` carries, next to the ``events`` rows, what each projected event contributes, taken
+from the dict orjson already decoded (no re-parse of the raw JSON in SQL, no trigger run
+for every inserted row). `apply_projections` runs inside the transaction that inserted the
+events and only for the events that were new, so a duplicate id changes nothing. Sessions
+named by events before any ``session.started`` are created by `infer_sessions`, marked
+``inferred = 1``. `rebuild_projections` recomputes everything from the ``events`` table (a
+migration that adds or changes a projection calls it).
+
+Session semantics: ``session.started`` creates or resumes a ``photoshoot_performance``
+session with status ``active``; ``session.ended`` sets ``completed``, ``completed_at`` and the
+final state. Out-of-order arrival (two pushes racing) is handled by comparing event times:
+an end older than the latest start does not complete a resumed session, and a start older
+than the recorded end does not reopen it; a camera change older than the row's last update
+is not applied.
 """
 
 from __future__ import annotations
 
+import re
+import sqlite3
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
+
+import orjson
 
 #: Director-event types and their ``kind`` in production_director_events.
 DIRECTOR_KINDS: dict[str, str] = {
@@ -43,6 +59,113 @@ INSERT_STILL = (
     " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 
+#: The state projections: per event type one upsert, with ``:_session``, ``:_ts``,
+#: ``:_seq``, ``:_id``, ``:_src`` from the envelope, ``:<field>`` from ``data`` (objects and
+#: arrays as JSON text) and ``:data_json`` (the whole data object). Applied only to events
+#: that have a session.
+STATE_SQL: dict[str, str] = {
+    "session.started": """
+INSERT INTO production_sessions
+    (id, kind, status, inferred, title, notes, mode, started_at, last_started_at, first_seq, started_event)
+VALUES (:_session,
+        coalesce(:kind, 'photoshoot_performance'), 'active', 0,
+        :title, :notes,
+        :mode, :_ts, :_ts, :_seq, :_id)
+ON CONFLICT (id) DO UPDATE SET
+    kind = excluded.kind,
+    title = coalesce(excluded.title, title),
+    notes = coalesce(excluded.notes, notes),
+    mode = coalesce(excluded.mode, mode),
+    inferred = 0,
+    started_event = coalesce(started_event, excluded.started_event),
+    started_at = CASE WHEN inferred = 1 OR started_at IS NULL THEN excluded.started_at
+                      ELSE min(started_at, excluded.started_at) END,
+    last_started_at = max(coalesce(last_started_at, excluded.started_at), excluded.started_at),
+    -- a start newer than the recorded end resumes the session; an older one does not
+    status = CASE WHEN completed_at IS NOT NULL AND excluded.started_at <= completed_at
+                  THEN status ELSE 'active' END,
+    completed_at = CASE WHEN completed_at IS NOT NULL AND excluded.started_at <= completed_at
+                        THEN completed_at ELSE NULL END
+""",
+    "session.ended": """
+INSERT INTO production_sessions
+    (id, status, inferred, started_at, last_started_at, completed_at, end_reason, final_state, first_seq, ended_event)
+VALUES (:_session, 'completed', 1, :_ts, :_ts, :_ts, :reason,
+        coalesce(:state, :data_json), :_seq, :_id)
+ON CONFLICT (id) DO UPDATE SET
+    status = CASE WHEN excluded.completed_at >= coalesce(last_started_at, excluded.completed_at)
+                  THEN 'completed' ELSE status END,
+    completed_at = CASE WHEN excluded.completed_at >= coalesce(last_started_at, excluded.completed_at)
+                        THEN excluded.completed_at ELSE completed_at END,
+    end_reason = CASE WHEN excluded.completed_at >= coalesce(last_started_at, excluded.completed_at)
+                      THEN excluded.end_reason ELSE end_reason END,
+    final_state = CASE WHEN excluded.completed_at >= coalesce(last_started_at, excluded.completed_at)
+                       THEN excluded.final_state ELSE final_state END,
+    ended_event = CASE WHEN excluded.completed_at >= coalesce(last_started_at, excluded.completed_at)
+                       THEN excluded.ended_event ELSE ended_event END
+""",
+    "camera.joined": """
+INSERT INTO production_cameras
+    (session, camera, device, name, model, role, facing, zoom, lenses, placement, status,
+     inferred, joined_at, updated_at, src)
+VALUES (:_session, :camera, :device,
+        :name, :model,
+        :role, :facing,
+        :zoom, :lenses,
+        :placement, 'joined', 0, :_ts, :_ts, :_src)
+ON CONFLICT (session, camera) DO UPDATE SET
+    device = coalesce(excluded.device, device), name = coalesce(excluded.name, name),
+    model = coalesce(excluded.model, model), role = coalesce(excluded.role, role),
+    facing = coalesce(excluded.facing, facing), zoom = coalesce(excluded.zoom, zoom),
+    lenses = coalesce(excluded.lenses, lenses), placement = coalesce(excluded.placement, placement),
+    status = CASE WHEN left_at IS NOT NULL AND left_at > excluded.joined_at THEN status ELSE 'joined' END,
+    inferred = 0,
+    joined_at = coalesce(min(joined_at, excluded.joined_at), excluded.joined_at),
+    updated_at = max(coalesce(updated_at, excluded.updated_at), excluded.updated_at),
+    src = coalesce(src, excluded.src)
+""",
+    "camera.changed": """
+INSERT INTO production_cameras
+    (session, camera, role, facing, zoom, placement, status, inferred, joined_at, updated_at, src)
+VALUES (:_session, :camera, :role,
+        :facing, :zoom,
+        :placement, 'joined', 1, :_ts, :_ts, :_src)
+ON CONFLICT (session, camera) DO UPDATE SET
+    -- only a change newer than what the row shows is applied
+    role = CASE WHEN excluded.updated_at >= coalesce(updated_at, 0) THEN coalesce(excluded.role, role) ELSE role END,
+    facing = CASE WHEN excluded.updated_at >= coalesce(updated_at, 0) THEN coalesce(excluded.facing, facing) ELSE facing END,
+    zoom = CASE WHEN excluded.updated_at >= coalesce(updated_at, 0) THEN coalesce(excluded.zoom, zoom) ELSE zoom END,
+    placement = CASE WHEN excluded.updated_at >= coalesce(updated_at, 0)
+                     THEN coalesce(excluded.placement, placement) ELSE placement END,
+    updated_at = max(coalesce(updated_at, excluded.updated_at), excluded.updated_at)
+""",
+    "camera.left": """
+INSERT INTO production_cameras (session, camera, device, status, inferred, left_at, left_reason, updated_at, src)
+VALUES (:_session, :camera, :device,
+        'left', 1, :_ts, :reason, :_ts, :_src)
+ON CONFLICT (session, camera) DO UPDATE SET
+    status = CASE WHEN excluded.left_at >= coalesce(joined_at, excluded.left_at) THEN 'left' ELSE status END,
+    left_at = max(coalesce(left_at, excluded.left_at), excluded.left_at),
+    left_reason = excluded.left_reason,
+    updated_at = max(coalesce(updated_at, excluded.updated_at), excluded.updated_at)
+""",
+}
+
+_PARAM = re.compile(r":([A-Za-z_]\w*)")
+#: type → the data fields its statement reads.
+_STATE_FIELDS: dict[str, tuple[str, ...]] = {
+    etype: tuple(sorted({name for name in _PARAM.findall(sql) if not name.startswith("_") and name != "data_json"}))
+    for etype, sql in STATE_SQL.items()
+}
+
+_INFER_SESSION = """
+INSERT OR IGNORE INTO production_sessions (id, status, inferred, started_at, last_started_at, first_seq)
+SELECT session, 'active', 1, min(ts), min(ts), min(seq) FROM events WHERE session = ?
+"""
+
+#: The projection tables `rebuild_projections` clears and fills.
+PROJECTION_TABLES = ("production_sessions", "production_cameras", "production_director_events", "production_stills")
+
 
 def _str(value: Any) -> str | None:
     return value if type(value) is str else None
@@ -50,6 +173,15 @@ def _str(value: Any) -> str | None:
 
 def _num(value: Any) -> int | float | None:
     return value if type(value) in (int, float) else None
+
+
+def _sql_value(value: Any) -> Any:
+    """A data field as SQLite stores it (as json_extract would give it)."""
+    if value is None or type(value) in (str, int, float):
+        return value
+    if type(value) is bool:
+        return int(value)
+    return orjson.dumps(value).decode()
 
 
 def director_fields(etype: str, data: dict[str, Any]) -> tuple[Any, ...]:
@@ -80,21 +212,101 @@ def still_fields(data: dict[str, Any]) -> tuple[Any, ...]:
 
 @dataclass(slots=True)
 class Batch:
-    """Rows to commit together: ``rows`` for ``events`` (`mmx.ledger.store.Row`), and the
-    append-only projection parts, each ``(index into rows, *fields)``."""
+    """Rows to commit together: ``rows`` for ``events`` (`mmx.ledger.store.Row`:
+    ``(id, type, session, ts, src, producer_seq, raw)``) and, per projected event, what it
+    contributes, each entry starting with the event's index in ``rows``:
+    ``director`` ``(i, *director_fields)``, ``stills`` ``(i, *still_fields)``, ``state``
+    ``(i, data)``."""
 
     rows: list[tuple[Any, ...]] = field(default_factory=list)
     director: list[tuple[Any, ...]] = field(default_factory=list)
     stills: list[tuple[Any, ...]] = field(default_factory=list)
+    state: list[tuple[int, dict[str, Any]]] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.rows)
 
     def add(self, row: tuple[Any, ...], data: dict[str, Any] | None) -> None:
-        """Append one event row and, for a projected type, its projection fields."""
+        """Append one event row and what its type projects."""
         etype = row[1]
+        data = data or {}
         if etype in DIRECTOR_KINDS:
-            self.director.append((len(self.rows), *director_fields(etype, data or {})))
+            self.director.append((len(self.rows), *director_fields(etype, data)))
         elif etype == "still.captured":
-            self.stills.append((len(self.rows), *still_fields(data or {})))
+            self.stills.append((len(self.rows), *still_fields(data)))
+        elif etype in STATE_SQL and row[2] is not None:
+            self.state.append((len(self.rows), data))
         self.rows.append(row)
+
+
+def apply_projections(conn: sqlite3.Connection, batch: Batch, seq_of: Callable[[int], int | None]) -> None:
+    """Project the batch's new events, inside the caller's transaction.
+
+    ``seq_of(i)`` is the local seq the event ``batch.rows[i]`` was stored under, or None when
+    it was not new (a duplicate id): those are skipped.
+    """
+    rows = batch.rows
+    director = []
+    for index, *fields in batch.director:
+        seq = seq_of(index)
+        if seq is not None:
+            row = rows[index]
+            director.append((seq, row[2], row[3], *fields))
+    if director:
+        conn.executemany(INSERT_DIRECTOR, director)
+    stills = []
+    for index, *fields in batch.stills:
+        seq = seq_of(index)
+        if seq is not None:
+            row = rows[index]
+            stills.append((seq, row[2], *fields, row[3]))
+    if stills:
+        conn.executemany(INSERT_STILL, stills)
+    for index, data in batch.state:  # in event order: a join before its change
+        seq = seq_of(index)
+        if seq is None:
+            continue
+        eid, etype, session, ts, src = rows[index][:5]
+        params = {name: _sql_value(data.get(name)) for name in _STATE_FIELDS[etype]}
+        params.update(_session=session, _ts=ts, _seq=seq, _id=eid, _src=src)
+        if etype == "session.ended":
+            params["data_json"] = orjson.dumps(data).decode()
+        conn.execute(STATE_SQL[etype], params)
+
+
+def infer_sessions(conn: sqlite3.Connection, sessions: Iterable[str] | None = None) -> None:
+    """Create the sessions that have events but no row yet, marked ``inferred = 1``.
+
+    ``started_at`` is their first event's time. ``sessions`` limits the work to those ids
+    (the ledger passes each batch's new sessions); None checks every session in ``events``.
+    Run inside the transaction that inserted the events; rows that exist are left alone.
+    """
+    if sessions is None:
+        sessions = [row[0] for row in conn.execute("SELECT DISTINCT session FROM events WHERE session IS NOT NULL")]
+    conn.executemany(_INFER_SESSION, ((s,) for s in sessions))
+
+
+def rebuild_projections(conn: sqlite3.Connection, *, page: int = 5000) -> int:
+    """Clear the projection tables and recompute them from ``events`` (in seq order),
+    inside the caller's transaction. Returns the number of events read."""
+    for table in PROJECTION_TABLES:
+        conn.execute(f"DELETE FROM {table}")
+    count = 0
+    last = 0
+    while True:
+        rows = conn.execute(
+            "SELECT seq, id, type, session, ts, src, raw FROM events WHERE seq > ? ORDER BY seq LIMIT ?", (last, page)
+        ).fetchall()
+        if not rows:
+            break
+        batch = Batch()
+        seqs = []
+        for seq, eid, etype, session, ts, src, raw in rows:
+            data = orjson.loads(raw).get("data") if etype in DIRECTOR_KINDS or etype in STATE_SQL or etype == "still.captured" else None
+            batch.add((eid, etype, session, ts, src, None, raw), data)
+            seqs.append(seq)
+        apply_projections(conn, batch, seqs.__getitem__)
+        count += len(rows)
+        last = rows[-1][0]
+    infer_sessions(conn)
+    return count

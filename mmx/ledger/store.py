@@ -7,8 +7,8 @@ ghost director's push) share a file: each batch takes the write lock with
 ``BEGIN IMMEDIATE`` and holds it only for one ``executemany``.
 
 Rows are inserted with ``INSERT OR IGNORE`` on the unique event ``id``: the same event
-pushed twice is stored once, and the projection triggers (see `mmx.ledger.schema`) fire only
-for rows really inserted, in the same transaction.
+pushed twice is stored once, and the projections (`mmx.ledger.projections`) are updated
+only for rows really inserted, in the same transaction.
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ from typing import Any
 
 from mmx.errors import InputMissingError, LedgerError, TemporaryFailure
 from mmx.events import Event, decode
-from mmx.ledger.projections import INSERT_DIRECTOR, INSERT_STILL, Batch
-from mmx.ledger.schema import MIGRATIONS, Migration, infer_sessions, migrate, schema_version
+from mmx.ledger.projections import Batch, apply_projections, infer_sessions
+from mmx.ledger.schema import MIGRATIONS, Migration, migrate, schema_version
 
 #: How long a writer waits for another process's transaction before giving up (ms).
 DEFAULT_BUSY_TIMEOUT_MS = 30_000
@@ -194,7 +194,7 @@ class Ledger:
                 before = conn.execute("SELECT coalesce(max(seq), 0) FROM events").fetchone()[0]
                 inserted = conn.executemany(INSERT_EVENT, rows).rowcount if rows else 0
                 if inserted:
-                    if batch.director or batch.stills:
+                    if batch.director or batch.stills or batch.state:
                         self._project(batch, before, inserted)
                     new_sessions = {row[2] for row in rows} - self._known_sessions
                     new_sessions.discard(None)
@@ -222,30 +222,18 @@ class Ledger:
         return result
 
     def _project(self, batch: Batch, before: int, inserted: int) -> None:
-        """Insert the director and still rows of the batch's new events (inside the transaction)."""
+        """Project the batch's new events (inside the transaction)."""
         rows = batch.rows
         if inserted == len(rows):
             # every row was new, so row i took seq before + 1 + i
             seq_of: Callable[[int], int | None] = lambda i: before + 1 + i  # noqa: E731
         else:
             new = dict(self.conn.execute("SELECT id, seq FROM events WHERE seq > ?", (before,)))
-            seq_of = lambda i: new.get(rows[i][0])  # noqa: E731
-        director = []
-        for index, *fields in batch.director:
-            seq = seq_of(index)
-            if seq is not None:
-                row = rows[index]
-                director.append((seq, row[2], row[3], *fields))
-        stills = []
-        for index, *fields in batch.stills:
-            seq = seq_of(index)
-            if seq is not None:
-                row = rows[index]
-                stills.append((seq, row[2], *fields, row[3]))
-        if director:
-            self.conn.executemany(INSERT_DIRECTOR, director)
-        if stills:
-            self.conn.executemany(INSERT_STILL, stills)
+            first: dict[str, int] = {}  # an id twice in one batch: only its first row was new
+            for i, row in enumerate(rows):
+                first.setdefault(row[0], i)
+            seq_of = lambda i: new.get(rows[i][0]) if first[rows[i][0]] == i else None  # noqa: E731
+        apply_projections(self.conn, batch, seq_of)
 
     def write(self, events: Iterable[Event]) -> BatchResult:
         """Store a batch of `Event` objects in one transaction (see `write_batch`)."""
