@@ -788,7 +788,7 @@ def test_crashed_session_is_recovered_at_start(tmp_path):
     capture = tmp_path / "data" / "sessions" / "01CRASHED0000000000000000"
     capture.mkdir(parents=True)
     (capture / "session.json").write_bytes(orjson.dumps({"session": "01CRASHED0000000000000000", "status": "active"}))
-    (capture / "events.jsonl").write_bytes(b'{"v":1,"id":"x1","seq":41,"ts":1.0,"type":"session.started","session":"01CRASHED0000000000000000","src":"serve","data":{}}\n')
+    (capture / "events.jsonl").write_bytes(b'{"v":1,"id":"x1","seq":41,"ts":1.0,"type":"session.started","session":"01CRASHED0000000000000000","src":"serve","data":{}}\n{"v":1,"id":"x2","se')
     server = make_server(tmp_path)
     try:
         meta = orjson.loads((capture / "session.json").read_bytes())

@@ -28,7 +28,7 @@ from mmx.serve.capture import SESSIONS_DIR, CaptureDir, unfinished_sessions
 from mmx.serve.config import MODES, ServeConfig
 from mmx.serve.coverage import compute_coverage
 from mmx.serve.hub import EventHub, TypeFilter, last_seq_in
-from mmx.serve.registry import Camera, ClockOffset, Registry, fsync_dir
+from mmx.serve.registry import Camera, ClockOffset, Registry, atomic_write, fsync_dir
 from mmx.serve.stills import SAFE_ID, SHA256_HEX, STILL_TYPES, jpeg_size
 
 #: Event types only the server makes; `POST /v1/events` refuses them (use the endpoints).
@@ -164,8 +164,7 @@ class Server:
             cam.wake_viewers()
         if self.capture is not None:
             self._end_session(reason)
-        for ws in list(self._sockets):
-            await self._close_ws(ws, 1001, "server shutting down")
+        await asyncio.gather(*(self._close_ws(ws, 1001, "server shutting down") for ws in list(self._sockets)))
         if self._watchdog is not None:
             self._watchdog.cancel()
         if self._tasks:
@@ -196,13 +195,16 @@ class Server:
             sid = meta.get("session") or path.name
             event = self.hub.emit("session.ended", {"reason": "recovered", "state": None}, session=sid)
             try:
-                with open(path / "events.jsonl", "ab") as fp:
+                with open(path / "events.jsonl", "a+b") as fp:
+                    fp.seek(0, os.SEEK_END)
+                    if fp.tell():
+                        fp.seek(-1, os.SEEK_END)
+                        if fp.read(1) != b"\n":
+                            fp.write(b"\n")  # a torn last line of the crash stays apart from ours
                     fp.write(event.encode() + b"\n")
                     fp.flush()
                     os.fsync(fp.fileno())
                 meta.update(status="completed", ended_at=event.ts, end_reason="recovered")
-                from mmx.serve.registry import atomic_write
-
                 atomic_write(path / "session.json", orjson.dumps(meta, option=orjson.OPT_INDENT_2) + b"\n")
             except (OSError, MmxError) as exc:
                 self.log(f"error: cannot close the crashed session {sid}: {exc}")
