@@ -4,13 +4,14 @@
     /work/venv/bin/python bench/pair_bench.py [--minutes 15] [--sessions 4] [--keep DIR]
 
 Generates sessions of ``--minutes`` each (4 cameras, 10 Hz pose, one music cue covering the
-session) plus one feature artifact, then runs ``mmx pair`` as a subprocess twice: on 1
-session and on ``--sessions`` sessions (default 4 × 15 min = one hour of session data).
-Each run pairs in a fresh child process (the library call `mmx pair` makes: read the
-inventory, parse the events, pair, write shards) and prints windows, wall and CPU time,
-windows per second (target ≥ 5,000) and the child's peak RSS (``VmHWM``): peak RSS
-must not grow with the number of sessions. The large run is repeated with the output on
-tmpfs (/dev/shm) to separate disk speed from compute.
+session) plus one feature artifact (default 4 × 15 min = one hour of session data).
+Runs: 1 and ``--sessions`` sessions with every window in train (same buffers, so their
+peak RSS compares like with like), then ``--sessions`` sessions with the default
+0.8/0.1/0.1 split with the output on disk and on tmpfs (/dev/shm). Each run pairs in a
+fresh child process (the library call `mmx pair` makes: read the inventory, parse the
+events, pair, write shards) and prints windows, wall and CPU time, windows per second
+(target ≥ 5,000) and the child's peak RSS (``VmHWM``): peak RSS must not grow with the
+number of sessions. tmpfs separates disk speed from compute.
 """
 
 from __future__ import annotations
@@ -58,13 +59,13 @@ def generate(root: Path, n_sessions: int, minutes: float) -> tuple[Path, list[Pa
     return npz, sessions
 
 
-def child(inventory: str, out: str) -> None:
+def child(inventory: str, out: str, split: str) -> None:
     """Run the pairing in this process and print its timing as one JSON line."""
-    from mmx.dataset.pair import PairParams, pair_dataset
+    from mmx.dataset.pair import PairParams, pair_dataset, parse_split
 
     t0, c0 = time.perf_counter(), time.process_time()
     with open(inventory, "rb") as fp:
-        summary = pair_dataset(fp, Path(out), params=PairParams(), inventory_name=inventory)
+        summary = pair_dataset(fp, Path(out), params=PairParams(split=parse_split(split)), inventory_name=inventory)
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     # VmHWM: this process's own peak RSS. (getrusage's ru_maxrss would also count the parent's
     # memory the child inherited at fork, which Linux carries across exec.)
@@ -73,9 +74,9 @@ def child(inventory: str, out: str) -> None:
                         "peak_rss_mb": hwm_kb / 1024}).decode())  # fmt: skip
 
 
-def run_child(inventory: Path, out: Path) -> dict:
+def run_child(inventory: Path, out: Path, split: str) -> dict:
     """Pair in a fresh child process, which reports its own peak RSS (VmHWM)."""
-    cmd = [sys.executable, __file__, "--child", str(inventory), str(out)]
+    cmd = [sys.executable, __file__, "--child", str(inventory), str(out), split]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     stdout = proc.stdout.read()  # type: ignore[union-attr]
     stderr = proc.stderr.read()  # type: ignore[union-attr]
@@ -100,7 +101,7 @@ def main() -> None:
     ap.add_argument("--minutes", type=float, default=15.0, help="minutes per session (default 15)")
     ap.add_argument("--sessions", type=int, default=4, help="sessions in the large run (default 4)")
     ap.add_argument("--keep", type=Path, default=None, help="keep generated data here instead of a temp dir")
-    ap.add_argument("--child", nargs=2, metavar=("INVENTORY", "OUT"), help=argparse.SUPPRESS)
+    ap.add_argument("--child", nargs=3, metavar=("INVENTORY", "OUT", "SPLIT"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
         child(*args.child)
@@ -117,24 +118,29 @@ def main() -> None:
         events_mb = sum((s / "events.jsonl").stat().st_size for s in sessions) / 1e6
         print(f"generated {args.sessions} sessions x {args.minutes:g} min x {len(CAMERAS)} cameras at 10 Hz "
               f"({events_mb:.0f} MB of events) in {time.perf_counter() - t0:.1f} s")  # fmt: skip
-        runs = [(1, root, "disk"), (args.sessions, root, "disk")]
-        if shm.is_dir() and os.access(shm, os.W_OK):
-            runs.append((args.sessions, shm, "tmpfs"))
+        fast = shm if shm.is_dir() and os.access(shm, os.W_OK) else root
+        fast_name = "tmpfs" if fast == shm else "disk"
+        # (sessions, output root, where, split): the first two keep every window in train, so
+        # both hold one shard buffer and their peak RSS compares like with like; the last two
+        # use the default split (three shard buffers) for throughput on disk and on tmpfs
+        runs = [(1, fast, fast_name, "1/0/0"), (args.sessions, fast, fast_name, "1/0/0"),
+                (args.sessions, root, "disk", "0.8/0.1/0.1"), (args.sessions, fast, fast_name, "0.8/0.1/0.1")]
         results = {}
-        for n, out_root, where in runs:
+        for n, out_root, where, split in runs:
             inv = write_inventory(root / f"inv-{n}.jsonl", [feat, *items[:n]])
             out = out_root / f"mmx-pair-bench-ds-{os.getpid()}-{n}"
             try:
-                r = results[(n, where)] = run_child(inv, out)
+                r = results[(n, where, split)] = run_child(inv, out, split)
             finally:
                 shutil.rmtree(out, ignore_errors=True)
-            print(f"{n} session(s) = {n * args.minutes:g} min x {len(CAMERAS)} cameras, output on {where}: "
-                  f"{r['windows']} windows in {r['wall_s']:.2f} s = {r['windows_per_s']:,.0f} windows/s "
+            print(f"{n} session(s) = {n * args.minutes:g} min x {len(CAMERAS)} cameras, split {split}, output on "
+                  f"{where}: {r['windows']} windows in {r['wall_s']:.2f} s = {r['windows_per_s']:,.0f} windows/s "
                   f"(target >= 5,000); CPU {r['cpu_s']:.2f} s = {r['windows_per_cpu_s']:,.0f} windows per CPU-second; "
                   f"peak RSS {r['peak_rss_mb']:.0f} MB; output {r['output_gb']:.2f} GB")  # fmt: skip
-        small, big = results[(1, "disk")], results[(args.sessions, "disk")]
-        print(f"peak RSS {args.sessions} sessions / 1 session: {big['peak_rss_mb'] / small['peak_rss_mb']:.2f} "
-              "(1.0 = does not grow with the number of sessions)")  # fmt: skip
+        small, big = results[(1, fast_name, "1/0/0")], results[(args.sessions, fast_name, "1/0/0")]
+        print(f"peak RSS, same split occupancy: {args.sessions} sessions / 1 session = "
+              f"{big['peak_rss_mb'] / small['peak_rss_mb']:.2f} (1.0 = does not grow with the number of sessions; "
+              "the default split adds at most two more shard buffers, one per extra split)")  # fmt: skip
         print(f"`mmx pair --help` start-up (imports of the whole CLI), not included above: {cli_startup_s():.2f} s")
     finally:
         if args.keep is None:
