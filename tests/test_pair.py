@@ -465,3 +465,17 @@ def test_an_interrupted_run_keeps_the_previous_dataset_whole(tmp_path):
     after = {p.relative_to(tmp_path / "ds"): p.read_bytes() for p in (tmp_path / "ds").rglob("*") if p.is_file()}
     assert after == before
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".ds")) == []
+
+
+def test_a_cue_without_started_at_starts_at_its_event_time(tmp_path):
+    from mmx.dataset.pair import read_session_events
+
+    from .pair_fixtures import event
+
+    lines = [orjson.dumps(event(1, "music.cue", 50.0, "S", {"track": "t" * 64, "started_at": None, "offset_s": None})),
+             orjson.dumps(event(2, "music.cue", 70.0, "S", {"track": "u" * 64, "started_at": 71.0, "offset_s": 3.5})),
+             orjson.dumps(event(3, "session.ended", 90.0, "S", {}))]  # fmt: skip
+    path = tmp_path / "events.jsonl"
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    data = read_session_events(path, on_problem=lambda e: pytest.fail(e.message))
+    assert [(c.started_at, c.offset_s, c.ends_at) for c in data.cues] == [(50.0, 0.0, 71.0), (71.0, 3.5, 90.0)]

@@ -413,7 +413,9 @@ def read_session_events(path: Path, *, on_problem: ProblemHandler) -> SessionDat
                 if type(data) is not dict or not isinstance(data.get("track"), str) or not data["track"]:
                     bad(line_no, "music.cue needs a string 'track' (the audio file's sha256)")
                     continue
-                started_at = data.get("started_at", ts)
+                started_at = data.get("started_at")
+                if started_at is None:  # optional in the vocabulary: the event time then
+                    started_at = ts
                 offset_s = data.get("offset_s", 0.0) or 0.0
                 if type(started_at) not in (float, int) or type(offset_s) not in (float, int):
                     bad(line_no, "music.cue 'started_at' and 'offset_s' must be numbers")
