@@ -9,6 +9,7 @@ from typing import Any
 
 import orjson
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from mmx.commands import ledger_sync
@@ -27,6 +28,11 @@ app = typer.Typer(
 )
 
 _LEDGER_HELP = "Ledger file (SQLite). Default: $MMX_HOME/ledger.sqlite."
+
+
+def _e(value: Any) -> str:
+    """A value for rich markup: event data may hold ``[brackets]``."""
+    return escape(str(value))
 
 
 def _ledger_path(path: Path | None) -> Path:
@@ -182,8 +188,8 @@ def ledger_tail(
                 out.flush()
             else:
                 console.print(
-                    f"[dim]{event.seq:>7}[/] {_clock(event.ts)} [bold]{event.type}[/] "
-                    f"[cyan]{(event.session or '-')[:10]}[/] {event.src} {_summary_of(event)}",
+                    f"[dim]{event.seq:>7}[/] {_clock(event.ts)} [bold]{_e(event.type)}[/] "
+                    f"[cyan]{_e((event.session or '-')[:10])}[/] {_e(event.src)} {_e(_summary_of(event))}",
                     soft_wrap=True, highlight=False,
                 )  # fmt: skip
 
@@ -219,16 +225,17 @@ def ledger_sessions(
         return
     table = Table(title="production sessions", title_justify="left")
     for column in ("session", "title", "status", "started", "duration", "cameras", "cuts", "stills", "events"):
-        table.add_column(column, justify="right" if column in ("cameras", "cuts", "stills", "events") else "left")
+        table.add_column(column, justify="right" if column in ("cameras", "cuts", "stills", "events") else "left",
+                         no_wrap=column in ("session", "started"))  # fmt: skip
     extra = list(queries.SESSION_FIELDS)
     for name in extra:
         table.add_column(name)
     for s in sessions:
         status = s["status"] + (" (inferred)" if s["inferred"] else "")
         table.add_row(
-            s["session"], s["title"] or "", status, _when(s["started_at"]), _dur(s["duration_s"]),
+            _e(s["session"]), _e(s["title"] or ""), status, _when(s["started_at"]), _dur(s["duration_s"]),
             str(s["cameras"]), str(s["cuts"]), str(s["stills"]), str(s["events"]),
-            *(str(s.get(name, "")) for name in extra),
+            *(_e(s.get(name, "")) for name in extra),
         )  # fmt: skip
     console.print(table)
 
@@ -249,15 +256,15 @@ def _placement(p: dict[str, Any] | None) -> str:
 def _render_summary(summary: dict[str, Any]) -> None:
     info = summary["session"]
     status = info["status"] + (" (inferred: no session.started)" if info["inferred"] else "")
-    console.print(f"[bold]{info['title'] or 'untitled session'}[/]  [dim]{info['session']}[/]")
+    console.print(f"[bold]{_e(info['title'] or 'untitled session')}[/]  [dim]{_e(info['session'])}[/]")
     console.print(
-        f"{info['kind']} · {status} · started {_when(info['started_at'])} · "
+        f"{_e(info['kind'])} · {status} · started {_when(info['started_at'])} · "
         f"{'ended ' + _when(info['completed_at']) if info['completed_at'] else 'still active'}"
-        f"{' (' + info['end_reason'] + ')' if info['end_reason'] else ''}",
+        f"{' (' + _e(info['end_reason']) + ')' if info['end_reason'] else ''}",
         highlight=False,
     )
     if info["notes"]:
-        console.print(f"[dim]{info['notes']}[/]")
+        console.print(f"[dim]{_e(info['notes'])}[/]")
     counts = summary["counts"]
     console.print(
         f"program time [bold]{_dur(summary['program_time_s'])}[/] in {counts['shots']} shots "
@@ -273,9 +280,9 @@ def _render_summary(summary: dict[str, Any]) -> None:
         on = share.get(cam["camera"])
         pct = f"{_dur(on)} ({100 * on / summary['program_time_s']:.0f}%)" if on and summary["program_time_s"] else "—"
         device = cam["model"] or cam["name"] or cam["device"] or "—"
-        camera = cam["camera"] + (" [dim](left)[/]" if cam["status"] == "left" else "")
-        cams.add_row(camera, device, cam["role"] or "—", f"{cam['zoom']:g}×" if cam["zoom"] is not None else "—",
-                     _placement(cam["placement"]), pct)  # fmt: skip
+        camera = _e(cam["camera"]) + (" [dim](left)[/]" if cam["status"] == "left" else "")
+        cams.add_row(camera, _e(device), _e(cam["role"] or "—"), f"{cam['zoom']:g}×" if cam["zoom"] is not None else "—",
+                     _e(_placement(cam["placement"])), pct)  # fmt: skip
     console.print(cams)
 
     shots = Table(title="cut list", title_justify="left")
@@ -283,8 +290,9 @@ def _render_summary(summary: dict[str, Any]) -> None:
                             ("by", "left"), ("proposal", "left")):  # fmt: skip
         shots.add_column(column, justify=justify)  # type: ignore[arg-type]
     for shot in summary["shots"]:
-        shots.add_row(str(shot["shot"]), shot["camera"] or "[dim]black[/]", _dur(shot["start_s"]),
-                      _dur(shot["duration_s"]), shot["by"] or "—", (shot["proposal"] or "")[-8:])  # fmt: skip
+        shots.add_row(str(shot["shot"]), _e(shot["camera"]) if shot["camera"] else "[dim]black[/]",
+                      _dur(shot["start_s"]), _dur(shot["duration_s"]), _e(shot["by"] or "—"),
+                      _e((shot["proposal"] or "")[-8:]))  # fmt: skip
     console.print(shots)
 
     pc = summary["proposal_counts"]
@@ -298,12 +306,12 @@ def _render_summary(summary: dict[str, Any]) -> None:
         )
     for hold in summary["holds"]:
         end = "still held" if hold.get("open") else f"released after {_dur(hold['duration_s'])}"
-        console.print(f"[bold]hold[/] on {hold['camera'] or '—'} by {hold['by'] or '—'} at {_clock(hold['start'])}, {end}",
+        console.print(f"[bold]hold[/] on {_e(hold['camera'] or '—')} by {_e(hold['by'] or '—')} at {_clock(hold['start'])}, {end}",
                       highlight=False)  # fmt: skip
     for mode in summary["modes"]:
-        console.print(f"[bold]mode[/] {mode['previous'] or '—'} → {mode['mode']} at {_clock(mode['ts'])}", highlight=False)
+        console.print(f"[bold]mode[/] {_e(mode['previous'] or '—')} → {_e(mode['mode'])} at {_clock(mode['ts'])}", highlight=False)
     for marker in summary["markers"]:
-        console.print(f"[bold]marker[/] {marker['label'] or ''} ({marker['camera'] or '—'}) at {_clock(marker['ts'])}",
+        console.print(f"[bold]marker[/] {_e(marker['label'] or '')} ({_e(marker['camera'] or '—')}) at {_clock(marker['ts'])}",
                       highlight=False)  # fmt: skip
     if summary["stills"]:
         stills = Table(title="stills", title_justify="left")
@@ -311,7 +319,7 @@ def _render_summary(summary: dict[str, Any]) -> None:
             stills.add_column(column)
         for s in summary["stills"]:
             size = f"{s['width']}×{s['height']}" if s["width"] and s["height"] else "—"
-            stills.add_row(s["still"], s["camera"], _clock(s["captured_at"]), size, s["path"] or "—")
+            stills.add_row(_e(s["still"]), _e(s["camera"]), _clock(s["captured_at"]), size, _e(s["path"] or "—"))
         console.print(stills)
 
 
