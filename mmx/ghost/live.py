@@ -9,7 +9,7 @@ a `Policy` with ``now = time.time()`` and acts on its outputs:
   while the server is away, so the ledger sees them once it is back);
 - a cut is executed with ``POST /v1/director/cut {to, by: "ghost", proposal}`` at its
   ``cut_at``: the runner sleeps until the policy's next deadline and dispatches the cut
-  ``dispatch_lead_s`` early, the smallest delay measured between dispatching recent cuts
+  ``dispatch_lead_s`` early, the median delay measured between dispatching recent cuts
   and the server's stamp on their ``director.cut`` (a few ms on an idle loopback), so the
   cut lands on its beat;
 - when the server goes away the runner says so (``notify``), abandons the pending proposal
@@ -51,6 +51,8 @@ POST_QUEUE_MAX = 10_000
 #: First guess and ceiling of how early a cut is sent so the server stamps it on the beat.
 DISPATCH_LEAD_START_S = 0.004
 DISPATCH_LEAD_MAX_S = 0.05
+#: The timer wakes this long before a cut's dispatch time and spins to it.
+SPIN_S = 0.015
 #: How far back (in server seq) the runner looks for the music playing when it connects.
 CUE_LOOKBACK = 20_000
 
@@ -189,11 +191,11 @@ class GhostRunner:
         self._tasks: set[asyncio.Task[Any]] = set()
         self.emitted: list[Event] = []
         self.cuts_sent = 0
-        #: how early a due cut is dispatched: the smallest of the last measured dispatch → server
+        #: how early a due cut is dispatched: the median of the last measured dispatch → server
         #: stamp delays (loopback request plus this process being scheduled late on a busy host)
         self.dispatch_lead_s = DISPATCH_LEAD_START_S
         self._sent_cuts: dict[str, tuple[float, float]] = {}
-        self._latencies: deque[float] = deque(maxlen=9)
+        self._latencies: deque[float] = deque([DISPATCH_LEAD_START_S], maxlen=9)
         self.cut_errors_s: list[float] = []
         self.bad_lines = 0
         self.output_closed = False
@@ -326,8 +328,15 @@ class GhostRunner:
     async def _timer(self) -> None:
         while not self.stopped.is_set():
             if self.proposing:
-                now = self.clock()
                 deadline = self.policy.next_deadline()
+                if deadline is not None and self._cut_due(deadline):
+                    # spin the last few ms: a process that is running when its moment comes is
+                    # not at the mercy of the scheduler's wake-up latency on a busy host
+                    target = deadline - self.dispatch_lead_s
+                    spin_until = min(target, self.clock() + SPIN_S)
+                    while self.clock() < spin_until:
+                        pass
+                now = self.clock()
                 # act on a deadline dispatch_lead_s early: the cut then reaches the server on its beat
                 if deadline is not None and now >= deadline - self.dispatch_lead_s:
                     now = max(now, deadline)
@@ -335,10 +344,15 @@ class GhostRunner:
             deadline = self.policy.next_deadline()
             wait = TICK_S
             if deadline is not None and self.proposing:
-                wait = min(TICK_S, max(0.0, deadline - self.dispatch_lead_s - self.clock()))
+                early = self.dispatch_lead_s + (SPIN_S if self._cut_due(deadline) else 0.0)
+                wait = min(TICK_S, max(0.0, deadline - early - self.clock()))
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), wait)
+
+    def _cut_due(self, deadline: float) -> bool:
+        """Whether the policy's next deadline is the execution of a cut (not an expiry)."""
+        return self.client is not None and self.policy.next_cut_at() == deadline
 
     def _learn_latency(self, event: Event) -> None:
         """A cut we sent came back: how late after its dispatch did the server stamp it?"""
@@ -347,9 +361,9 @@ class GhostRunner:
             return
         cut_at, lead = sent
         self._latencies.append(event.ts - (cut_at - lead))
-        # the smallest recent delay: what it costs when nothing else gets in the way (a busy
-        # host adds spikes on top, which an average would turn into early cuts next time)
-        self.dispatch_lead_s = min(DISPATCH_LEAD_MAX_S, max(0.0, min(self._latencies)))
+        # the median recent delay centres the stamps on the beat; one spike does not move it
+        ordered = sorted(self._latencies)
+        self.dispatch_lead_s = min(DISPATCH_LEAD_MAX_S, max(0.0, ordered[(len(ordered) - 1) // 2]))
         self.cut_errors_s.append(event.ts - cut_at)
         self.notify(f"cut to {event.data.get('to')} stamped {1000 * (event.ts - cut_at):+.1f} ms from its cut_at "
                     f"(next dispatch {1000 * self.dispatch_lead_s:.1f} ms early)")  # fmt: skip

@@ -438,16 +438,23 @@ class Policy:
             return False
         return p.accepted_by is not None or self.mode == "autopilot"
 
+    def next_cut_at(self) -> float | None:
+        """When the pending proposal will be executed if nothing changes, or None (nothing
+        pending, manual mode, not accepted in ghost mode, a hold on)."""
+        p = self.pending
+        if p is None or self.hold or not self._executes(p):
+            return None
+        due = max(p.cut_at, p.accepted_at or p.cut_at)
+        return due if due < p.expires_at else None
+
     def next_deadline(self) -> float | None:
         """The next time at which the policy will act by itself without new events
         (execute, expire, a cooldown or a shot limit ending), or None."""
         p = self.pending
         r = self.config.rules
         if p is not None:
-            times = [p.expires_at]
-            if self._executes(p) and not self.hold:
-                times.append(max(p.cut_at, p.accepted_at or p.cut_at))
-            return min(times)
+            cut_at = self.next_cut_at()
+            return p.expires_at if cut_at is None else min(cut_at, p.expires_at)
         if self.hold:
             return None
         times = [t for t in self.cooldown_until.values() if t > self.now]
