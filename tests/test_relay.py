@@ -574,3 +574,30 @@ def test_run_relay_reads_cuts_from_an_events_file_and_reports_bad_lines(tmp_path
     assert statuses[0] == {"status": "listening", "url": statuses[0]["url"]}
     assert [s["to"] for s in statuses if s["status"] == "cut"] == ["cam-1", "cam-3"]
     assert len(errors) == 1 and errors[0].message.startswith("line 2:")
+
+
+def test_bounded_decoder_queue_drops_to_a_keyframe_and_asks_for_one():
+    from types import SimpleNamespace
+
+    from mmx.relay.jitter import BoundedDecoderQueue, is_keyframe
+
+    vp8 = SimpleNamespace(name="VP8")
+    key, delta = b"\x10\x02\x00", b"\x11\x02\x00"  # frame tag bit 0: 0 = keyframe
+    assert is_keyframe("VP8", key) and not is_keyframe("VP8", delta)
+    assert is_keyframe("H264", b"\x00\x00\x00\x01\x67xx\x00\x00\x01\x65yy")
+    assert not is_keyframe("H264", b"\x00\x00\x00\x01\x41zz")
+    asked: list[int] = []
+    q = BoundedDecoderQueue(3, lambda: asked.append(1))
+    frame = lambda data, ts: (vp8, SimpleNamespace(data=data, timestamp=ts))  # noqa: E731
+    for ts, data in enumerate([key, delta, delta]):
+        q.put(frame(data, ts))
+    assert q.qsize() == 3 and asked == []
+    q.put(frame(delta, 3))  # the decoder is 3 behind: drop everything, wait for a keyframe
+    assert q.qsize() == 0 and asked == [1] and q.dropped == 4
+    q.put(frame(delta, 4))
+    assert q.qsize() == 0 and q.dropped == 5
+    q.put(frame(key, 5))
+    q.put(frame(delta, 6))
+    assert [q.get_nowait()[1].timestamp for _ in range(2)] == [5, 6]
+    q.put(None)  # the stop signal always gets through
+    assert q.get_nowait() is None

@@ -4,7 +4,8 @@ Non-trickle WHIP/WHEP (RFC 9725 and the WHEP draft): the full offer, with every 
 already gathered, is POSTed as ``application/sdp``; the ``201`` answer carries the relay's
 candidates and a ``Location`` to DELETE when done. ICE stays on ``ice_hosts`` (loopback by
 default) with no STUN/TURN servers. Both helpers install the marker-bit jitter-buffer patch
-(`mmx.relay.jitter`) so received frames are decoded without waiting for the next frame.
+(`mmx.relay.jitter`) so received frames are decoded without waiting for the next frame; a
+WHEP viewer's decoder queue is bounded (a starved viewer skips to a keyframe, never lags).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from aiortc import RTCPeerConnection, RTCRtpSender, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamTrack
 
 from mmx.errors import DataError, ServiceUnavailableError, TemporaryFailure
-from mmx.relay.jitter import install_marker_release
+from mmx.relay.jitter import bound_decoder_queues, install_marker_release
 from mmx.relay.net import HostRestrictedPeerConnection
 
 #: Seconds to wait for the relay's answer.
@@ -124,6 +125,7 @@ async def whep_subscribe(url: str, *, token: str | None = None,
             got.set_result(track)
 
     pc.addTransceiver("video", direction="recvonly")
+    bound_decoder_queues(pc)
     try:
         location = await _exchange(url, pc, token)
         track = await asyncio.wait_for(got, timeout_s)

@@ -63,6 +63,12 @@ class CameraFeed:
     live: bool = False
     session: Any = None
     arrivals: deque = field(default_factory=lambda: deque(maxlen=60))
+    decoder_queues: list = field(default_factory=list)
+
+    @property
+    def dropped(self) -> int:
+        """Encoded frames dropped before decoding because the decoder fell behind."""
+        return sum(q.dropped for q in self.decoder_queues)
 
     def fps(self, now: float | None = None) -> float:
         """Frames per second over the last ~2 s of arrivals."""
@@ -396,7 +402,7 @@ class Hub:
             "cuts": self.cuts,
             "cameras": [
                 {"camera": f.name, "status": "live" if f.live else "lost", "frames": f.frames,
-                 "fps": f.fps(now), "last_frame_age_ms": round((now - f.frame_at) * 1000, 1) if f.frames else None}
+                 "fps": f.fps(now), "dropped": f.dropped, "last_frame_age_ms": round((now - f.frame_at) * 1000, 1) if f.frames else None}
                 for f in self.cameras.values()
             ],
             "hero": {"viewers": self.hero.viewers, "encoded": self.hero.encoded, "keyframes": self.hero.keyframes,

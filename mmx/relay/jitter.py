@@ -11,11 +11,17 @@ The patch is a subclass plus an explicit installer that swaps the class aiortc's
 ``RTCRtpReceiver`` instantiates. Audio buffers keep the stock behaviour (for audio the marker
 means the start of a talkspurt). aiortc is pinned to ``1.16.*`` in pyproject.toml because the
 subclass relies on the buffer's private layout; `install_marker_release` refuses other versions.
+
+`bound_decoder_queues` bounds the other receive-side queue (encoded frames waiting for the
+decoder thread), so an overloaded receiver drops to a keyframe instead of falling behind.
 """
 
 from __future__ import annotations
 
-from typing import Optional
+import asyncio
+import queue
+from collections.abc import Callable
+from typing import Any, Optional
 
 import aiortc
 import aiortc.rtcrtpreceiver
@@ -76,3 +82,92 @@ def install_marker_release() -> None:
 def marker_release_installed() -> bool:
     """True when `install_marker_release` is in effect."""
     return aiortc.rtcrtpreceiver.JitterBuffer is MarkerJitterBuffer
+
+
+# ---------------------------------------------------------------------------------------------
+# A bounded decoder queue: aiortc hands every reassembled frame to its decoder thread through
+# an unbounded queue.Queue, so a receiver whose decoder is starved of CPU falls further and
+# further behind (seconds of latency). This queue keeps at most ``max_frames``; on overflow it
+# drops what is waiting, asks the sender for a keyframe (PLI) and skips frames until one
+# arrives, so the picture never breaks and the delay stays bounded.
+
+def is_keyframe(codec_name: str, data: bytes) -> bool | None:
+    """Whether an encoded frame is a keyframe: VP8 (RFC 6386 section 9.1, frame tag bit 0
+    clear) or H.264 Annex B (an IDR NAL unit, type 5). None for other codecs."""
+    if not data:
+        return False
+    if codec_name == "VP8":
+        return not (data[0] & 0x01)
+    if codec_name == "H264":
+        i = 0
+        while True:
+            i = data.find(b"\x00\x00\x01", i)
+            if i < 0 or i + 3 >= len(data):
+                return False
+            if data[i + 3] & 0x1F == 5:
+                return True
+            i += 3
+    return None
+
+
+class BoundedDecoderQueue(queue.Queue):
+    """A drop-in for ``RTCRtpReceiver``'s decoder queue holding at most ``max_frames`` frames.
+
+    ``request_keyframe()`` is called (on the event loop thread, where aiortc puts frames) when
+    frames had to be dropped. ``dropped`` counts dropped frames.
+    """
+
+    def __init__(self, max_frames: int, request_keyframe: Callable[[], None]) -> None:
+        super().__init__()
+        self.max_frames = max_frames
+        self.request_keyframe = request_keyframe
+        self.dropped = 0
+        self._await_keyframe = False
+
+    def put(self, item: Any, block: bool = True, timeout: float | None = None) -> None:
+        if item is None:  # the decoder thread's stop signal
+            return super().put(item, block, timeout)
+        codec, encoded_frame = item
+        key = is_keyframe(codec.name, encoded_frame.data)
+        if self._await_keyframe:
+            if key is False:
+                self.dropped += 1
+                return
+            self._await_keyframe = False
+        if self.qsize() >= self.max_frames and key is not None:
+            flushed = 0
+            with self.mutex:
+                kept = [queued for queued in self.queue if queued is None]
+                flushed = len(self.queue) - len(kept)
+                self.queue.clear()
+                self.queue.extend(kept)
+                self.unfinished_tasks = max(0, self.unfinished_tasks - flushed)
+            self.dropped += flushed
+            if not key:
+                self.dropped += 1
+                self._await_keyframe = True
+                self.request_keyframe()
+                return
+        super().put(item, block, timeout)
+
+
+def bound_decoder_queues(pc: Any, *, max_frames: int = 3) -> list[BoundedDecoderQueue]:
+    """Give every video receiver of ``pc`` not yet started a `BoundedDecoderQueue`.
+
+    Call after the transceivers exist and before the connection is up (aiortc starts the
+    decoder thread, which takes the queue, once DTLS is connected). Returns the new queues.
+    """
+    queues = []
+    for transceiver in pc.getTransceivers():
+        receiver = transceiver.receiver
+        if transceiver.kind != "video" or getattr(receiver, "_RTCRtpReceiver__decoder_thread", True) is not None:
+            continue
+
+        def request(receiver: Any = receiver) -> None:
+            for source in receiver.getSynchronizationSources():
+                asyncio.ensure_future(receiver._send_rtcp_pli(source.source))
+
+        bounded = BoundedDecoderQueue(max_frames, request)
+        receiver._RTCRtpReceiver__decoder_queue = bounded
+        queues.append(bounded)
+    return queues

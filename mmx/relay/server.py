@@ -35,7 +35,7 @@ from aiortc.sdp import SessionDescription
 
 from mmx.errors import InputMissingError, ServiceUnavailableError
 from mmx.relay.hub import FanoutTrack, Hub
-from mmx.relay.jitter import install_marker_release
+from mmx.relay.jitter import bound_decoder_queues, install_marker_release
 from mmx.relay.net import HostRestrictedPeerConnection
 
 StatusFn = Callable[[dict[str, Any]], None]
@@ -58,6 +58,7 @@ class PeerSession:
     channel: Any = None
     last_meta_at: float = 0.0
     last_camera: Any = ""
+    decoder_queues: list = field(default_factory=list)
 
 
 class RelayError(Exception):
@@ -228,6 +229,8 @@ class Relay:
             raise RelayError(400, f"bad SDP offer: {exc}") from None
         if session.kind == "whep":
             self._limit_to_vp8(session)
+        else:
+            session.decoder_queues = bound_decoder_queues(session.pc)
         await session.pc.setLocalDescription(await session.pc.createAnswer())
         return session.pc.localDescription.sdp
 
@@ -265,6 +268,7 @@ class Relay:
 
         answer = await self._answer(session, offer)
         feed.session = session  # a new publisher for the camera replaces the old one
+        feed.decoder_queues = session.decoder_queues
         if isinstance(previous, PeerSession) and previous.id in self.sessions:
             asyncio.ensure_future(self._end(previous, reason="replaced"))
         self.on_status({"status": "publisher", "camera": camera, "session": session.id})
