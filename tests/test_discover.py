@@ -255,18 +255,23 @@ def test_permission_errors_reported_when_the_os_refuses(tmp_path, monkeypatch):
             raise PermissionError(13, "Permission denied", str(path))
         return real_scandir(path)
 
-    import soundfile
+    from mmx.dataset import discover as discover_mod
+    from mmx.errors import IOFailure
+
+    real_sha = discover_mod._sha256
+
+    def sha(path):
+        if Path(path) == tree["secret"]:  # what sha256_file raises on EACCES
+            raise IOFailure(f"cannot read {path}: Permission denied")
+        return real_sha(path)
 
     monkeypatch.setattr(os, "scandir", scandir)
-    real_info = soundfile.info
-
-    def info(file, *a, **kw):
-        if Path(str(file)) == tree["secret"]:
-            raise RuntimeError(f"Error opening {str(file)!r}: System error : Permission denied.")
-        return real_info(file, *a, **kw)
-
-    monkeypatch.setattr(soundfile, "info", info)
-    _check_permission_items(discover([tmp_path]), tree)
+    monkeypatch.setattr(discover_mod, "_sha256", sha)
+    items = discover([tmp_path])
+    _check_permission_items(items, tree)
+    assert next(it for it in items if it["path"] == str(tree["secret"]))["error"] == (
+        f"cannot read {tree['secret']}: Permission denied"
+    )
 
 
 @pytest.mark.shared_data

@@ -186,13 +186,14 @@ def _walk(roots: Iterable[Path]) -> Iterator[_Found]:
 def _audio_item(path: Path, size: int, hashes: _Hashes) -> dict[str, Any]:
     import soundfile as sf
 
+    sha = hashes.get(path)  # first: an unreadable file is reported as such, not as bad audio
     try:
         info = sf.info(str(path))
     except (sf.SoundFileError, RuntimeError) as exc:
         reason = str(exc).replace(f"Error opening {str(path)!r}: ", "").strip()
         return _error(path, f"{path}: cannot decode audio: {reason}", size=size)
     return _item(
-        "audio", path, sha256=hashes.get(path), size=size,
+        "audio", path, sha256=sha, size=size,
         duration_s=float(info.frames) / info.samplerate if info.samplerate else None,
         sr=int(info.samplerate), channels=int(info.channels), format=str(info.format).lower(), features=None,
     )  # fmt: skip
