@@ -8,13 +8,20 @@ import signal
 import threading
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
 from mmx.commands._common import console, write_jsonl
-from mmx.errors import ServiceUnavailableError
+from mmx.errors import MmxError, ServiceUnavailableError
 from mmx.ledger import queries
 from mmx.paths import default_ledger_path
+
+if TYPE_CHECKING:
+    import sqlite3
+
+    from mmx.ledger.convex import SyncProgress
+    from mmx.ledger.store import Ledger
 
 #: Seconds between progress lines on stderr (a batch that takes longer prints at once).
 PROGRESS_EVERY_S = 1.0
@@ -40,7 +47,7 @@ class ProgressPrinter:
         self._last_retry: str | None = None
         self._shown: tuple[int, int, int] | None = None
 
-    def __call__(self, progress) -> None:  # noqa: ANN001 - mmx.ledger.convex.SyncProgress
+    def __call__(self, progress: SyncProgress) -> None:
         now = time.monotonic()
         if progress.retrying and progress.retrying != self._last_retry:
             self._last_retry = progress.retrying
@@ -57,12 +64,12 @@ class ProgressPrinter:
         self._last = now
         self.line(progress)
 
-    def final(self, progress) -> None:  # noqa: ANN001
+    def final(self, progress: SyncProgress) -> None:
         """The closing line, unless the last report already showed exactly this."""
         if self._shown != (progress.acked_seq, progress.sent, progress.behind_events):
             self.line(progress)
 
-    def line(self, progress) -> None:  # noqa: ANN001
+    def line(self, progress: SyncProgress) -> None:
         self._shown = (progress.acked_seq, progress.sent, progress.behind_events)
         console.print(
             f"{self.label}: {progress.sent} events sent in {progress.batches} batches "
@@ -144,90 +151,56 @@ def ledger_sync(
 
 
 class PushSync:
-    """`mmx ledger push --sync-convex URL`: the same sync in a thread beside the push.
+    """`mmx ledger push --sync-convex URL`: a `mmx.ledger.convex.SyncThread` beside the push.
 
-    The push's commit hook wakes the sync thread after every committed batch (no polling);
-    the thread reads the ledger through its own connection. A fatal sync error (wrong key,
-    function error) is reported on stderr at once while the push goes on storing locally;
-    `finish` re-raises it after the push's summary so the exit status tells. When the input
-    ends the thread drains what is left, giving up `DRAIN_RETRY_S` seconds into a failure
-    (exit 75; a later `mmx ledger sync` resumes).
+    The push's commit hook wakes it after every committed batch. A fatal sync error is
+    reported on stderr at once while the push goes on storing locally; `finish` re-raises it
+    after the push's summary so the exit status tells. When the input ends the thread drains
+    what is left (giving up 30 s into a failure: exit 75, a later `mmx ledger sync` resumes).
     """
 
-    DRAIN_RETRY_S = 30.0
+    def __init__(self, store: Ledger, url: str, key_env: str) -> None:
+        from mmx.ledger.convex import ConvexClient, SyncThread
 
-    def __init__(self, store, url: str, key_env: str, *, timeout_s: float = 30.0) -> None:  # noqa: ANN001 - Ledger
-        from mmx.ledger.convex import ConvexClient, RetryPolicy
-
-        key = deploy_key(key_env)
         self.store = store
-        self.client = ConvexClient(url, key, timeout_s=timeout_s)
-        self.policy = RetryPolicy(retry_for_s=None)  # while the push runs: ride out outages
-        self.stop = threading.Event()
-        self.wake = threading.Event()
-        self.draining = threading.Event()
-        self.error: BaseException | None = None
-        self.progress = None
         self.printer = ProgressPrinter("sync")
-        self.thread = threading.Thread(target=self._run, name="convex-sync", daemon=True)
+        self.client = ConvexClient(url, deploy_key(key_env))
+        self.thread = SyncThread(store.path, self.client, on_progress=self.printer, on_error=self._report)
 
-    def _wait(self, timeout_s: float) -> bool:
-        if self.draining.is_set():  # the outbox is empty and no more pushes come
-            self.stop.set()
-            return False
-        woke = self.wake.wait(timeout_s)
-        self.wake.clear()
-        return woke
+    def _report(self, exc: BaseException) -> None:
+        from mmx.cli import report_error
 
-    def _run(self) -> None:
-        from mmx.ledger.convex import sync
-        from mmx.ledger.store import Ledger
-
-        try:
-            with Ledger.open(self.store.path) as own:
-                self.progress = sync(own, self.client, retry=self.policy, follow=True, wait=self._wait,
-                                     stop=self.stop, on_progress=self.printer)  # fmt: skip
-        except BaseException as exc:  # noqa: BLE001 - handed to the main thread
-            self.error = exc
-            from mmx.cli import report_error
-            from mmx.errors import MmxError
-
-            if isinstance(exc, MmxError):
-                report_error(exc)
-                console.print("sync stopped; the push goes on storing locally", soft_wrap=True)
+        if isinstance(exc, MmxError):
+            report_error(exc)
+            console.print("sync stopped; the push goes on storing locally", soft_wrap=True)
 
     def __enter__(self) -> PushSync:
-        self.store.commit_hooks.append(lambda _batch: self.wake.set())
+        self.store.commit_hooks.append(self.thread.notify)
         console.print(f"sync: {self.store.path} → {self.client.url} alongside the push", soft_wrap=True)
         self.thread.start()
         return self
 
-    def __exit__(self, exc_type, *_: object) -> None:  # noqa: ANN001
-        if exc_type is not None:  # Ctrl-C or a push failure: stop now, what is acked is marked
-            self.stop.set()
-        else:
-            self.policy.retry_for_s = self.DRAIN_RETRY_S
-            self.draining.set()
-        self.wake.set()
-        self.thread.join()
+    def __exit__(self, exc_type: type[BaseException] | None, *_: object) -> None:
+        # on Ctrl-C or a push failure stop at once; what is acknowledged is already marked
+        progress = self.thread.finish(drain=exc_type is None)
         self.client.close()
-        if self.progress is not None:
-            self.printer.final(self.progress)
+        if progress is not None:
+            self.printer.final(progress)
 
     def finish(self) -> None:
         """Raise the sync's error, if it had one (after the push reported its own result)."""
-        if self.error is not None:
-            raise self.error
+        if self.thread.error is not None:
+            raise self.thread.error
 
 
-def push_sync(store, url: str | None, key_env: str):  # noqa: ANN001, ANN201
+def push_sync(store: Ledger, url: str | None, key_env: str) -> contextlib.AbstractContextManager[PushSync | None]:
     """A `PushSync` for ``url``, or a do-nothing context when ``url`` is None."""
     if url is None:
         return contextlib.nullcontext(None)
     return PushSync(store, url, key_env)
 
 
-def _convex_sync_field(conn, session_ids):  # noqa: ANN001, ANN202
+def _convex_sync_field(conn: sqlite3.Connection, session_ids: list[str]) -> dict[str, str]:
     from mmx.ledger.convex import session_sync_summary
 
     return session_sync_summary(conn, session_ids)

@@ -27,6 +27,7 @@ module writes):
 
 from __future__ import annotations
 
+import os
 import random
 import sqlite3
 import threading
@@ -565,3 +566,74 @@ def _send(
     progress.sent += len(chunk)
     progress.batches += 1
     progress.retrying = None
+
+
+class SyncThread:
+    """`sync` in a background thread beside a process that writes the same ledger file.
+
+    The writer calls `notify` after each commit (e.g. as a `Ledger.commit_hooks` entry), which
+    wakes the thread: no polling. The thread reads through its own connection to ``path``.
+    `finish` stops following: with ``drain`` it first sends what is left, giving up when a
+    batch keeps failing ``drain_retry_s`` seconds; without, it stops after the call in flight.
+    A fatal error (ConvexFunctionError, ServiceUnavailableError, TemporaryFailure, LedgerError)
+    ends the thread; it is passed to ``on_error`` at once and kept in `error`.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        client: ConvexClient,
+        *,
+        on_progress: ProgressHook | None = None,
+        on_error: Callable[[BaseException], None] | None = None,
+        drain_retry_s: float = 30.0,
+    ) -> None:
+        self.path = path
+        self.client = client
+        self.on_progress = on_progress
+        self.on_error = on_error
+        self.drain_retry_s = drain_retry_s
+        self.retry = RetryPolicy(retry_for_s=None)  # while the writer runs: ride out outages
+        self.progress: SyncProgress | None = None
+        self.error: BaseException | None = None
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._draining = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="convex-sync", daemon=True)
+
+    def notify(self, *_: object) -> None:
+        """Wake the thread: the ledger has new commits."""
+        self._wake.set()
+
+    def _wait(self, timeout_s: float) -> bool:
+        if self._draining.is_set():  # called with the outbox empty: nothing more will come
+            self._stop.set()
+            return False
+        woke = self._wake.wait(timeout_s)
+        self._wake.clear()
+        return woke
+
+    def _run(self) -> None:
+        try:
+            with Ledger.open(self.path) as own:
+                self.progress = sync(own, self.client, retry=self.retry, follow=True, wait=self._wait,
+                                     stop=self._stop, on_progress=self.on_progress)  # fmt: skip
+        except BaseException as exc:  # noqa: BLE001 - handed to the owner of the thread
+            self.error = exc
+            if self.on_error is not None:
+                self.on_error(exc)
+
+    def start(self) -> SyncThread:
+        self._thread.start()
+        return self
+
+    def finish(self, *, drain: bool = True) -> SyncProgress | None:
+        """Stop following (after draining the outbox when ``drain``) and join the thread."""
+        if drain:
+            self.retry.retry_for_s = self.drain_retry_s
+            self._draining.set()
+        else:
+            self._stop.set()
+        self._wake.set()
+        self._thread.join()
+        return self.progress
