@@ -89,6 +89,14 @@ def counting_viewer(pc) -> list[float]:
     return arrivals
 
 
+async def relay_status(base: str) -> dict:
+    import aiohttp
+
+    async with aiohttp.ClientSession() as http:
+        async with http.get(f"{base}/status", headers={"Authorization": f"Bearer {TOKEN}"}) as resp:
+            return await resp.json()
+
+
 async def measure(base: str, relay: psutil.Process, stdin, producer: Producer, viewers: int, seconds: float,
                   cuts: int) -> dict:
     subs = [await whep_subscribe(f"{base}/whep/hero", token=TOKEN) for _ in range(viewers)]
@@ -107,10 +115,13 @@ async def measure(base: str, relay: psutil.Process, stdin, producer: Producer, v
     t0 = time.monotonic()
     n0 = len(samples)
     c0 = [len(c) for c in counters]
+    status0 = await relay_status(base)
     cpu0 = relay.cpu_times()
     await asyncio.sleep(seconds)
     cpu1 = relay.cpu_times()
     t1 = time.monotonic()
+    status1 = await relay_status(base)
+    hero_frames = status1["hero"]["encoded"] - status0["hero"]["encoded"]
     window = samples[n0:]
     fps = [len(window) / (t1 - t0)] + [(len(c) - c0[i]) / (t1 - t0) for i, c in enumerate(counters)]
     lat = [(wall * 1000 - s.sent_ms % 2**40) % 2**40 for _, s, wall in window if s is not None and s.source != 255]
@@ -143,6 +154,10 @@ async def measure(base: str, relay: psutil.Process, stdin, producer: Producer, v
         "fps_min": round(min(fps), 1), "fps_mean": round(statistics.mean(fps), 1),
         "latency_p50_ms": round(pct(lat, 0.5), 1), "latency_p95_ms": round(pct(lat, 0.95), 1),
         "relay_cpu_pct": round(cpu, 1),
+        # CPU per hero frame is what stays meaningful when the machine is oversubscribed
+        # (the relay then gets a share of a core, not what it asks for)
+        "relay_cpu_ms_per_frame": round(cpu / 100 * (t1 - t0) * 1000 / hero_frames, 2) if hero_frames else None,
+        "relay_dropped": sum(c["dropped"] for c in status1["cameras"]),
         "cut_gap_ms_max": round(max(gaps), 1) if gaps else None,
         "cut_gap_ms_median": round(statistics.median(gaps), 1) if gaps else None,
         "cuts_seen": len(gaps),
@@ -204,16 +219,20 @@ def main() -> None:
         all_results += asyncio.run(bench_size(width, height, [int(v) for v in args.viewers.split(",")],
                                               args.seconds, args.cuts))
     print()
-    print(f"{'size':>9} {'viewers':>7} {'fps min':>7} {'p50 ms':>7} {'p95 ms':>7} {'relay CPU %':>11} {'cut gap ms (max)':>16}")
+    print(f"{'size':>9} {'viewers':>7} {'fps min':>7} {'p50 ms':>7} {'p95 ms':>7} {'relay CPU %':>11}"
+          f" {'CPU ms/frame':>12} {'cut gap ms (max)':>16}")
     for r in all_results:
         print(f"{r['size']:>9} {r['viewers']:>7} {r['fps_min']:>7} {r['latency_p50_ms']:>7} {r['latency_p95_ms']:>7}"
-              f" {r['relay_cpu_pct']:>11} {r['cut_gap_ms_max']!s:>16}")
+              f" {r['relay_cpu_pct']:>11} {r['relay_cpu_ms_per_frame']!s:>12} {r['cut_gap_ms_max']!s:>16}")
     print(f"# load average at the end {os.getloadavg()[0]:.1f}")
     for size in args.sizes.split(","):
         rows = {r["viewers"]: r for r in all_results if r["size"] == size}
         lo, hi = min(rows), max(rows)
         if lo != hi and rows[lo]["relay_cpu_pct"] > 0:
-            print(f"{size}: relay CPU {hi} viewers / {lo} viewer = {rows[hi]['relay_cpu_pct'] / rows[lo]['relay_cpu_pct']:.2f}×")
+            line = f"{size}: relay CPU {hi} viewers / {lo} viewer = {rows[hi]['relay_cpu_pct'] / rows[lo]['relay_cpu_pct']:.2f}×"
+            if rows[lo]["relay_cpu_ms_per_frame"] and rows[hi]["relay_cpu_ms_per_frame"]:
+                line += (f" (per hero frame: {rows[hi]['relay_cpu_ms_per_frame'] / rows[lo]['relay_cpu_ms_per_frame']:.2f}×)")
+            print(line)
 
 
 if __name__ == "__main__":
