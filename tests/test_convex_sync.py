@@ -16,8 +16,11 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
+from typer.testing import CliRunner
 
+from mmx.cli import app
 from mmx.errors import ServiceUnavailableError, TemporaryFailure
 from mmx.events import Event, Producer
 from mmx.ledger import convex as cx
@@ -86,6 +89,11 @@ def assert_per_session_order(stored: list[dict[str, Any]]) -> None:
         seqs[event["session"]].append(event["seq"])
     for session, got in seqs.items():
         assert got == sorted(got), f"session {session} arrived out of order"
+
+
+def cli(*args: str, key: str | None = None):  # noqa: ANN201 - typer's Result
+    """Run ``mmx ARGS`` in-process (CliRunner) with CONVEX_DEPLOY_KEY set to ``key`` or unset."""
+    return CliRunner().invoke(app, list(args), env={"CONVEX_DEPLOY_KEY": key})
 
 
 def cli_env(**extra: str) -> dict[str, str]:
@@ -227,13 +235,10 @@ def test_a_function_error_is_reported_once_and_nothing_after_it_is_marked(tmp_pa
     path = make_ledger(tmp_path / "ledger.sqlite", events)
     before = dump_except_sync_marks(path)
 
-    result = subprocess.run(
-        [*MMX, "ledger", "sync", "--convex", fake.url, "--ledger", str(path)],
-        env=cli_env(CONVEX_DEPLOY_KEY=KEY), capture_output=True, timeout=60,
-    )  # fmt: skip
+    result = cli("ledger", "sync", "--convex", fake.url, "--ledger", str(path), key=KEY)
 
-    err = result.stderr.decode()
-    assert result.returncode == 65, err
+    err = result.stderr
+    assert result.exit_code == 65, err
     assert "refused the batch of local seq 501–1000" in err
     assert "Field name $label starts with a '$'" in err
     assert "Hint:" in err
@@ -245,11 +250,8 @@ def test_a_function_error_is_reported_once_and_nothing_after_it_is_marked(tmp_pa
     assert dump_except_sync_marks(path) == before
 
     # run again: the same single refused call, then the same exit
-    again = subprocess.run(
-        [*MMX, "ledger", "sync", "--convex", fake.url, "--ledger", str(path)],
-        env=cli_env(CONVEX_DEPLOY_KEY=KEY), capture_output=True, timeout=60,
-    )  # fmt: skip
-    assert again.returncode == 65
+    again = cli("ledger", "sync", "--convex", fake.url, "--ledger", str(path), key=KEY)
+    assert again.exit_code == 65
     assert fake.outcomes() == ["success", "function_error", "function_error"]
 
 
@@ -271,13 +273,11 @@ def test_wrong_deploy_key_is_a_clear_error_with_exit_69(tmp_path, fake):
     path = make_ledger(tmp_path / "ledger.sqlite", shoot_events(50))
     before = dump_except_sync_marks(path)
 
-    result = subprocess.run(
-        [*MMX, "ledger", "sync", "--convex", fake.url, "--ledger", str(path)],
-        env=cli_env(CONVEX_DEPLOY_KEY="prod:test|wrong"), capture_output=True, timeout=60,
-    )  # fmt: skip
+    result = cli("ledger", "sync", "--convex", fake.url, "--ledger", str(path), key="prod:test|wrong")
 
-    err = result.stderr.decode()
-    assert result.returncode == 69, err
+    err = result.stderr
+    assert result.exit_code == 69, err
+    assert result.stdout == ""
     assert (
         f"Error: Convex at {fake.url} refused the deploy key "
         "(HTTP 401: BadAdminKey: The provided admin key was invalid for this instance)"
@@ -291,12 +291,9 @@ def test_wrong_deploy_key_is_a_clear_error_with_exit_69(tmp_path, fake):
 
 def test_missing_deploy_key_and_unknown_function(tmp_path, fake):
     path = make_ledger(tmp_path / "ledger.sqlite", shoot_events(5))
-    result = subprocess.run(
-        [*MMX, "ledger", "sync", "--convex", fake.url, "--ledger", str(path), "--deploy-key-env", "STUDIO_KEY"],
-        env=cli_env(), capture_output=True, timeout=60,
-    )  # fmt: skip
-    assert result.returncode == 69
-    assert "no Convex deploy key: $STUDIO_KEY is not set" in result.stderr.decode()
+    result = cli("ledger", "sync", "--convex", fake.url, "--ledger", str(path), "--deploy-key-env", "STUDIO_KEY")
+    assert result.exit_code == 69
+    assert "Error: no Convex deploy key: $STUDIO_KEY is not set" in result.stderr
     assert fake.outcomes() == []
 
     class WrongPath(cx.ConvexClient):
@@ -419,12 +416,8 @@ def test_push_sync_convex_with_a_wrong_key_still_stores_locally(tmp_path, fake):
 
 
 def sessions_json(path: Path) -> dict[str, dict[str, Any]]:
-    import orjson
-
-    result = subprocess.run(
-        [*MMX, "ledger", "sessions", "--json", "--ledger", str(path)], capture_output=True, timeout=60, env=cli_env()
-    )
-    assert result.returncode == 0, result.stderr.decode()
+    result = cli("ledger", "sessions", "--json", "--ledger", str(path))
+    assert result.exit_code == 0, result.stderr
     rows = [orjson.loads(line) for line in result.stdout.splitlines()]
     return {row["session"]: row for row in rows}
 

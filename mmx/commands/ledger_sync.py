@@ -137,17 +137,21 @@ def ledger_sync(
     stop = threading.Event()
     # SIGTERM ends a --follow run cleanly after the batch in flight (SIGINT exits 130 at once;
     # either way everything acknowledged is already marked)
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    with Ledger.open(ledger or default_ledger_path(), create=False) as led, ConvexClient(convex, key, timeout_s=timeout) as client:
-        wait = LedgerWaiter(led) if follow else None
-        console.print(f"sync: {led.path} → {client.url}", soft_wrap=True)
-        try:
-            progress = sync(led, client, batch_size=batch, retry=policy, follow=follow, wait=wait, stop=stop, on_progress=printer)
-        finally:
-            if wait is not None:
-                wait.close()
-        printer.final(progress)
-        write_jsonl(progress.as_dict())
+    previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        with Ledger.open(ledger or default_ledger_path(), create=False) as led, ConvexClient(convex, key, timeout_s=timeout) as client:
+            wait = LedgerWaiter(led) if follow else None
+            console.print(f"sync: {led.path} → {client.url}", soft_wrap=True)
+            try:
+                progress = sync(led, client, batch_size=batch, retry=policy, follow=follow, wait=wait, stop=stop,
+                                on_progress=printer)  # fmt: skip
+            finally:
+                if wait is not None:
+                    wait.close()
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    printer.final(progress)
+    write_jsonl(progress.as_dict())
 
 
 class PushSync:
