@@ -95,6 +95,7 @@ def ledger_push(
     ledger locked for more than 30 s.
 
     Examples:
+
     \b
         mmx ledger push examples/events/shoot.jsonl --ledger shoot.sqlite
         mmx serve | mmx ledger push --echo | mmx ghost
@@ -166,6 +167,7 @@ def ledger_tail(
     it was pushed, one per line.
 
     Examples:
+
     \b
         mmx ledger tail -f --last --type 'director.*'
         mmx ledger tail --since 0 --json | mmx ledger push --ledger copy.sqlite
@@ -207,6 +209,7 @@ def ledger_sessions(
     --json.
 
     Examples:
+
     \b
         mmx ledger sessions
         mmx ledger sessions --json | jq -r 'select(.status == "active") | .session'
@@ -339,6 +342,7 @@ def ledger_show(
     program_time_s, holds, modes, markers, stills, proposals, proposal_counts, counts).
 
     Examples:
+
     \b
         mmx ledger show --last --ledger shoot.sqlite
         mmx ledger show 01JD3J --json | jq '.shots[] | [.camera, .duration_s]'
@@ -379,6 +383,7 @@ def ledger_export(
     = camera name). otio and edl times are rounded to --fps frames at the shot boundaries.
 
     Examples:
+
     \b
         mmx ledger export --last -o shoot.otio
         mmx ledger export 01JD3J --format edl -o shoot.edl
