@@ -361,12 +361,14 @@ def test_follow_picks_up_new_events(tmp_path, fake):
         assert wait_until(lambda: len(fake.event_ids()) == 900)
         assert proc.poll() is None  # still following
     finally:
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(signal.SIGTERM)  # ends a --follow run cleanly
         out, err = proc.communicate(timeout=30)
-    assert proc.returncode == 130, err.decode()
+    assert proc.returncode == 0, err.decode()
     assert fake.event_ids() == [e.id for e in events]
     assert acked_seq(path, fake) == 900
     assert b"behind" in err
+    summary = orjson.loads(out)
+    assert summary["acked_seq"] == 900 and summary["sent"] == 900 and summary["behind_events"] == 0
 
 
 # -- push --sync-convex and sessions ----------------------------------------------------------
