@@ -51,6 +51,7 @@ class FeatureParams:
     n_mfcc: int = 20
     n_chroma: int = 12
     beat_tightness: float = 100.0
+    tempo_method: str = "mean_steady_inter_beat_interval"
     baseline_fps: float = 30.0
     baseline_hop_length: int = 512
     resample: str = "soxr_hq"
