@@ -10,7 +10,8 @@ It speaks the documented wire protocol of ``POST /api/mutation`` (docs.convex.de
   answer 200 instead) ``{"status": "error", "errorMessage": "...", "logLines": []}``;
 - wrong or missing deploy key: HTTP 401 ``{"code": "BadAdminKey", "message": "The provided
   admin key was invalid for this instance"}`` (the backend's unauthenticated error);
-- unknown function: HTTP 404 ``{"code": "FunctionNotFound", "message": ...}``.
+- unknown function: HTTP 404 ``{"code": "FunctionNotFound", "message": ...}``;
+- a body over the argument limit (16 MiB, or ``--max-args-bytes``): HTTP 413.
 
 Like the real mutation it validates the args (the event envelope), refuses batches over 500
 events and object keys starting with ``$`` (Convex reserves them), and skips event ids it
@@ -138,6 +139,7 @@ class Server:
     state: Path
     key: str
     error_status: int = 560
+    max_args_bytes: int = MAX_ARGS_BYTES
     faults: list[dict[str, Any]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -186,7 +188,7 @@ class Server:
         if auth != f"Convex {self.key}":
             self._log("auth", 0, len(raw))
             return web.json_response(BAD_KEY, status=401)
-        if len(raw) > MAX_ARGS_BYTES:
+        if len(raw) > self.max_args_bytes:
             self._log("too_large", 0, len(raw))
             return web.json_response({"code": "RequestTooLarge", "message": "Request body too large"}, status=413)
         try:
@@ -235,7 +237,7 @@ class Server:
 
 
 async def _serve(args: argparse.Namespace) -> None:
-    server = Server(Path(args.state), args.key, error_status=args.error_status)
+    server = Server(Path(args.state), args.key, error_status=args.error_status, max_args_bytes=args.max_args_bytes)
     runner = web.AppRunner(server.app(), access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", args.port)
@@ -258,6 +260,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--state", required=True)
     parser.add_argument("--key", default="test-deploy-key")
     parser.add_argument("--error-status", type=int, default=560)
+    parser.add_argument("--max-args-bytes", type=int, default=MAX_ARGS_BYTES, help="answer 413 above this body size")
     parser.add_argument("--lifetime", type=float, default=600.0)
     asyncio.run(_serve(parser.parse_args(argv)))
 
@@ -268,11 +271,15 @@ def main(argv: list[str] | None = None) -> None:
 class FakeConvex:
     """A `tests.convex_fake` server process on 127.0.0.1: start, kill, restart, inspect."""
 
-    def __init__(self, state: Path, port: int, *, key: str = "test-deploy-key", error_status: int = 560) -> None:
+    def __init__(
+        self, state: Path, port: int, *, key: str = "test-deploy-key", error_status: int = 560,
+        max_args_bytes: int = MAX_ARGS_BYTES,
+    ) -> None:  # fmt: skip
         self.state = Path(state)
         self.port = port
         self.key = key
         self.error_status = error_status
+        self.max_args_bytes = max_args_bytes
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -283,7 +290,7 @@ class FakeConvex:
         root = Path(__file__).resolve().parent.parent
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "tests.convex_fake", "--port", str(self.port), "--state", str(self.state),
-             "--key", self.key, "--error-status", str(self.error_status)],
+             "--key", self.key, "--error-status", str(self.error_status), "--max-args-bytes", str(self.max_args_bytes)],
             cwd=root, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         )  # fmt: skip
         deadline = time.monotonic() + timeout

@@ -141,6 +141,20 @@ def test_batches_respect_the_event_count_and_byte_limits(tmp_path, fake):
     assert fake.event_ids() == ledger_ids(path)
 
 
+def test_a_413_halves_the_batch_until_it_fits(tmp_path):
+    server = FakeConvex(tmp_path / "state.sqlite", free_port(), key=KEY, max_args_bytes=30_000).start()
+    try:
+        producer = Producer("serve", session="01SESSIONTOOLARGE")
+        events = [producer.make("still.marker", {"label": "y" * 2_000}) for _ in range(100)]
+        path = make_ledger(tmp_path / "ledger.sqlite", events)
+        progress = run_sync(path, server)  # 100 × 2 kB in one 4 MiB call is too much for this server
+        assert server.event_ids() == [e.id for e in events]
+        assert "too_large" in server.outcomes()
+        assert max(server.batch_sizes()) <= 14 and progress.sent == 100
+    finally:
+        server.stop()
+
+
 def test_sync_resumes_after_the_last_acknowledged_event(tmp_path, fake):
     events = shoot_events(1200)
     path = make_ledger(tmp_path / "ledger.sqlite", events[:700])
