@@ -209,7 +209,8 @@ class GhostRunner:
 
     def apply(self, outputs: list[Output]) -> None:
         """Act on policy outputs: emit events, execute cuts, pass notes on."""
-        for out in outputs:
+        # a cut is dispatched before anything else due at the same moment (e.g. its ghost.accepted)
+        for out in sorted(outputs, key=lambda o: o.type != "cut"):
             if out.type == "note":
                 self.notify(out.data["message"])
             elif out.type == "cut":
