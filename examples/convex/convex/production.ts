@@ -201,6 +201,8 @@ async function applyCamera(ctx: MutationCtx, event: MmxEvent, data: Data, sessio
   }
 }
 
+const CAMERA_TYPES = new Set(["camera.joined", "camera.changed", "camera.left"]);
+
 const DIRECTOR_KIND: Record<string, string> = {
   "director.cut": "cut",
   "director.hold": "hold",
@@ -295,7 +297,7 @@ export const ingestEvents = mutation({
       inserted += 1;
       if (event.session !== null) {
         await applySession(ctx, event, data, event.session);
-        if (event.type.startsWith("camera.")) await applyCamera(ctx, event, data, event.session);
+        if (CAMERA_TYPES.has(event.type)) await applyCamera(ctx, event, data, event.session);
       }
       // like the local ledger, director events and stills are kept even without a session
       if (has(DIRECTOR_KIND, event.type)) await applyDirector(ctx, event, data);
