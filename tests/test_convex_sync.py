@@ -453,3 +453,20 @@ def test_sessions_show_the_sync_state(tmp_path, fake):
 
     run_sync(path, fake)
     assert {s["convex_sync"] for s in sessions_json(path).values()} == {"synced"}
+
+
+def test_a_stop_during_retries_marks_nothing_unacknowledged(tmp_path, fake):
+    import threading
+
+    path = make_ledger(tmp_path / "ledger.sqlite", shoot_events(100))
+    fake.inject(*[{"kind": "status", "status": 503}] * 50)
+    stop = threading.Event()
+
+    def on_progress(progress: cx.SyncProgress) -> None:
+        if progress.retries >= 3:
+            stop.set()
+
+    progress = run_sync(path, fake, stop=stop, on_progress=on_progress)
+    assert progress.sent == 0 and progress.retries == 3
+    assert acked_seq(path, fake) == 0
+    assert fake.event_ids() == []

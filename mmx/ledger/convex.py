@@ -495,9 +495,8 @@ def _drain(
             wait(0.5)  # wakes on a commit, or after 0.5 s to look at ``stop``
             continue
         for chunk, encoded in batches(pending, max_events=batch_size, max_bytes=max_batch_bytes):
-            if stop.is_set():
+            if stop.is_set() or not _send(client, conn, chunk, encoded, retry, stop, progress, report):
                 break
-            _send(client, conn, chunk, encoded, retry, stop, progress, report)
             report()
 
 
@@ -510,8 +509,12 @@ def _send(
     stop: threading.Event,
     progress: SyncProgress,
     report: Callable[[], None],
-) -> None:
-    """Deliver one batch (splitting on 413), retrying transient failures; mark it acked."""
+) -> bool:
+    """Deliver one batch (splitting on 413), retrying transient failures; mark it acked.
+
+    Returns False when ``stop`` was set before the batch was acknowledged (nothing of it is
+    marked then, so the high-water mark never passes an unacknowledged event).
+    """
     target = client.url
     first_failure: float | None = None
     attempt = 0
@@ -524,9 +527,9 @@ def _send(
                     f"Convex at {target} refused event seq {chunk[0].seq} as too large: {exc}"
                 ) from None
             half = len(chunk) // 2
-            _send(client, conn, chunk[:half], encoded[:half], retry, stop, progress, report)
-            _send(client, conn, chunk[half:], encoded[half:], retry, stop, progress, report)
-            return
+            if not _send(client, conn, chunk[:half], encoded[:half], retry, stop, progress, report):
+                return False
+            return _send(client, conn, chunk[half:], encoded[half:], retry, stop, progress, report)
         except _Retryable as exc:
             now = time.monotonic()
             first_failure = first_failure if first_failure is not None else now
@@ -542,7 +545,7 @@ def _send(
             progress.retrying = str(exc)
             report()
             if stop.wait(retry.delay(attempt)):
-                return
+                return False
             attempt += 1
             continue
         except ConvexFunctionError as exc:
@@ -566,6 +569,7 @@ def _send(
     progress.sent += len(chunk)
     progress.batches += 1
     progress.retrying = None
+    return True
 
 
 class SyncThread:
