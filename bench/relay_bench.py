@@ -204,6 +204,9 @@ def main() -> None:
     parser.add_argument("--sizes", default="640x360,1280x720")
     parser.add_argument("--viewers", default="1,2,4,8")
     parser.add_argument("--cuts", type=int, default=4, help="cuts per configuration (cut gap)")
+    parser.add_argument("--nice", type=int, default=0,
+                        help="change this process's niceness first (children inherit it); e.g. -10 as root "
+                             "to measure latency on a machine busy with other work")
     parser.add_argument("--publisher", metavar="BASE", help=argparse.SUPPRESS)
     parser.add_argument("--size", default="640x360", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -211,7 +214,9 @@ def main() -> None:
         width, height = map(int, args.size.split("x"))
         asyncio.run(publisher_main(args.publisher, width, height))
         return
-    print(f"# relay bench on {os.cpu_count()} cores; {args.seconds:g} s per configuration; "
+    if args.nice:
+        os.nice(args.nice)
+    print(f"# relay bench on {os.cpu_count()} cores; niceness {os.nice(0)}; {args.seconds:g} s per configuration; "
           f"load average {os.getloadavg()[0]:.1f} (figures need a quiet machine)", flush=True)
     all_results = []
     for size in args.sizes.split(","):
