@@ -13,6 +13,7 @@ deployment adds network latency per call, which larger batches amortize.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tempfile
 import time
@@ -87,6 +88,7 @@ def main() -> None:
         sent, elapsed = run(backlog, tmpdir / "fake-backlog.sqlite", 500)
         print(f"  backlog: {sent} events drained in {elapsed:.1f} s ({sent / elapsed:.0f} events/s, batch 500; "
               f"building the ledger took {built:.1f} s)")  # fmt: skip
+    print(f"  load average {' '.join(f'{x:.1f}' for x in os.getloadavg())} on {os.cpu_count()} cores")
 
 
 if __name__ == "__main__":
