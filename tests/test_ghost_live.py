@@ -320,3 +320,97 @@ def test_end_to_end_three_devices_music_cue_autopilot_and_the_ledger(shared_data
             if e["type"] == "director.cut" and e["data"].get("by") == "ghost"]  # fmt: skip
     assert len(cuts) >= 3
     assert_on_beats([float(np.min(np.abs(beats_wall - cut["ts"]))) for cut in cuts], (tmp_path / "ghost.err").read_text())
+
+
+def test_terminal_banner_and_keys(tmp_path):
+    """On a terminal: the banner on stderr and raw keys on stdin (here: a pseudo-terminal)."""
+    import pty
+    import threading
+
+    t0 = time.time() + 6.0  # ahead of the wall clock: the proposal waits for the key
+    lines = [
+        {"type": "camera.joined", "data": {"camera": "cam-1", "placement": {"azimuth_deg": 0}}},
+        {"type": "camera.joined", "data": {"camera": "cam-2", "placement": {"azimuth_deg": 90}}},
+        {"type": "director.cut", "data": {"to": "cam-1"}},
+    ]
+    events = tmp_path / "events.jsonl"
+    with open(events, "wb") as fp:
+        for i, obj in enumerate(lines):
+            fp.write(orjson.dumps({"id": f"in-{i}", "ts": t0, "src": "serve", **obj}) + b"\n")
+        for k in range(int(2.4 * 30)):
+            t = t0 + k / 30
+            for cam in ("cam-1", "cam-2"):
+                fp.write(orjson.dumps({"id": f"p-{k}-{cam}", "ts": t, "src": "serve", "type": "pose.sample",
+                                       "data": {"camera": cam, "t": t, "joints": pose_joints(t, motion=float(cam == "cam-2"))}}) + b"\n")  # fmt: skip
+    master, slave = pty.openpty()
+    proc = subprocess.Popen([*MMX, "ghost", str(events), "--mode", "ghost"], stdin=slave, stderr=slave,
+                            stdout=subprocess.PIPE, env={**os.environ, "COLUMNS": "120", "TERM": "xterm"})  # fmt: skip
+    os.close(slave)
+    screen = bytearray()
+
+    def drain() -> None:
+        while True:
+            try:
+                data = os.read(master, 4096)
+            except OSError:
+                return
+            if not data:
+                return
+            screen.extend(data)
+
+    threading.Thread(target=drain, daemon=True).start()
+    try:
+        first = orjson.loads(proc.stdout.readline())
+        assert first["type"] == "ghost.proposed" and first["data"]["to"] == "cam-2"
+        try:
+            wait_for(lambda: b"[a] accept" in screen and b"cam-1 \xe2\x86\x92 cam-2" in screen, 20, "the banner")
+        except AssertionError:
+            raise AssertionError(bytes(screen[-3000:]).decode("utf-8", "replace")) from None
+        os.write(master, b"a")
+        second = orjson.loads(proc.stdout.readline())
+        assert second["type"] == "ghost.accepted"
+        assert second["data"] == {"proposal": first["data"]["proposal"], "by": "operator"}
+        assert proc.wait(30) == 0
+    finally:
+        stop(proc)
+        os.close(master)
+    text = screen.decode("utf-8", "replace")
+    assert "mode ghost" in text and "cut in" in text
+    assert "no server to execute it" in text
+
+
+def test_runner_keys_without_a_server():
+    """The key handler: v vetoes the pending proposal, h / r hold and release locally."""
+    import io
+
+    from mmx.ghost.live import GhostRunner
+    from mmx.ghost.policy import Policy
+    from mmx.ghost.simulate import EventFactory
+
+    clock = [1_800_000_000.0]
+    out = io.BytesIO()
+    notes: list[str] = []
+    runner = GhostRunner(Policy(mode="ghost", follow_mode=False), out=out, notify=notes.append, clock=lambda: clock[0])
+    make = EventFactory()
+    t0 = clock[0]
+    for cam, az in (("cam-1", 0), ("cam-2", 90)):
+        runner.feed(make("camera.joined", {"camera": cam, "placement": {"azimuth_deg": az}}, t0))
+    runner.feed(make("director.cut", {"to": "cam-1"}, t0))
+    runner.key("v")
+    assert notes[-1] == "nothing to veto"
+    for k in range(3 * 30):
+        clock[0] = t0 + k / 30
+        for cam in ("cam-1", "cam-2"):
+            runner.feed(make("pose.sample", {"camera": cam, "t": clock[0], "joints": pose_joints(clock[0], motion=float(cam == "cam-2"))}, clock[0]))
+        if runner.policy.pending is not None:
+            break
+    proposal = runner.policy.pending.id
+    runner.key("v")
+    runner.key("h")
+    assert runner.policy.hold and notes[-1] == "hold on"
+    runner.key("r")
+    assert not runner.policy.hold and notes[-1] == "hold released"
+    written = [orjson.loads(line) for line in out.getvalue().splitlines()]
+    assert [e["type"] for e in written] == ["ghost.proposed", "ghost.vetoed"]
+    assert written[1]["data"] == {"proposal": proposal, "by": "operator"} and written[1]["src"] == "ghost"
+    assert written[1]["seq"] == written[0]["seq"] + 1

@@ -549,8 +549,8 @@ class TerminalUI:
             timing = next((r for r in p["reasons"] if r.get("feature") == "timing"), None)
             top = sorted((r for r in p["reasons"] if "contribution" in r), key=lambda r: -r["contribution"])[:2]
             body.append("; ".join(r["text"] for r in top) + ("\n" + timing["text"] if timing else ""), style="dim")
-        keys = "  [a] accept  [v] veto  [h] hold  [r] release" if self.keys else ""
-        return Panel(Text.assemble(head, "\n", body), title="mmx ghost", subtitle=keys or None)
+        keys = Text("  [a] accept  [v] veto  [h] hold  [r] release ") if self.keys else None
+        return Panel(Text.assemble(head, "\n", body), title="mmx ghost", subtitle=keys)
 
     async def __aenter__(self) -> TerminalUI:
         from rich.live import Live
