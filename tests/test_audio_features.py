@@ -67,7 +67,7 @@ def test_artifact_keys_shapes_and_frame_times(click_features):
     assert str(d["params_hash"]) == FeatureParams().params_hash
 
 
-def test_arrays_equal_plain_librosa_from_the_waveform(tmp_path):
+def test_arrays_equal_plain_librosa_and_edge_from_the_waveform(tmp_path):
     import librosa
 
     path = write_click(tmp_path / "c.flac", bpm=100.0, seconds=5.0, stereo=True)
@@ -81,6 +81,20 @@ def test_arrays_equal_plain_librosa_from_the_waveform(tmp_path):
     tempo, beats = librosa.beat.beat_track(onset_envelope=onset, sr=sr)
     np.testing.assert_array_equal(d["beat_frames"], beats)
     assert float(d["tempo_librosa_bpm"]) == pytest.approx(float(np.atleast_1d(tempo)[0]))
+    # the baseline block exactly as EDGE's baseline_features.py computes it
+    SR = 30 * 512
+    data, _ = librosa.load(path, sr=SR)
+    envelope = librosa.onset.onset_strength(y=data, sr=SR)
+    mfcc = librosa.feature.mfcc(y=data, sr=SR, n_mfcc=20).T
+    chroma = librosa.feature.chroma_cens(y=data, sr=SR, hop_length=512, n_chroma=12).T
+    peak_onehot = np.zeros_like(envelope)
+    peak_onehot[librosa.onset.onset_detect(onset_envelope=envelope, sr=SR, hop_length=512)] = 1.0
+    _, beat_idxs = librosa.beat.beat_track(onset_envelope=envelope, sr=SR, hop_length=512,
+                                           start_bpm=float(np.atleast_1d(tempo)[0]), tightness=100)  # fmt: skip
+    beat_onehot = np.zeros_like(envelope)
+    beat_onehot[beat_idxs] = 1.0
+    edge = np.concatenate([envelope[:, None], mfcc, chroma, peak_onehot[:, None], beat_onehot[:, None]], axis=-1)
+    np.testing.assert_array_equal(d["baseline"], edge)
 
 
 def test_tempo_from_beats_ignores_a_dropped_beat():

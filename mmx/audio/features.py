@@ -214,6 +214,36 @@ def tempo_from_beats(beat_times: np.ndarray, fallback_bpm: float) -> float:
     return float(60.0 / steady.mean())
 
 
+#: Frames per piece when estimating tuning; piptrack's temporaries are several copies of
+#: the spectrogram, so doing it in pieces keeps peak memory near the spectrogram's own size.
+TUNING_CHUNK_FRAMES = 2048
+
+
+def estimate_tuning(S: np.ndarray, sr: int, *, bins_per_octave: int, chunk_frames: int = TUNING_CHUNK_FRAMES) -> float:
+    """``librosa.estimate_tuning(S=S, sr=sr, bins_per_octave=…)`` computed a piece of frames at a time.
+
+    ``S`` is a magnitude or power spectrogram ``(1 + n_fft // 2, n_frames)``. piptrack works
+    on each frame alone (gradient, parabolic interpolation, per-frame reference and local
+    maxima all run along the frequency axis), and the median and histogram that follow do
+    not depend on order, so the result is identical to librosa's while the temporaries are
+    ``chunk_frames`` wide instead of the whole track.
+    """
+    import librosa
+
+    n_fft = 2 * (S.shape[0] - 1)
+    pitches: list[np.ndarray] = []
+    mags: list[np.ndarray] = []
+    for start in range(0, S.shape[1], chunk_frames):
+        pitch, mag = librosa.piptrack(S=S[:, start : start + chunk_frames], sr=sr, n_fft=n_fft)
+        found = pitch > 0
+        pitches.append(pitch[found])
+        mags.append(mag[found])
+    pitch = np.concatenate(pitches) if pitches else np.zeros(0, np.float32)
+    mag = np.concatenate(mags) if mags else np.zeros(0, np.float32)
+    threshold = np.median(mag) if mag.size else 0.0
+    return float(librosa.pitch_tuning(pitch[mag >= threshold], resolution=0.01, bins_per_octave=bins_per_octave))
+
+
 def compute_main(y: np.ndarray, params: FeatureParams) -> dict[str, np.ndarray]:
     """The 22050 Hz arrays from a mono signal already at ``params.sr``.
 
@@ -228,13 +258,15 @@ def compute_main(y: np.ndarray, params: FeatureParams) -> dict[str, np.ndarray]:
     import librosa
 
     sr, hop, n_fft = params.sr, params.hop_length, params.n_fft
-    power = np.abs(librosa.stft(y, n_fft=n_fft, hop_length=hop)) ** 2
+    power = np.abs(librosa.stft(y, n_fft=n_fft, hop_length=hop))
+    power **= 2  # in place: the same values as np.abs(stft) ** 2, one spectrogram less in memory
     mel_power = librosa.feature.melspectrogram(S=power, sr=sr, n_mels=params.n_mels)
     # onset_strength and mfcc both work on power_to_db(mel) with ref=1.0 (their own default)
     log_mel = librosa.power_to_db(mel_power)
     onset_env = librosa.onset.onset_strength(S=log_mel, sr=sr, hop_length=hop)
     mfcc = librosa.feature.mfcc(S=log_mel, sr=sr, n_mfcc=params.n_mfcc)
-    chroma = librosa.feature.chroma_stft(S=power, sr=sr, n_chroma=params.n_chroma)
+    tuning = estimate_tuning(power, sr, bins_per_octave=params.n_chroma)
+    chroma = librosa.feature.chroma_stft(S=power, sr=sr, n_chroma=params.n_chroma, tuning=tuning)
     del power
     tempo, beat_frames = librosa.beat.beat_track(
         onset_envelope=onset_env, sr=sr, hop_length=hop, tightness=params.beat_tightness
@@ -264,16 +296,22 @@ def compute_baseline(y_base: np.ndarray, params: FeatureParams, *, start_bpm: fl
     import librosa
 
     sr, hop = params.baseline_sr, params.baseline_hop_length
-    # EDGE calls onset_strength(y) and mfcc(y) with librosa's default n_fft/hop; both use
-    # the same log-mel spectrogram, computed once here.
-    mel_power = librosa.feature.melspectrogram(y=y_base, sr=sr, hop_length=hop)
+    # EDGE calls onset_strength(y) and mfcc(y) with librosa's default n_fft 2048 / hop 512;
+    # both use the same log-mel spectrogram, computed once here from one STFT magnitude,
+    # which also gives chroma_cens's tuning estimate (estimate_tuning(y=…) is piptrack of it).
+    magnitude = np.abs(librosa.stft(y_base, n_fft=2048, hop_length=hop))
+    mel_power = librosa.feature.melspectrogram(S=magnitude**2.0, sr=sr)
     log_mel = librosa.power_to_db(mel_power)
+    # chroma_cens analyses a CQT with 36 bins per octave and estimates its tuning at that resolution
+    cens_tuning = estimate_tuning(magnitude, sr, bins_per_octave=36)
+    del magnitude
     envelope = librosa.onset.onset_strength(S=log_mel, sr=sr, hop_length=hop)
     mfcc = librosa.feature.mfcc(S=log_mel, sr=sr, n_mfcc=params.n_mfcc)
     with warnings.catch_warnings():
         # the CQT's lowest octaves of a short clip are shorter than their FFT; librosa pads them
         warnings.filterwarnings("ignore", message=r"n_fft=\d+ is too large for input signal", category=UserWarning)
-        chroma = librosa.feature.chroma_cens(y=y_base, sr=sr, hop_length=hop, n_chroma=params.n_chroma)
+        chroma = librosa.feature.chroma_cens(y=y_base, sr=sr, hop_length=hop, n_chroma=params.n_chroma,
+                                             tuning=cens_tuning)  # fmt: skip
     n = min(envelope.shape[0], mfcc.shape[1], chroma.shape[1])
     envelope, mfcc, chroma = envelope[:n], mfcc[:, :n], chroma[:, :n]
     peaks = librosa.onset.onset_detect(onset_envelope=envelope, sr=sr, hop_length=hop)
