@@ -820,6 +820,7 @@ def test_events_resume_filter_and_pose_only_when_asked(srv):
             cut_seq = next(e["seq"] for e in everything if e["type"] == "director.cut")
             resumed = await events(http, srv, since=cut_seq)
             assert [e["type"] for e in resumed] == ["director.mode"]
+            assert await events(http, srv, since=10**9) == []
             assert [e["type"] for e in await events(http, srv, types="director.*,camera.joined")] == [
                 "camera.joined", "director.cut", "director.mode"]
 
