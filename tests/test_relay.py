@@ -194,8 +194,9 @@ def test_no_corrupted_frame_across_20_cuts():
             producer = Producer("operator")
             reader.feed_data(cut_line(producer, None, "cam-1"))
             pc, track = await whep_subscribe(f"{base}/whep/hero", token=TOKEN)
-            assert await frames_until(track, lambda s: s is not None and s.source == 1, timeout_s=20)
-            log: list = []
+            first = await frames_until(track, lambda s: s is not None and s.source == 1, timeout_s=20)
+            assert first is not None
+            log: list = [(time.monotonic(), first)]
             current = 1
             for _ in range(20):
                 nxt = 2 if current == 1 else 1

@@ -128,9 +128,10 @@ def test_viewer_page_plays_the_hero_feed_and_sees_a_cut(relay_proc, browser):
         assert state["shown"] > frames_before
         assert state["seen"][-2:] == [1, 2]
         assert state["kind"] == "pixel timestamp" and 0 <= state["latency"] < 5000
-        hud = browser.find_element("id", "camera").text
-        assert hud.startswith("cam-2")
-        assert " ms (pixel timestamp)" in browser.find_element("id", "latency").text
+        # the HUD is refreshed twice a second
+        wait_for(browser, "return document.getElementById('camera').textContent.startsWith('cam-2')"
+                 " && document.getElementById('latency').textContent.endsWith(' ms (pixel timestamp)')",
+                 timeout_s=10, what="the HUD showing cam-2 and the pixel latency")
     finally:
         loop.call_soon_threadsafe(stop.set)
         thread.join(20)
@@ -172,4 +173,5 @@ def test_publish_page_sends_chromiums_fake_camera_into_the_relay(relay_proc, bro
              " && window.mmx.framesDecoded > 10", timeout_s=30, what="the fake camera on the viewer page")
     state = browser.execute_script("return {kind: window.mmx.latencySource, latency: window.mmx.latencyMs}")
     assert state["kind"].startswith("estimate") and 0 <= state["latency"] < 5000
-    assert browser.find_element("id", "camera").text == "phone-1"
+    wait_for(browser, "return document.getElementById('camera').textContent === 'phone-1'", timeout_s=10,
+             what="the HUD showing phone-1")
