@@ -164,6 +164,7 @@ async def measure(base: str, relay: psutil.Process, stdin, producer: Producer, v
         "viewers_process_cpu_pct": round((mine1.user + mine1.system - mine0.user - mine0.system) / (t1 - t0) * 100, 1),
         "cut_gap_ms_max": round(max(gaps), 1) if gaps else None,
         "cut_gap_ms_median": round(statistics.median(gaps), 1) if gaps else None,
+        "cut_gaps_ms": [round(g, 1) for g in gaps],
         "cuts_seen": len(gaps),
     }
 
