@@ -87,9 +87,10 @@ def main() -> int:
     try:
         line, _ = tails.next(60)  # the backlog (last 10): just the first event
         assert line == first, line
+        time.sleep(0.5)  # let it settle into its wait
         tail_cpu0 = psutil.Process(tail.pid).cpu_times()
         idle_t0 = time.monotonic()
-        time.sleep(2.0)  # idle: a tail that polls would use CPU here
+        time.sleep(3.0)  # idle: a tail that polls would use CPU here (resolution: 10 ms ticks)
         idle_cpu = sum(psutil.Process(tail.pid).cpu_times()[:2]) - sum(tail_cpu0[:2])
         idle_s = time.monotonic() - idle_t0
         latencies = []
