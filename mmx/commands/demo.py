@@ -12,7 +12,6 @@ import typer
 from rich.table import Table
 
 from mmx.commands._common import console, write_jsonl
-from mmx.demo.run import Demo, DemoConfig, DemoFailed
 
 
 def _render_report(report: dict[str, Any]) -> None:
@@ -83,6 +82,8 @@ def demo(
         mmx demo --duration 20
         mmx demo --music ../shared/data/music/introzik.ogg --video ../shared/data/video/vtest.avi --pose ../shared/data/pose/vtest.pose.jsonl --duration 40 --json
     """
+    from mmx.demo.run import Demo, DemoConfig, DemoFailed
+
     temporary = data is None
     data_dir = Path(tempfile.mkdtemp(prefix="mmx-demo-")) if data is None else data
     config = DemoConfig(data_dir=data_dir, music=music, video=video, pose=pose, cameras=cameras,

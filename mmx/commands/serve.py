@@ -8,7 +8,7 @@ import signal
 import sys
 import time
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import typer
 from rich.live import Live
@@ -19,8 +19,11 @@ from mmx.commands._common import console
 from mmx.errors import IOFailure
 from mmx.events import Event
 from mmx.paths import mmx_home
-from mmx.serve import ServeConfig, Server
+from mmx.serve.config import ServeConfig
 from mmx.serve.config import DEFAULT_HOST, DEFAULT_PORT
+
+if TYPE_CHECKING:
+    from mmx.serve.app import Server
 
 
 def serve(
@@ -120,6 +123,8 @@ async def _run(config: ServeConfig, *, events: str | None, lan: bool, interactiv
             live.console.print(f"{stamp} {message}", markup=False, highlight=False, soft_wrap=True)
         else:
             console.print(f"{stamp} {message}", markup=False, highlight=False, soft_wrap=True)
+
+    from mmx.serve.app import Server
 
     server = Server(config, log=log)
     out = _open_events(events)

@@ -8,7 +8,15 @@
 - `mmx.serve.advertise`: ``_mmx._tcp`` mDNS advertisement for ``--lan``.
 """
 
-from mmx.serve.app import ApiError, Server
 from mmx.serve.config import ServeConfig
 
 __all__ = ["ApiError", "ServeConfig", "Server"]
+
+
+def __getattr__(name: str):
+    # aiohttp and the app load only when a server is wanted, not for `mmx --help`
+    if name in ("ApiError", "Server"):
+        from mmx.serve import app
+
+        return getattr(app, name)
+    raise AttributeError(f"module 'mmx.serve' has no attribute {name!r}")
