@@ -32,5 +32,6 @@ test: system-deps test-convex test-python
 man: install
 	$(VENV)/bin/python scripts/gen_man.py
 
+# Every benchmark in bench/, one after the other; each prints its own figures.
 bench: install
-	$(VENV)/bin/python -m bench
+	@for b in bench/*.py; do echo "== $$b"; $(VENV)/bin/python $$b || exit 1; done
