@@ -157,6 +157,8 @@ async def measure(base: str, relay: psutil.Process, stdin, producer: Producer, v
         "fps_min": round(min(fps), 1), "fps_mean": round(statistics.mean(fps), 1),
         "latency_p50_ms": round(pct(lat, 0.5), 1), "latency_p95_ms": round(pct(lat, 0.95), 1),
         "relay_cpu_pct": round(cpu, 1),
+        "relay_cpu_user_pct": round((cpu1.user - cpu0.user) / (t1 - t0) * 100, 1),
+        "relay_cpu_system_pct": round((cpu1.system - cpu0.system) / (t1 - t0) * 100, 1),
         # CPU per hero frame is what stays meaningful when the machine is oversubscribed
         # (the relay then gets a share of a core, not what it asks for)
         "relay_cpu_ms_per_frame": round(cpu / 100 * (t1 - t0) * 1000 / hero_frames, 2) if hero_frames else None,

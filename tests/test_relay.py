@@ -239,6 +239,9 @@ def test_hero_is_encoded_once_for_many_viewers_and_a_dropped_viewer_costs_nothin
             # one encode per frame, not one per viewer
             assert encoded <= max(got) * 1.3, (encoded, got)
             assert relay.hub.hero.viewers == 3
+            # each viewer's sender runs the lean loop (shared payloads), not aiortc's own
+            senders = [s.pc.getSenders()[0] for s in relay.sessions.values() if s.kind == "whep"]
+            assert len(senders) == 3 and all("_run_rtp" in vars(sender) for sender in senders)
             # every viewer saw the same frames (the same encoded packets)
             sent = [{s.sent_ms for _, s in log if s} for log in logs]
             assert len(sent[0] & sent[1] & sent[2]) >= min(got) * 0.7
@@ -602,3 +605,21 @@ def test_bounded_decoder_queue_drops_to_a_keyframe_and_asks_for_one():
     assert [q.get_nowait()[1].timestamp for _ in range(2)] == [5, 6]
     q.put(None)  # the stop signal always gets through
     assert q.get_nowait() is None
+
+
+def test_stock_aiortc_sender_loop_still_delivers_the_shared_packets():
+    async def main():
+        async with relay_running(fast_rtp=False) as (relay, base):
+            pub = await whip_publish(f"{base}/whip/cam-1", pattern_track(source=1), token=TOKEN)
+            relay.hub.set_program("cam-1")
+            pc, track = await whep_subscribe(f"{base}/whep/hero", token=TOKEN)
+            assert await frames_until(track, lambda s: s is not None and s.source == 1, timeout_s=20)
+            log: list = []
+            await frames_until(track, lambda s: False, timeout_s=1.0, log=log)
+            assert len(log) >= 10 and all(s is not None and s.source == 1 for _, s in log)
+            sender = next(s.pc.getSenders()[0] for s in relay.sessions.values() if s.kind == "whep")
+            assert "_run_rtp" not in vars(sender)
+            await pc.close()
+            await pub.close()
+
+    run(main())

@@ -32,7 +32,7 @@ from typing import Any
 
 import av
 import numpy as np
-from aiortc.codecs.vpx import number_of_threads
+from aiortc.codecs.vpx import Vp8Encoder, number_of_threads
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from av import VideoFrame
 
@@ -79,13 +79,25 @@ class CameraFeed:
 
 @dataclass
 class EncodedFrame:
-    """One encoded frame shared by every viewer of an encoder."""
+    """One encoded frame shared by every viewer of an encoder.
+
+    ``rtp_timestamp`` is the frame's time on the 90 kHz RTP clock (before each viewer's
+    random offset); ``vp8_payloads()`` are its RTP payloads, made once for all viewers.
+    """
 
     seq: int
     packet: av.Packet
     keyframe: bool
     camera: str | None  # None for the slate
     relay_ms: float  # frame arrival at the relay → encoded, ms
+    rtp_timestamp: int = 0
+    _payloads: list[bytes] | None = None
+
+    def vp8_payloads(self) -> list[bytes]:
+        """RTP payloads (RFC 7741) with picture id ``seq`` mod 2**15, the same for every viewer."""
+        if self._payloads is None:
+            self._payloads = Vp8Encoder._packetize(bytes(self.packet), self.seq & 0x7FFF)
+        return self._payloads
 
 
 def _vp8_context(width: int, height: int) -> Any:
@@ -214,7 +226,7 @@ class SharedEncoder:
                 if key:
                     self.keyframes += 1
                     self._last_keyframe_at = self._last_out
-                self.ring.append(EncodedFrame(self.seq, packet, key, camera, relay_ms))
+                self.ring.append(EncodedFrame(self.seq, packet, key, camera, relay_ms, rtp_timestamp=pts))
                 self.seq += 1
                 self.encoded += 1
             if packets:
@@ -286,6 +298,10 @@ class FanoutTrack(MediaStreamTrack):
         self._detached = False
 
     async def recv(self) -> av.Packet:  # type: ignore[override]
+        return (await self.next_entry()).packet
+
+    async def next_entry(self) -> EncodedFrame:
+        """The next shared frame for this viewer (`mmx.relay.fastsend` reads these)."""
         if self.readyState != "live":
             raise MediaStreamError
         entry = await self.encoder.next_for(self)
@@ -293,7 +309,7 @@ class FanoutTrack(MediaStreamTrack):
         self.camera = entry.camera
         if self.on_frame is not None:
             self.on_frame(entry)
-        return entry.packet
+        return entry
 
     def stop(self) -> None:
         super().stop()

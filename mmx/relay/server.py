@@ -34,6 +34,7 @@ from aiortc.codecs import is_rtx
 from aiortc.sdp import SessionDescription
 
 from mmx.errors import InputMissingError, ServiceUnavailableError
+from mmx.relay.fastsend import install_fast_rtp
 from mmx.relay.hub import FanoutTrack, Hub
 from mmx.relay.jitter import bound_decoder_queues, install_marker_release
 from mmx.relay.net import HostRestrictedPeerConnection
@@ -122,13 +123,15 @@ class Relay:
     ``token`` None disables the check. ``ice_servers`` are STUN/TURN URLs (``stun:host:port``;
     none by default). ``ice_hosts`` restricts host candidates (empty: every
     interface as aioice chooses). ``on_status`` receives one dict per notable change.
+    ``fast_rtp`` sends viewers' packets with `mmx.relay.fastsend` (False: aiortc's own loop).
     """
 
     def __init__(self, *, token: str | None = None, ice_hosts: Sequence[str] = ("127.0.0.1",),
                  ice_servers: Sequence[str] = (),
-                 on_status: StatusFn | None = None, lost_after_s: float = 1.0) -> None:
+                 on_status: StatusFn | None = None, lost_after_s: float = 1.0, fast_rtp: bool = True) -> None:
         install_marker_release()
         self.token = token
+        self.fast_rtp = fast_rtp
         self.ice_hosts = list(ice_hosts)
         self.ice_servers = [RTCIceServer(urls=url) for url in ice_servers]
         self.on_status = on_status or (lambda record: None)
@@ -299,6 +302,8 @@ class Relay:
             if sender.track is track:
                 # PLI/FIR from this viewer: one keyframe for everyone (rate-limited)
                 sender._send_keyframe = encoder.request_keyframe
+                if self.fast_rtp:
+                    install_fast_rtp(sender, track)
         self.on_status({"status": "viewer", "name": name, "session": session.id, "viewers": encoder.viewers})
         return self._created(request, session, answer)
 
