@@ -256,13 +256,21 @@ def _placement(p: dict[str, Any] | None) -> str:
     return " ".join(parts) or "—"
 
 
+def _end_when(started_at: float | None, completed_at: float | None) -> str:
+    """The end time, without its date when the session ended on the day it started."""
+    if completed_at is None:
+        return "still active"
+    end = _when(completed_at)
+    return end[11:] if end[:10] == _when(started_at)[:10] else end
+
+
 def _render_summary(summary: dict[str, Any]) -> None:
     info = summary["session"]
     status = info["status"] + (" (inferred: no session.started)" if info["inferred"] else "")
     console.print(f"[bold]{_e(info['title'] or 'untitled session')}[/]  [dim]{_e(info['session'])}[/]")
     console.print(
-        f"{_e(info['kind'])} · {status} · started {_when(info['started_at'])} · "
-        f"{'ended ' + _when(info['completed_at']) if info['completed_at'] else 'still active'}"
+        f"{_e(info['kind'])} · {status} · {_when(info['started_at'])} → "
+        f"{_end_when(info['started_at'], info['completed_at'])}"
         f"{' (' + _e(info['end_reason']) + ')' if info['end_reason'] else ''}",
         highlight=False,
     )
