@@ -245,3 +245,22 @@ def test_head_ends_a_piped_tail_quietly(shoot):
                           capture_output=True)  # fmt: skip
     assert proc.returncode == 0 and proc.stderr == b""
     assert proc.stdout == EXAMPLE.read_bytes().splitlines(keepends=True)[0]
+
+
+def test_human_views_on_a_terminal(shoot, monkeypatch):
+    import mmx.commands.ledger as ledger_cmd
+
+    monkeypatch.setattr(ledger_cmd, "wants_json", lambda flag: flag)  # as if stdout were a terminal
+    show = run("ledger", "show", "--last", "--ledger", str(shoot))
+    assert show.exit_code == 0 and show.stdout == ""  # humans get stderr; stdout stays data only
+    for text in ("Spring lookbook — studio B", "program time 3:47.2 in 20 shots (20 cuts)", "left profile",
+                 "13 accepted", "4 vetoed", "4 expired", "hold on cam-3 by operator", "manual → ghost",
+                 "marker hero look", "cut list"):  # fmt: skip
+        assert text in show.stderr, text
+    sessions = run("ledger", "sessions", "--ledger", str(shoot))
+    session = orjson.loads(run("ledger", "show", "--last", "--json", "--ledger", str(shoot)).stdout)["session"]
+    assert "production sessions" in sessions.stderr and session["session"] in sessions.stderr
+    assert "Spring" in sessions.stderr and sessions.stdout == ""
+    tail = run("ledger", "tail", "--since", "78", "--ledger", str(shoot))
+    lines = [ln for ln in tail.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 2 and "director.cut" in lines[0] and "session.ended" in lines[1] and tail.stdout == ""

@@ -9,6 +9,7 @@ from typing import Any
 
 import orjson
 import typer
+from rich import box
 from rich.markup import escape
 from rich.table import Table
 
@@ -226,18 +227,23 @@ def ledger_sessions(
     if not sessions:
         console.print("no sessions in the ledger yet")
         return
-    table = Table(title="production sessions", title_justify="left")
-    for column in ("session", "title", "status", "started", "duration", "cameras", "cuts", "stills", "events"):
-        table.add_column(column, justify="right" if column in ("cameras", "cuts", "stills", "events") else "left",
-                         no_wrap=column in ("session", "started"))  # fmt: skip
+    table = Table(title="production sessions", title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False,
+                  collapse_padding=True)  # fmt: skip
+    table.add_column("session", no_wrap=True)
+    table.add_column("title", ratio=1, min_width=8)
+    table.add_column("status")
+    table.add_column("started", no_wrap=True)
+    for column in ("length", "cuts", "events"):
+        table.add_column(column, justify="right", no_wrap=True)
     extra = list(queries.SESSION_FIELDS)
     for name in extra:
-        table.add_column(name)
+        table.add_column(name.replace("_", " "), min_width=6)
     for s in sessions:
         status = s["status"] + (" (inferred)" if s["inferred"] else "")
+        started = datetime.fromtimestamp(s["started_at"]).astimezone().strftime("%m-%d %H:%M") if s["started_at"] else "—"
         table.add_row(
-            _e(s["session"]), _e(s["title"] or ""), status, _when(s["started_at"]), _dur(s["duration_s"]),
-            str(s["cameras"]), str(s["cuts"]), str(s["stills"]), str(s["events"]),
+            _e(s["session"]), _e(s["title"] or ""), status, started, _dur(s["duration_s"]),
+            str(s["cuts"]), str(s["events"]),
             *(_e(s.get(name, "")) for name in extra),
         )  # fmt: skip
     console.print(table)
