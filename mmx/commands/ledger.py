@@ -205,9 +205,9 @@ def ledger_sessions(
     """List the production sessions in the ledger.
 
     One row per session: id, title, status (active, completed; "inferred" when events
-    named a session that never started), start, duration, counts of cameras, cuts, stills
-    and events. A table on a terminal (stderr); JSON Lines on stdout when piped or with
-    --json.
+    named a session that never started), start, length, cuts and events, on a terminal as
+    a table on stderr. Piped or with --json, one JSON object per session on stdout, with
+    the production_sessions columns and the counts of events, cameras, cuts and stills.
 
     Examples:
 
