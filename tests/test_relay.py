@@ -591,15 +591,15 @@ def test_bounded_decoder_queue_drops_to_a_keyframe_and_asks_for_one():
     assert is_keyframe("H264", b"\x00\x00\x00\x01\x67xx\x00\x00\x01\x65yy")
     assert not is_keyframe("H264", b"\x00\x00\x00\x01\x41zz")
     asked: list[int] = []
-    q = BoundedDecoderQueue(3, lambda: asked.append(1))
+    q = BoundedDecoderQueue(3, lambda: asked.append(1), min_request_interval_s=0.5)
     frame = lambda data, ts: (vp8, SimpleNamespace(data=data, timestamp=ts))  # noqa: E731
     for ts, data in enumerate([key, delta, delta]):
         q.put(frame(data, ts))
     assert q.qsize() == 3 and asked == []
     q.put(frame(delta, 3))  # the decoder is 3 behind: drop everything, wait for a keyframe
     assert q.qsize() == 0 and asked == [1] and q.dropped == 4
-    q.put(frame(delta, 4))
-    assert q.qsize() == 0 and q.dropped == 5
+    q.put(frame(delta, 4))  # still waiting; asked less than 0.5 s ago, so no second request
+    assert q.qsize() == 0 and q.dropped == 5 and asked == [1]
     q.put(frame(key, 5))
     q.put(frame(delta, 6))
     assert [q.get_nowait()[1].timestamp for _ in range(2)] == [5, 6]

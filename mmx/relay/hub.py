@@ -46,7 +46,7 @@ RING = 16
 #: VP8 bits per pixel per frame for the hero encode (≈ 550 kbit/s at 640×360×30, 2.2 Mbit/s at 720p).
 BITS_PER_PIXEL = 0.08
 #: A forced keyframe at most this often (s), however many viewers ask (PLI storms).
-KEYFRAME_MIN_INTERVAL_S = 0.25
+KEYFRAME_MIN_INTERVAL_S = 0.5
 
 
 @dataclass

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import queue
+import time
 from collections.abc import Callable
 from typing import Any, Optional
 
@@ -114,15 +115,19 @@ class BoundedDecoderQueue(queue.Queue):
     """A drop-in for ``RTCRtpReceiver``'s decoder queue holding at most ``max_frames`` frames.
 
     ``request_keyframe()`` is called (on the event loop thread, where aiortc puts frames) when
-    frames had to be dropped. ``dropped`` counts dropped frames.
+    frames had to be dropped, at most once per ``min_request_interval_s``; a receiver still
+    waiting after that asks again with its next dropped frame. ``dropped`` counts dropped frames.
     """
 
-    def __init__(self, max_frames: int, request_keyframe: Callable[[], None]) -> None:
+    def __init__(self, max_frames: int, request_keyframe: Callable[[], None], *,
+                 min_request_interval_s: float = 0.5) -> None:
         super().__init__()
         self.max_frames = max_frames
         self.request_keyframe = request_keyframe
+        self.min_request_interval_s = min_request_interval_s
         self.dropped = 0
         self._await_keyframe = False
+        self._requested_at = -1e9
 
     def put(self, item: Any, block: bool = True, timeout: float | None = None) -> None:
         if item is None:  # the decoder thread's stop signal
@@ -132,6 +137,7 @@ class BoundedDecoderQueue(queue.Queue):
         if self._await_keyframe:
             if key is False:
                 self.dropped += 1
+                self._ask()
                 return
             self._await_keyframe = False
         if self.qsize() >= self.max_frames and key is not None:
@@ -146,12 +152,19 @@ class BoundedDecoderQueue(queue.Queue):
             if not key:
                 self.dropped += 1
                 self._await_keyframe = True
-                self.request_keyframe()
+                self._ask()
                 return
         super().put(item, block, timeout)
 
+    def _ask(self) -> None:
+        # a starved receiver asking for keyframes too often feeds its own starvation
+        now = time.monotonic()
+        if now - self._requested_at >= self.min_request_interval_s:
+            self._requested_at = now
+            self.request_keyframe()
 
-def bound_decoder_queues(pc: Any, *, max_frames: int = 3) -> list[BoundedDecoderQueue]:
+
+def bound_decoder_queues(pc: Any, *, max_frames: int = 5) -> list[BoundedDecoderQueue]:
     """Give every video receiver of ``pc`` not yet started a `BoundedDecoderQueue`.
 
     Call after the transceivers exist and before the connection is up (aiortc starts the
