@@ -479,3 +479,20 @@ def test_a_cue_without_started_at_starts_at_its_event_time(tmp_path):
     path.write_bytes(b"\n".join(lines) + b"\n")
     data = read_session_events(path, on_problem=lambda e: pytest.fail(e.message))
     assert [(c.started_at, c.offset_s, c.ends_at) for c in data.cues] == [(50.0, 0.0, 71.0), (71.0, 3.5, 90.0)]
+
+
+def test_foreign_features_without_a_source_hash_are_skipped_quietly(tmp_path):
+    """discover lists another tool's .npz with audio_sha256 null: nothing to pair, no problem."""
+    import io
+
+    from mmx.dataset.pair import read_inventory
+
+    lines = [
+        {"kind": "features", "path": "/x/foreign.npz", "sha256": "f" * 64, "size": 1, "foreign": True, "audio_sha256": None},
+        {"kind": "features", "path": "/x/ours.npz", "sha256": "e" * 64, "size": 1, "foreign": False, "audio_sha256": None},
+    ]
+    problems = []
+    inv = read_inventory(io.BytesIO(b"".join(orjson.dumps(x) + b"\n" for x in lines)), base=tmp_path,
+                         on_problem=problems.append)  # fmt: skip
+    assert inv.features == {}
+    assert [p.message for p in problems] == ["line 2: features item /x/ours.npz has no 'audio_sha256'"]

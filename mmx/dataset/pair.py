@@ -221,7 +221,8 @@ def read_inventory(fp: IO[bytes], *, base: Path, on_problem: ProblemHandler) -> 
     """Read an inventory lazily; bad lines go to ``on_problem`` as ``line N: …`` DataErrors.
 
     ``base`` resolves relative paths (the inventory's directory). Items of kinds pairing does
-    not use (audio, playlist) are counted and skipped.
+    not use (audio, playlist) are counted and skipped, and so are foreign feature artifacts
+    that carry no source-audio hash (discover lists them with ``audio_sha256: null``).
     """
     inv = Inventory()
     digest = hashlib.sha256()
@@ -236,6 +237,8 @@ def read_inventory(fp: IO[bytes], *, base: Path, on_problem: ProblemHandler) -> 
                 raise DataError(f"line {line_no}: an inventory item needs a string 'kind' and 'path'")
             if kind == "features":
                 sha = item.get("audio_sha256")
+                if item.get("foreign") and not sha:
+                    continue  # another tool's artifact with no source hash: nothing to pair it by
                 if not isinstance(sha, str) or not sha:
                     raise DataError(f"line {line_no}: features item {path} has no 'audio_sha256'")
                 inv.features.setdefault(sha, []).append(_resolve(path, base))
