@@ -114,6 +114,9 @@ def _vp8_context(width: int, height: int) -> Any:
         "bufsize": str(bitrate), "cpu-used": "-6", "deadline": "realtime", "lag-in-frames": "0",
         "minrate": str(bitrate), "maxrate": str(bitrate), "noise-sensitivity": "0",
         "overshoot-pct": "15", "partitions": "0", "static-thresh": "1", "undershoot-pct": "100",
+        # keyframes (join, PLI, cut) at most 3× an average frame: a cut's first frame must
+        # not take several frame intervals to encode, send and decode (libwebrtc caps them too)
+        "max-intra-rate": "300",
     }
     # aiortc's rule (1 thread below 4 cores at 720p): a second libvpx thread here made
     # 720p encodes ~10× slower on 2 cores
@@ -144,6 +147,7 @@ class SharedEncoder:
         self._last_keyframe_at = 0.0
         self._taken: dict[str, int] = {}
         self._last_out = 0.0
+        self._last_camera: str | None = None
         self._pts = -1
         self._t0 = time.monotonic()
 
@@ -204,8 +208,11 @@ class SharedEncoder:
                 frame, camera, arrived = hub.slate(name, size), None, now
             else:
                 continue  # no new frame yet: viewers stay on the last one
-            force = self._force_keyframe
+            # a cut replaces the whole picture: a capped keyframe is smaller and quicker than
+            # the inter frame libvpx would otherwise spend on it
+            force = self._force_keyframe or (camera is not None and camera != self._last_camera)
             self._force_keyframe = False
+            self._last_camera = camera
             pts = max(self._pts + 1, int((now - self._t0) * VIDEO_CLOCK))
             self._pts = pts
             try:
