@@ -449,6 +449,8 @@ def test_change_waiter_blocks_until_a_write(ledger):
     with ChangeWaiter(ledger.path) as waiter:
         assert waiter.mechanism == "inotify"
         assert waiter.wait(0.05) is False  # nothing written: it times out
+        (ledger.path.parent / "other.txt").write_text("not the ledger")
+        assert waiter.wait(0.1) is False  # another file of the directory does not wake it
         other = Ledger.open(ledger.path)
         other.write(every_type_events()[:1])
         other.close()

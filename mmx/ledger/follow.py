@@ -55,6 +55,7 @@ class ChangeWaiter:
                 from inotify_simple import INotify, flags
 
                 self._inotify = INotify()
+                self._overflow = flags.Q_OVERFLOW
                 self._inotify.add_watch(
                     str(self.path.parent), flags.MODIFY | flags.CREATE | flags.MOVED_TO | flags.CLOSE_WRITE
                 )
@@ -84,15 +85,17 @@ class ChangeWaiter:
     def wait(self, timeout_s: float) -> bool:
         """Block until a ledger file is written or ``timeout_s`` passes; True if written."""
         if self._inotify is not None:
-            events = self._inotify.read(timeout=max(int(timeout_s * 1000), 0))
-            # drain what else is queued right now so one commit wakes us once
-            while events:
-                if any(e.name in self.names for e in events):
-                    while self._inotify.read(timeout=0):
+            deadline = time.monotonic() + timeout_s
+            while True:
+                left_ms = int((deadline - time.monotonic()) * 1000)
+                events = self._inotify.read(timeout=max(left_ms, 0))
+                if not events:
+                    return False
+                # another file of the directory: keep waiting; a full kernel queue: assume ours
+                if any(e.name in self.names or e.mask & self._overflow for e in events):
+                    while self._inotify.read(timeout=0):  # one commit wakes us once
                         pass
                     return True
-                events = self._inotify.read(timeout=max(int(timeout_s * 1000), 0))
-            return False
         if self._kqueue is not None:  # pragma: no cover - macOS/BSD only
             changed = bool(self._kqueue.control(None, 8, timeout_s))
             if changed and len(self._kq_fds) < 3:  # the -wal appeared: watch it too
