@@ -57,9 +57,11 @@ def write_events(path: Path, n: int, *, seed: int = 7, per_session: int = 100_00
         out.append(orjson.dumps({"v": 1, "id": str(ULID.from_timestamp(t)), "seq": seqs[src], "ts": round(t, 3),
                                  "type": etype, "session": session, "src": src, "data": data}))  # fmt: skip
 
+    next_session_at = 0  # events made so far at which the next session starts
     with open(path, "wb") as fp:
         while written < n:
-            if session is None or (written % per_session == 0):
+            if written + len(out) >= next_session_at:
+                next_session_at += per_session
                 if session is not None:
                     ev("session.ended", {"reason": "operator", "state": {"program": program}})
                 session = str(ULID.from_timestamp(t))
