@@ -6,16 +6,19 @@ Shape of the data path (one process, one asyncio loop plus one encoder thread):
                                                       │ wake
     program camera ─► SharedEncoder "hero" ── encode once (VP8) ──► ring of the last
                                                                     RING encoded frames
-    each WHEP viewer: FanoutTrack.recv() hands the *same* av.Packet to its own
-    RTCRtpSender, which only packetizes (aiortc's pre-encoded path, ``Encoder.pack``),
-    encrypts and sends.
+    each WHEP viewer: its RTCRtpSender sends the *same* encoded frame, packetized once for
+    everyone (`EncodedFrame.vp8_payloads`, `mmx.relay.fastsend`); per viewer there is only
+    an RTP header, SRTP and a sendto per packet. (With ``fast_rtp`` off, FanoutTrack.recv()
+    hands the shared av.Packet to aiortc's own pre-encoded path, ``Encoder.pack``.)
 
 A cut only changes which feed the hero encoder draws from; the viewers' RTP streams (SSRC,
 sequence numbers, timestamps from one monotonic clock) go on, so nothing is renegotiated
-(Janus ``switch`` does the same with a keyframe request; re-encoding makes even that
-unnecessary). Buffers are bounded: a feed keeps one frame, an encoder keeps RING packets;
-a viewer that falls behind the ring skips to the next keyframe. A program camera without
-frames for ``lost_after_s`` is replaced by a "camera lost" slate.
+(Janus ``switch`` does the same with a keyframe request to the new source). The first frame
+after a cut is a size-capped keyframe: the picture changes completely, and a capped
+keyframe encodes and decodes faster than the huge inter frame libvpx would make. Buffers are
+bounded: a feed keeps one frame, an encoder keeps RING encoded frames; a viewer that falls
+behind the ring skips to the next keyframe. A program camera without frames for
+``lost_after_s`` shows its last frame until then, then a "camera lost" slate.
 """
 
 from __future__ import annotations
