@@ -58,9 +58,12 @@ def install_fast_rtp(sender: Any, track: Any) -> bool:
 
 
 def _send_datagram(dtls: Any) -> Any:
-    """The function sending one protected datagram on ``dtls``'s nominated ICE pair."""
-    connection = dtls.transport._connection
-    protect = dtls._tx_srtp.protect
+    """The function sending one RTP packet on ``dtls``: SRTP-protected, straight to the
+    nominated ICE pair; aiortc's own ``_send_rtp`` when aioice's internals are not there."""
+    connection = getattr(dtls.transport, "_connection", None)
+    protect = getattr(getattr(dtls, "_tx_srtp", None), "protect", None)
+    if protect is None or not isinstance(getattr(connection, "_nominated", None), dict):
+        return dtls._send_rtp
 
     async def send(data: bytes) -> None:
         pair = connection._nominated.get(1)
