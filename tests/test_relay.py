@@ -623,3 +623,18 @@ def test_stock_aiortc_sender_loop_still_delivers_the_shared_packets():
             await pub.close()
 
     run(main())
+
+
+def test_fast_send_falls_back_to_aiortcs_path_without_aioice_internals():
+    from types import SimpleNamespace
+
+    from mmx.relay.fastsend import _send_datagram
+
+    async def stock_send(data):
+        return data
+
+    dtls = SimpleNamespace(transport=SimpleNamespace(), _tx_srtp=SimpleNamespace(protect=lambda d: d),
+                           _send_rtp=stock_send)
+    assert _send_datagram(dtls) is stock_send
+    dtls.transport._connection = SimpleNamespace(_nominated={})
+    assert _send_datagram(dtls) is not stock_send
