@@ -638,3 +638,22 @@ def test_fast_send_falls_back_to_aiortcs_path_without_aioice_internals():
     assert _send_datagram(dtls) is stock_send
     dtls.transport._connection = SimpleNamespace(_nominated={})
     assert _send_datagram(dtls) is not stock_send
+
+
+def test_cli_relay_without_a_token_generates_and_requires_one(port):
+    env = {k: v for k, v in os.environ.items() if k != "MMX_TOKEN"}
+    proc = subprocess.Popen([*MMX, "relay", "--port", str(port), "--events", "-", "--ice-host", "127.0.0.1"],
+                            stdin=subprocess.PIPE, stderr=subprocess.PIPE, env=env)  # fmt: skip
+    try:
+        first = proc.stderr.readline().decode()
+        assert first.startswith("token: ")
+        token = first.split(": ", 1)[1].strip()
+        assert len(token) >= 24
+        assert "listening on" in proc.stderr.readline().decode()
+        import httpx
+
+        assert httpx.get(f"http://127.0.0.1:{port}/", timeout=10).status_code == 401
+        assert httpx.get(f"http://127.0.0.1:{port}/?token={token}", timeout=10).status_code == 200
+    finally:
+        proc.kill()
+        proc.wait()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import secrets
 import signal
 from typing import Any
 
@@ -43,7 +44,7 @@ def relay(
     server: str = typer.Option("http://127.0.0.1:8750", "--server", help="Base URL of mmx serve (its director.cut events drive the hero feed)."),
     host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on."),
     port: int = typer.Option(8760, "--port", min=1, max=65535, help="TCP port to listen on."),
-    token: str | None = typer.Option(None, "--token", envvar="MMX_TOKEN", help="Token required on every request (Bearer or ?token=) and sent to mmx serve [default: no check]."),
+    token: str | None = typer.Option(None, "--token", envvar="MMX_TOKEN", help="Token required on every request (Bearer or ?token=) and sent to mmx serve [default: generated and printed]."),
     ice_host: list[str] = typer.Option(["127.0.0.1"], "--ice-host", help="Address for ICE host candidates; repeat for several (pick the shoot network)."),
     ice_server: list[str] = typer.Option([], "--ice-server", help="A STUN/TURN server URL (stun:HOST:PORT); repeat for several [default: none]."),
     events: str | None = typer.Option(None, "--events", help="Read director.cut events from this JSON Lines file or '-' (stdin) instead of the server."),
@@ -54,7 +55,8 @@ def relay(
     a Location to DELETE); a browser can publish its camera from /publish/CAMERA. Viewers
     subscribe over WHEP: /whep/hero follows the program camera, /whep/CAMERA shows one
     camera. The page at / plays the hero feed with the camera name and the measured
-    latency. Append ?token=T to page URLs when a token is set.
+    latency. Every request needs the token (Bearer header, or ?token=T on page URLs); without
+    --token (or $MMX_TOKEN) one is generated and printed on stderr.
 
     The hero feed is decoded and encoded once (VP8) and the same packets go to every
     viewer, so adding viewers adds no encoding; a cut only switches the encoder's source, so
@@ -86,6 +88,11 @@ def relay(
             ipaddress.ip_address(addr)
         except ValueError:
             raise typer.BadParameter(f"{addr!r} is not an IP address", param_hint="--ice-host") from None
+
+    if not token:
+        # like mmx serve: never an open relay; the operator copies the printed token
+        token = secrets.token_urlsafe(24)
+        console.print(f"token: {token}", markup=False, highlight=False, soft_wrap=True)
 
     def on_error(exc: Any) -> None:
         report_line_error(exc, events or "server")
