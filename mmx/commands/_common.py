@@ -5,8 +5,10 @@ Only command modules import this; library code never prints.
 
 from __future__ import annotations
 
+import asyncio
+import signal
 import sys
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
@@ -72,3 +74,25 @@ def report_line_error(error: EventError, source: str = "") -> None:
     """Print one bad-input line report on stderr: ``warning: <source>: line N: reason``."""
     prefix = f"{source}: " if source and source != "-" else ""
     console.print(f"[yellow]warning:[/] {prefix}{error.message}", markup=True, soft_wrap=True)
+
+
+async def run_until_signal(main: Awaitable[object], stop: Callable[[], None]) -> bool:
+    """Await ``main``; SIGINT and SIGTERM call ``stop()`` so it can end cleanly.
+
+    Returns True when SIGINT stopped it (the command then exits 130), False otherwise.
+    """
+    loop = asyncio.get_running_loop()
+    got: list[int] = []
+
+    def on_signal(signum: int) -> None:
+        got.append(signum)
+        stop()
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, on_signal, signum)
+    try:
+        await main
+    finally:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(signum)
+    return signal.SIGINT in got

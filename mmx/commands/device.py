@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import signal
 from pathlib import Path
 from typing import Any
 
 import typer
 
-from mmx.commands._common import console, open_input, report_line_error, write_jsonl
+from mmx.commands._common import console, open_input, report_line_error, run_until_signal, write_jsonl
 from mmx.errors import EX_INTERRUPTED
 
 
@@ -129,26 +128,9 @@ def device(
 
     client = DeviceClient(config, source=source, pose=track, on_event=on_event)
     console.print(f"device {config.device_id} ({name}) → {server}")
-    interrupted = asyncio.run(_run(client))
+    interrupted = asyncio.run(run_until_signal(client.run(), client.stop))
     source.close()
     if interrupted:
         raise typer.Exit(EX_INTERRUPTED)
 
 
-async def _run(client: Any) -> bool:
-    """Run until the client ends; SIGINT/SIGTERM stop it cleanly. Returns whether SIGINT did."""
-    loop = asyncio.get_running_loop()
-    got: list[int] = []
-
-    def on_signal(signum: int) -> None:
-        got.append(signum)
-        client.stop()
-
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, on_signal, signum)
-    try:
-        await client.run()
-    finally:
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(signum)
-    return signal.SIGINT in got

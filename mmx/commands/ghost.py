@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import signal
 import sys
 from pathlib import Path
 from typing import Any
 
 import typer
 
-from mmx.commands._common import console, report_line_error, wants_json, write_jsonl
+from mmx.commands._common import console, report_line_error, run_until_signal, wants_json, write_jsonl
 from mmx.errors import EX_DATAERR, EX_INTERRUPTED, DataError
 
 DEFAULT_SERVER = "http://127.0.0.1:8750"
@@ -193,22 +192,11 @@ async def _run(runner: Any, events: str | None, *, banner: bool, keys: bool) -> 
     """Run the ghost until its input ends or SIGINT/SIGTERM; True when SIGINT stopped it."""
     from mmx.ghost.live import TerminalUI
 
-    loop = asyncio.get_running_loop()
-    got: list[int] = []
-
-    def on_signal(signum: int) -> None:
-        got.append(signum)
-        runner.stop()
-
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, on_signal, signum)
-    try:
+    async def main() -> None:
         if banner:
             async with TerminalUI(console, runner, keys=keys):
                 await runner.run(events)
         else:
             await runner.run(events)
-    finally:
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(signum)
-    return signal.SIGINT in got
+
+    return await run_until_signal(main(), runner.stop)

@@ -5,12 +5,11 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import secrets
-import signal
 from typing import Any
 
 import typer
 
-from mmx.commands._common import console, report_line_error
+from mmx.commands._common import console, report_line_error, run_until_signal
 from mmx.errors import EX_INTERRUPTED
 
 
@@ -106,19 +105,5 @@ def relay(
 
 async def _run(run_relay: Any, kwargs: dict[str, Any]) -> bool:
     """Run until SIGINT/SIGTERM; returns whether SIGINT stopped it."""
-    loop = asyncio.get_running_loop()
     stop = asyncio.Event()
-    got: list[int] = []
-
-    def on_signal(signum: int) -> None:
-        got.append(signum)
-        stop.set()
-
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, on_signal, signum)
-    try:
-        await run_relay(stop=stop, **kwargs)
-    finally:
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(signum)
-    return signal.SIGINT in got
+    return await run_until_signal(run_relay(stop=stop, **kwargs), stop.set)
