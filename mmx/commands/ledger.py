@@ -100,7 +100,7 @@ def ledger_push(
     \b
         mmx ledger push examples/events/shoot.jsonl --ledger shoot.sqlite
         mmx serve | mmx ledger push --echo | mmx ghost
-        mmx ghost --events http://127.0.0.1:8750 | mmx ledger push -
+        mmx ghost --server http://127.0.0.1:8750 | mmx ledger push -
 
     See also:
     mmx-ledger-tail(1), mmx-ledger-show(1), sqlite3(1)

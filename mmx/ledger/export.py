@@ -17,11 +17,15 @@ import io
 import re
 from typing import Any
 
-import opentimelineio as otio
+from typing import TYPE_CHECKING
+
 import orjson
 
 from mmx import __version__
 from mmx.errors import DataError
+
+if TYPE_CHECKING:
+    import opentimelineio as otio
 
 FORMATS = ("jsonl", "csv", "otio", "edl")
 #: Frame rate of the OTIO/EDL timeline (phone cameras record at 30 fps).
@@ -48,6 +52,7 @@ def to_timeline(summary: dict[str, Any], *, fps: float = DEFAULT_FPS) -> otio.sc
     ``metadata["mmx"]`` = the shot and ``metadata["cmx_3600"]["reel"]``), or a Gap for a
     shot with no camera. Raises DataError when the session has no cuts.
     """
+    import opentimelineio as otio  # loads in ~0.2 s: only when a timeline is wanted
     shots = summary["shots"]
     info = summary["session"]
     if not shots:
@@ -99,6 +104,8 @@ def export_session(summary: dict[str, Any], fmt: str, *, fps: float = DEFAULT_FP
         writer.writeheader()
         writer.writerows(shots)
         return buf.getvalue().encode()
+    import opentimelineio as otio
+
     timeline = to_timeline(summary, fps=fps)
     if fmt == "otio":
         return otio.adapters.write_to_string(timeline, "otio_json").encode() + b"\n"
