@@ -89,9 +89,17 @@ def demo(
     config = DemoConfig(data_dir=data_dir, music=music, video=video, pose=pose, cameras=cameras,
                         duration_s=duration, relay=not no_relay)  # fmt: skip
 
+    spinner = console.status("")  # one live line under the stage log (a no-op off a terminal)
+
     def on_stage(stage: str, status: str, detail: str) -> None:
         if status == "progress":
+            spinner.update(f"{stage}: {detail}")
             return
+        if status == "start":
+            spinner.update(f"{stage} …")
+            spinner.start()
+        elif status in ("done", "failed"):
+            spinner.stop()
         style = {"start": "cyan", "done": "green", "failed": "red", "info": "dim"}.get(status, "white")
         console.print(f"[{style}]{stage:>9} {status}[/] {detail}", soft_wrap=True)
 
@@ -100,7 +108,10 @@ def demo(
 
     signal.signal(signal.SIGTERM, on_sigterm)
     console.print(f"mmx demo: data in {data_dir}")
-    report = Demo(config, on_stage=on_stage).run().to_dict()
+    try:
+        report = Demo(config, on_stage=on_stage).run().to_dict()
+    finally:
+        spinner.stop()
     if json_out:
         write_jsonl(report)
     _render_report(report)
