@@ -266,6 +266,27 @@ def test_write_npz_has_fixed_zip_dates_and_loads(tmp_path):
         np.testing.assert_array_equal(npz["m"], arrays["m"])
 
 
+@pytest.mark.parametrize("zip64_from", [0xFFFFFFFF, 64], ids=["zip32", "zip64"])
+def test_write_npz_is_a_valid_zip_numpy_and_zipfile_read_back(tmp_path, monkeypatch, zip64_from):
+    """The hand-written zip: CRCs, sizes and offsets check out; with the ZIP64 threshold
+    lowered, sizes and offsets past it go into ZIP64 records that readers accept."""
+    import mmx.dataset.pair as pair_mod
+
+    monkeypatch.setattr(pair_mod, "_ZIP64_FROM", zip64_from)
+    rng = np.random.default_rng(1)
+    arrays = {"audio": rng.random((3, 5, 7), dtype=np.float32), "empty": np.zeros((0, 4), dtype=np.float32),
+              "observed": rng.random((3, 5)) > 0.5, "beat": np.arange(5, dtype=np.int64)}  # fmt: skip
+    write_npz(tmp_path / "x.npz", arrays)
+    with zipfile.ZipFile(tmp_path / "x.npz") as zf:
+        assert zf.testzip() is None  # every CRC-32 matches
+        assert zf.namelist() == [f"{k}.npy" for k in arrays]
+        assert all(i.compress_type == zipfile.ZIP_STORED and i.external_attr >> 16 == 0o644 for i in zf.infolist())
+    with np.load(tmp_path / "x.npz") as npz:
+        for key, arr in arrays.items():
+            assert npz[key].dtype == arr.dtype
+            np.testing.assert_array_equal(npz[key], arr)
+
+
 def test_manifest_records_inputs_parameters_and_assumptions(one_session, tmp_path):
     inv, sha = one_session()
     run_pair(inv, tmp_path / "ds", window_s=4.0, seed=3)
