@@ -4,7 +4,7 @@ One ledger is one SQLite file in WAL mode with ``synchronous=FULL``: a batch cou
 written once its ``COMMIT`` returned (the WAL is fsync'ed), and a crash never corrupts what
 was committed. ``busy_timeout`` lets several writer processes (the server's push and the
 ghost director's push) share a file: each batch takes the write lock with
-``BEGIN IMMEDIATE`` and holds it only for one ``executemany``.
+``BEGIN IMMEDIATE`` and holds it only for the batch's few multi-row inserts.
 
 Rows are inserted with ``INSERT OR IGNORE`` on the unique event ``id``: the same event
 pushed twice is stored once, and the projections (`mmx.ledger.projections`) are updated
@@ -22,7 +22,7 @@ from typing import Any
 
 from mmx.errors import InputMissingError, LedgerError, TemporaryFailure
 from mmx.events import Event, decode
-from mmx.ledger.projections import Batch, apply_projections, infer_sessions
+from mmx.ledger.projections import Batch, apply_projections, infer_sessions, insert_rows
 from mmx.ledger.schema import MIGRATIONS, Migration, migrate, schema_version
 
 #: How long a writer waits for another process's transaction before giving up (ms).
@@ -192,7 +192,7 @@ class Ledger:
             conn.execute("BEGIN IMMEDIATE")
             try:
                 before = conn.execute("SELECT coalesce(max(seq), 0) FROM events").fetchone()[0]
-                inserted = conn.executemany(INSERT_EVENT, rows).rowcount if rows else 0
+                inserted = insert_rows(conn, INSERT_EVENT, rows)
                 if inserted:
                     if batch.director or batch.stills or batch.state:
                         self._project(batch, before, inserted)
