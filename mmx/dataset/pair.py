@@ -45,6 +45,7 @@ import platform
 import shutil
 import struct
 import zipfile
+from array import array
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
@@ -82,7 +83,6 @@ _ZIP_DAY, _ZIP_TIME = (1980 - 1980) << 9 | 1 << 5 | 1, 0
 _ZIP64_FROM = 0xFFFFFFFF
 #: Joints of the torso, for the body-size normalisation.
 _TORSO = tuple(JOINT_NAMES.index(n) for n in ("leftShoulder", "rightShoulder", "leftHip", "rightHip"))
-_BLOCK = 4096  # pose rows converted to numpy per block while parsing
 _MISSING_JOINT = (math.nan, math.nan, 0.0)
 
 ProblemHandler = Callable[[DataError], None]
@@ -288,67 +288,53 @@ class PoseStream:
 
 
 class _PoseCollector:
-    """Accumulates pose rows per camera in numpy blocks (bounded Python-list overhead)."""
+    """Accumulates one camera's pose samples as raw doubles (`array.array`).
+
+    Each sample's 57 values go straight into a C array (``array.extend`` over the joints in
+    JOINT_NAMES order, at C level), which also checks that they are numbers. The Python
+    floats of a line are freed with it, so parsing an hour-long session keeps no Python
+    objects per sample: 8 bytes per value, and the allocator keeps reusing warm memory.
+    """
 
     def __init__(self) -> None:
-        self.t: list[float] = []
-        self.rows: list[list[float]] = []
-        self.lines: list[int] = []
-        self.blocks_t: list[np.ndarray] = []
-        self.blocks: list[np.ndarray] = []
+        self.t = array("d")
+        self.values = array("d")  # 3 * N_JOINTS per sample
         self.n_null = 0
-        self.bad_lines: list[int] = []  # rows whose values numpy could not read
 
-    def add(self, t: float, row: list[float], line_no: int) -> None:
+    def add(self, t: float, joints: dict[str, Any]) -> str | None:
+        """Append one sample; returns None, or why nothing was appended: ``"shape"`` unless
+        every joint present is a list of 3, ``"values"`` when one of them is not a number.
+        A joint missing from the dict gets NaN x/y and confidence 0."""
+        values = self.values
+        n = len(values)
+        try:  # fast path: every joint present, every value a number
+            values.extend(chain.from_iterable(map(joints.get, JOINT_NAMES)))
+        except TypeError:  # a joint missing (None), not a list, or a value not a number
+            del values[n:]
+            row: list[Any] = []
+            for name in JOINT_NAMES:
+                joint = joints.get(name)
+                if joint is None:
+                    joint = _MISSING_JOINT
+                elif type(joint) is not list or len(joint) != 3:
+                    return "shape"
+                row += joint
+            try:
+                values.extend(row)
+            except TypeError:
+                del values[n:]
+                return "values"
+        if len(values) - n != 3 * N_JOINTS:
+            del values[n:]
+            return "shape"
         self.t.append(t)
-        self.rows.append(row)
-        self.lines.append(line_no)
-        if len(self.rows) >= _BLOCK:
-            self._flush()
-
-    def _flush(self) -> None:
-        if not self.rows:
-            return
-        try:
-            block = np.array(self.rows, dtype=np.float64)
-            times = np.array(self.t, dtype=np.float64)
-        except (TypeError, ValueError):
-            good_rows, good_t = [], []
-            for t, row, line_no in zip(self.t, self.rows, self.lines, strict=True):
-                try:
-                    good_rows.append(np.array(row, dtype=np.float64))
-                    good_t.append(float(t))
-                except (TypeError, ValueError):
-                    self.bad_lines.append(line_no)
-            block = np.array(good_rows, dtype=np.float64).reshape(-1, N_JOINTS * 3)
-            times = np.array(good_t, dtype=np.float64)
-        self.blocks.append(block.reshape(-1, N_JOINTS, 3))
-        self.blocks_t.append(times)
-        self.t, self.rows, self.lines = [], [], []
+        return None
 
     def finish(self) -> PoseStream:
-        self._flush()
-        if self.blocks:
-            t = np.concatenate(self.blocks_t)
-            joints = np.concatenate(self.blocks)
-        else:
-            t, joints = np.zeros(0), np.zeros((0, N_JOINTS, 3))
+        t = np.frombuffer(self.t, dtype=np.float64)
+        joints = np.frombuffer(self.values, dtype=np.float64).reshape(-1, N_JOINTS, 3)
         order = np.argsort(t, kind="stable")
-        return PoseStream(t=t[order], joints=joints[order], n_null=self.n_null)
-
-
-def _joint_row(joints: dict[str, Any]) -> list[Any] | None:
-    """The 57 values of one sample in JOINT_NAMES order, or None when a joint is not a
-    3-element list. (Non-numeric values are caught when the rows become a numpy block.)"""
-    try:  # fast path, all joints present: C-level map and flatten
-        row = list(chain.from_iterable(map(joints.get, JOINT_NAMES)))
-    except TypeError:  # a joint missing (None) or not a list
-        get = joints.get
-        try:
-            row = [c for name in JOINT_NAMES for c in (get(name) or _MISSING_JOINT)]
-        except TypeError:
-            return None
-    return row if len(row) == 3 * N_JOINTS else None
+        return PoseStream(t=t[order], joints=joints[order], n_null=self.n_null)  # copies: the arrays let go
 
 
 @dataclass
@@ -417,11 +403,10 @@ def read_session_events(path: Path, *, on_problem: ProblemHandler) -> SessionDat
                 if joints is None:
                     col.n_null += 1
                     continue
-                row = _joint_row(joints) if type(joints) is dict else None
-                if row is None:
-                    bad(line_no, "pose.sample joints must map joint names to [x, y, confidence] numbers")
-                    continue
-                col.add(t, row, line_no)
+                wrong = col.add(t, joints) if type(joints) is dict else "shape"
+                if wrong is not None:
+                    bad(line_no, "pose.sample joint values must be numbers" if wrong == "values" else
+                        "pose.sample joints must map joint names to [x, y, confidence] numbers")  # fmt: skip
             elif etype == "music.cue":
                 if type(data) is not dict or not isinstance(data.get("track"), str) or not data["track"]:
                     bad(line_no, "music.cue needs a string 'track' (the audio file's sha256)")
@@ -437,12 +422,7 @@ def read_session_events(path: Path, *, on_problem: ProblemHandler) -> SessionDat
                 cues.append(Cue(data["track"], float(started_at), float(offset_s), line_no, title))
             elif etype == "session.ended" and type(ts) in (float, int):
                 ended_at = float(ts)
-    cameras = {}
-    for camera in sorted(collectors):
-        stream = collectors[camera].finish()
-        for line_no in collectors[camera].bad_lines:
-            bad(line_no, "pose.sample joint values must be numbers")
-        cameras[camera] = stream
+    cameras = {camera: collectors[camera].finish() for camera in sorted(collectors)}
     end = ended_at if ended_at is not None else end_wall
     _close_cues(cues, end)
     return SessionData(cameras, cues, digest.hexdigest(), end)
@@ -496,15 +476,11 @@ def read_pose_file(path: Path, *, on_problem: ProblemHandler) -> tuple[PoseStrea
             if joints is None:
                 col.n_null += 1
                 continue
-            row = _joint_row(joints) if type(joints) is dict else None
-            if row is None:
-                bad(line_no, "joints must map joint names to [x, y, confidence] numbers, or be null")
-                continue
-            col.add(t, row, line_no)
-    stream = col.finish()
-    for line_no in col.bad_lines:
-        bad(line_no, "joint values must be numbers")
-    return stream, header, digest.hexdigest()
+            wrong = col.add(t, joints) if type(joints) is dict else "shape"
+            if wrong is not None:
+                bad(line_no, "joint values must be numbers" if wrong == "values" else
+                    "joints must map joint names to [x, y, confidence] numbers, or be null")  # fmt: skip
+    return col.finish(), header, digest.hexdigest()
 
 
 @dataclass
