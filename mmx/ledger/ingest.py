@@ -46,62 +46,78 @@ CHUNK_BYTES = 1 << 20
 _MISSING = object()
 _EMPTY: dict[str, Any] = {}
 
-#: type → ((field, exact JSON types accepted, required), …) for the fast acceptance test.
-#: orjson yields exact built-in types, so ``type(v) in types`` is `mmx.events`' isinstance
-#: test (bool is listed only where a boolean is allowed, as there).
-_FAST_SPEC: dict[str, tuple[tuple[str, frozenset[type], bool], ...]] = {
-    etype: tuple((name, frozenset(fs.types), fs.required) for name, fs in spec.items())
-    for etype, spec in VOCABULARY.items()
-}
-_NUMBER_TYPES = (int, float)
+_NUMBER_TYPES = frozenset({int, float})
+
+
+def _compile_data_check(etype: str) -> Callable[[dict[str, Any]], bool]:
+    """A function ``check(data) -> bool`` for one type of `mmx.events.VOCABULARY`.
+
+    True means the data certainly passes `mmx.events`' data check; False means "not sure"
+    (the caller falls back to `mmx.events.decode`). It is generated as straight-line code,
+    one test per field, because a loop over the field specs cost as much as parsing the
+    line. orjson yields exact built-in types, so ``type(v) in types`` is `mmx.events`'
+    isinstance test (bool is listed only where a boolean is allowed, as there). Placement
+    objects are always left to the full check.
+    """
+    namespace: dict[str, Any] = {"_MISSING": _MISSING}
+    body = []
+    for k, (name, fspec) in enumerate(VOCABULARY[etype].items()):
+        namespace[f"_T{k}"] = frozenset(fspec.types)
+        body.append(f"    v = get({name!r}, _MISSING)")
+        if fspec.required:
+            body.append(f"    if v is _MISSING or type(v) not in _T{k}: return False")
+        else:
+            body.append(f"    if v is not _MISSING and type(v) not in _T{k}: return False")
+    if etype in _PLACEMENT_TYPES:
+        body.append("    if data.get('placement'): return False")
+    source = "def check(data):\n    get = data.get\n" + "\n".join(body) + "\n    return True\n"
+    exec(compile(source, f"<fast data check of {etype}>", "exec"), namespace)  # noqa: S102 - our own text
+    return namespace["check"]
+
+
 #: Types whose data may carry a placement object (checked field by field by mmx.events).
 _PLACEMENT_TYPES = frozenset(etype for etype, spec in VOCABULARY.items() if "placement" in spec)
+#: type → its fast data check (`_compile_data_check`); types not listed are not checked.
+_DATA_CHECKS = {etype: _compile_data_check(etype) for etype in VOCABULARY}
 
 
-def fast_head(obj: Any) -> tuple[Any, ...] | None:
-    """``(id, type, session, ts, src, seq)`` when ``obj`` is certainly a valid envelope, else None.
+def fast_row(obj: Any, raw: bytes) -> tuple[Any, ...] | None:
+    """The ``events`` row ``(id, type, session, ts, src, seq, raw)`` of a decoded line when
+    ``obj`` is certainly a valid envelope, else None.
 
-    None means "not sure": the caller falls back to `mmx.events.decode`. Placement objects
-    are always left to the full check.
+    None means "not sure": the caller falls back to `mmx.events.decode`, the one source of
+    the rules (the tests here are only ever stricter).
     """
     if type(obj) is not dict:
         return None
-    etype = obj.get("type")
-    eid = obj.get("id")
-    ts = obj.get("ts")
+    get = obj.get
+    etype = get("type")
+    eid = get("id")
+    ts = get("ts")
     if (
         type(etype) is not str or not etype
         or type(eid) is not str or not eid or len(eid) > MAX_ID_LENGTH
         or type(ts) not in _NUMBER_TYPES or ts - ts != 0  # not inf/nan
     ):  # fmt: skip
         return None
-    seq = obj.get("seq")
-    session = obj.get("session")
-    src = obj.get("src", "")
-    data = obj.get("data", _MISSING)
+    seq = get("seq")
+    session = get("session")
+    src = get("src", "")
     if (
         (seq is not None and (type(seq) is not int or seq < 0))
         or (session is not None and type(session) is not str)
         or type(src) is not str
-        or type(obj.get("v", 1)) is not int
+        or type(get("v", 1)) is not int
     ):
         return None
-    if data is _MISSING:
-        return (eid, etype, session, ts, src, seq)
-    if type(data) is not dict:
-        return None
-    spec = _FAST_SPEC.get(etype)
-    if spec is not None:
-        for name, types, required in spec:
-            value = data.get(name, _MISSING)
-            if value is _MISSING:
-                if required:
-                    return None
-            elif type(value) not in types:
-                return None
-        if etype in _PLACEMENT_TYPES and data.get("placement"):
+    data = get("data", _MISSING)
+    if data is not _MISSING:
+        if type(data) is not dict:
             return None
-    return (eid, etype, session, ts, src, seq)
+        check = _DATA_CHECKS.get(etype)
+        if check is not None and not check(data):
+            return None
+    return (eid, etype, session, ts, src, seq, raw.decode())
 
 
 class BatchReader:
@@ -172,7 +188,9 @@ class BatchReader:
     def __iter__(self) -> Iterator[Batch]:
         loads = orjson.loads
         decode_error = orjson.JSONDecodeError
-        head_of = fast_head
+        row_of = fast_row
+        director_kinds = DIRECTOR_KINDS
+        state_types = STATE_SQL
         monotonic = time.monotonic
         batch_size = self.batch_size
         max_line = self.max_line_bytes
@@ -214,10 +232,11 @@ class BatchReader:
                 if len(rest) > max_line:
                     rest = b""
                     overlong = True
+            line_no = self.line_no
             for line in lines:
-                self.line_no += 1
+                line_no += 1
                 if len(line) > max_line + 1:  # + 1: a CR before the LF
-                    self._bad(EventError(f"line longer than {max_line} bytes", line=self.line_no))
+                    self._bad(EventError(f"line longer than {max_line} bytes", line=line_no))
                     if self.stopped_by is not None:
                         break
                     continue
@@ -226,36 +245,37 @@ class BatchReader:
                     continue
                 try:
                     obj = loads(raw)
-                    head = head_of(obj)
+                    row = row_of(obj, raw)
                 except decode_error:
-                    head = None
-                if head is None:
+                    row = None
+                if row is None:
                     try:
-                        event = decode(raw, line_no=self.line_no)
+                        event = decode(raw, line_no=line_no)
                     except EventError as exc:
                         self._bad(exc)
                         if self.stopped_by is not None:
                             break
                         continue
-                    row: tuple[Any, ...] = event_row(event)
+                    row = event_row(event)
                     etype, data = event.type, event.data
                 else:
-                    row = (*head, raw.decode())
-                    etype = head[1]
+                    etype = row[1]
                     data = obj.get("data") or _EMPTY
-                if etype in DIRECTOR_KINDS:
+                if etype in director_kinds:
                     director.append((len(rows), *director_fields(etype, data)))
                 elif etype == "still.captured":
                     stills.append((len(rows), *still_fields(data)))
-                elif etype in STATE_SQL and row[2] is not None:
+                elif etype in state_types and row[2] is not None:
                     pending.state.append((len(rows), data))
                 if not rows:
                     deadline = monotonic() + self.interval_s
                 rows.append(row)
                 if len(rows) >= batch_size:
+                    self.line_no = line_no
                     yield pending
                     pending = self.pending = Batch()
                     rows, director, stills = pending.rows, pending.director, pending.stills
+            self.line_no = line_no
             if self.stopped_by is not None or not chunk:
                 break
         if rows:
