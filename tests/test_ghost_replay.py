@@ -10,9 +10,9 @@ from typer.testing import CliRunner
 
 from mmx.cli import app
 from mmx.events import encode
-from mmx.ghost.policy import load_policy
+from mmx.ghost.policy import Policy, load_policy
 from mmx.ghost.replay import ReplayResult, evaluate, match_cuts, replay, shot_distribution, shot_lengths
-from mmx.ghost.simulate import beat_grid_npz, session_events
+from mmx.ghost.simulate import beat_grid_npz, pose_joints, session_events
 
 from .conftest import MMX
 
@@ -159,3 +159,87 @@ def test_replay_from_stdin_through_a_real_pipe(capture):
     assert proc.returncode == 0, proc.stderr.decode()
     direct = evaluate(replay(cap, config=load_policy(), features_dir=feats))
     assert orjson.loads(proc.stdout) == orjson.loads(orjson.dumps(direct))
+
+
+# ------------------------------------------------------------------ the fast pose path
+def _pose_line(t: float, **changes) -> bytes:
+    obj = {"v": 1, "id": f"p-{t:.3f}", "seq": 1, "ts": t, "type": "pose.sample", "session": "s", "src": "serve",
+           "data": {"camera": "cam-2", "t": t, "joints": pose_joints(t, motion=1.0)}}  # fmt: skip
+    for key, value in changes.items():
+        if key.startswith("data_"):
+            obj["data"][key[5:]] = value
+        else:
+            obj[key] = value
+    return orjson.dumps(obj)
+
+
+def test_fast_pose_path_means_what_the_general_decoder_means(tmp_path):
+    """Lines the typed fast path must refuse (or take) give the same replay, errors and line
+    numbers as the general decoder, while clean pose lines do take the fast path."""
+    from mmx.events import read_events
+    from mmx.ghost.reader import PoseLine, read_replay
+    from mmx.ghost.replay import replay_events
+
+    head = session_events(t0=T0, duration_s=20.0, track=TRACK, bpm=120.0)
+    joints = pose_joints
+    makers = [
+        lambda t: _pose_line(t, data_joints={**joints(t), "nose": [0.5, 1.2, 0.9]}),  # a joint out of the frame
+        lambda t: _pose_line(t, data_joints={**joints(t), "neck": [0.5, 0.5, 1.5]}),  # confidence above 1
+        lambda t: _pose_line(t, data_joints={**joints(t), "root": [True, 0.5, 0.9]}),  # a boolean is no number
+        lambda t: _pose_line(t, data_joints={**joints(t), "leftHip": [0.5, 0.5]}),  # two numbers
+        lambda t: _pose_line(t, data_joints={**joints(t), "tail": [0.5, 0.5, 0.9]}),  # unknown joint: ignored
+        lambda t: _pose_line(t, data_joints={**joints(t), "nose": None}),  # null joint: not seen
+        lambda t: _pose_line(t, data_joints={**joints(t), "nose": [0, 1, 1]}),  # integers
+        lambda t: _pose_line(t, data_joints=None),
+        lambda t: _pose_line(t, data_extra={"any": "thing"}),
+        lambda t: _pose_line(t, data_device_ts=t - 0.2, data_clock_offset_s=0.2),  # what mmx serve adds
+        lambda t: _pose_line(t, extra_field=[1, 2]),
+        lambda t: _pose_line(t, data_t=True),  # bad line: t must be a number
+        lambda t: _pose_line(t, seq=-1),  # bad line
+        lambda t: _pose_line(t, id=""),  # bad line
+        lambda t: _pose_line(t, src=None),  # bad line
+        lambda t: _pose_line(t, data_camera=3),  # bad line
+        lambda t: _pose_line(t, data_joints=[1, 2]),  # bad line: joints must be an object
+        lambda t: _pose_line(t)[:-1] + b',"x":1e999}',  # bad line: infinity is not JSON
+        lambda t: _pose_line(t)[:-1] + b',"x":"\xff"}',  # bad line: not UTF-8
+        lambda t: _pose_line(t)[:-1] + b',"x":"\\ud800"}',  # bad line: a lone surrogate
+        lambda t: _pose_line(t)[:-1] + b',"x":"caf\\u00e9"}',  # an escape: the general path
+        lambda t: _pose_line(t)[:-1] + b',"data":{"camera":"cam-3","t":%r}}' % t,  # a repeated key: the last counts
+        lambda t: b"  " + _pose_line(t) + b"  ",
+    ]
+    # after the session (cam-2's samples keep their time order), then the session once more
+    # shifted by a minute so the policy runs on after them
+    later = [encode(e) for e in session_events(t0=T0 + 60.0, duration_s=20.0, track=TRACK, bpm=120.0)]
+    body = [encode(e) for e in head] + [make(T0 + 21.0 + k / 30) + b"\n" for k, make in enumerate(makers)] + later
+    path = tmp_path / "events.jsonl"
+    path.write_bytes(b"".join(body))
+
+    fast_errors, slow_errors = [], []
+    with open(path, "rb") as fp:
+        items = list(read_replay(fp, load_policy().signals, on_error=lambda e: fast_errors.append(str(e))))
+    assert sum(isinstance(i, PoseLine) for i in items) > 0.8 * len(body)  # the fast path is taken
+    fast = replay(path, config=load_policy(), on_error=lambda e: None)
+    with open(path, "rb") as fp:
+        slow = replay_events(read_events(fp, on_error=lambda e: slow_errors.append(str(e))), config=load_policy())
+    assert fast_errors == slow_errors and len(slow_errors) == 9
+    assert [encode(e) for e in fast.events] == [encode(e) for e in slow.events]
+    assert (fast.input_events, fast.start, fast.end, fast.stats, fast.notes) == (
+        slow.input_events, slow.start, slow.end, slow.stats, slow.notes)
+    assert fast.bad_lines == 9 and fast.stats["proposals"] >= 4
+    # the cameras' signals end the same (dropped joints counted the same way)
+    by_fast, by_slow = Policy(load_policy()), Policy(load_policy())
+    for item in items:
+        if isinstance(item, PoseLine):
+            by_fast.feed_pose(item.data.camera, item.data.t, item.joints())
+        else:
+            by_fast.feed(item)
+    with open(path, "rb") as fp:
+        for event in read_events(fp, on_error=lambda e: None):
+            by_slow.feed(event)
+
+    def signals(policy):
+        return {name: (c.signals.samples, c.signals.dropped_joints, c.signals.out_of_order, c.signals.at(policy.now))
+                for name, c in policy.cameras.items()}  # fmt: skip
+
+    assert signals(by_fast) == signals(by_slow)
+    assert signals(by_slow)["cam-2"][1] == 4

@@ -28,6 +28,7 @@ become ``ghost.expired`` at ``expires_at``.
 
 from __future__ import annotations
 
+import bisect
 import math
 import tomllib
 from collections.abc import Callable
@@ -39,7 +40,7 @@ from typing import Any
 from mmx.errors import DataError, InputMissingError
 from mmx.events import Event, new_id
 from mmx.ghost.beats import BeatLibrary, Cue
-from mmx.ghost.signals import CameraSignals, SignalParams, Signals
+from mmx.ghost.signals import CameraSignals, CheckedJoints, SignalParams, Signals
 
 MODES = ("manual", "ghost", "autopilot")
 FEATURES = ("presence", "framing", "motion", "stillness")
@@ -236,6 +237,7 @@ class Policy:
         self._new_id = id_factory
         self.now = -math.inf
         self.cameras: dict[str, CameraState] = {}
+        self._names: list[str] = []  # camera names in sorted order: the candidates' scoring order
         self.program: str | None = None
         self.program_since = -math.inf
         self.hold = False
@@ -258,6 +260,7 @@ class Policy:
         cam = self.cameras.get(name)
         if cam is None:
             cam = self.cameras[name] = CameraState(name, signals=CameraSignals(self.config.signals))
+            bisect.insort(self._names, name)
         return cam
 
     @staticmethod
@@ -310,19 +313,18 @@ class Policy:
         but do not move the clock back; pose samples older than a camera's latest are
         dropped by its signals and counted.
         """
+        d = event.data
+        etype = event.type
+        if etype == "pose.sample" and isinstance(cam := d.get("camera"), str):
+            return self.feed_pose(cam, self.event_time(event), d.get("joints"), now)
         t = self.event_time(event) if now is None else now
         if t < self.now:
             self.stats["events_out_of_order"] += 1
         out = self.step(t, consider=False)
         self.stats["events"] += 1
         now = self.now
-        d = event.data
-        etype = event.type
         if etype == "pose.sample":
-            cam = d.get("camera")
-            if isinstance(cam, str):
-                c = self._camera(cam)
-                c.signals.add(self.event_time(event), d.get("joints"))  # type: ignore[union-attr]
+            pass  # without a camera name: it only moves the clock
         elif etype == "camera.joined":
             c = self._camera(d["camera"])
             c.live = True
@@ -358,6 +360,23 @@ class Policy:
                 out += self._expire(now, "session ended")
         out += self._consider(now)
         return out
+
+    def feed_pose(self, camera: str, t: float, joints: dict[str, Any] | CheckedJoints | None,
+                  now: float | None = None) -> list[Output]:  # fmt: skip
+        """Apply one ``pose.sample`` given by its parts, as `feed` does with the event:
+        camera name, capture time ``t`` (Unix seconds) and joints (the event's object, None,
+        or `CheckedJoints` from the replay's typed decoder); then step to ``now`` (default ``t``).
+
+        The hot path of both live and replay: no event object, one signals update, one
+        `_consider`.
+        """
+        step_to = t if now is None else now
+        if step_to < self.now:
+            self.stats["events_out_of_order"] += 1
+        out = self.step(step_to, consider=False)
+        self.stats["events"] += 1
+        self._camera(camera).signals.add(t, joints)  # type: ignore[union-attr]
+        return out + self._consider(self.now)
 
     def _on_cut(self, d: dict[str, Any], now: float) -> list[Output]:
         proposal = d.get("proposal")
@@ -538,8 +557,9 @@ class Policy:
         program_score = self.score(self.program, now)[0] if program_cam is not None and program_cam.live else 0.0
         prog_az = program_cam.azimuth_deg if program_cam is not None else None
         best: tuple[float, str, Signals] | None = None
-        for name in sorted(self.cameras):
-            cam = self.cameras[name]
+        cameras = self.cameras
+        for name in self._names:
+            cam = cameras[name]
             if name == self.program or not cam.live or self.cooldown_until.get(name, -math.inf) > now:
                 continue
             if prog_az is not None and cam.azimuth_deg is not None and angle_between(prog_az, cam.azimuth_deg) < r.jump_cut_deg:

@@ -34,9 +34,10 @@ from typing import Any, BinaryIO
 import orjson
 
 from mmx.errors import DataError, EventError, InputMissingError
-from mmx.events import Event, read_events
+from mmx.events import Event
 from mmx.ghost.beats import BeatLibrary
 from mmx.ghost.policy import Policy, PolicyConfig
+from mmx.ghost.reader import PoseLine, read_replay
 
 #: Recorded event types the replayed policy is fed (everything else is reference or ignored).
 FED_TYPES = frozenset({"pose.sample", "camera.joined", "camera.changed", "camera.left", "music.cue",
@@ -91,10 +92,12 @@ def _digest(config: PolicyConfig, first_id: str, mode: str) -> str:
     return hashlib.sha256(blob).hexdigest()[:10]
 
 
-def replay_events(events: Iterable[Event], *, config: PolicyConfig, beats: BeatLibrary | None = None,
+def replay_events(events: Iterable[Event | PoseLine], *, config: PolicyConfig, beats: BeatLibrary | None = None,
                   mode: str = "autopilot") -> ReplayResult:  # fmt: skip
     """Run the policy over ``events`` in simulated time (see the module docstring).
 
+    ``events`` are `Event` objects, or also `PoseLine` records from `read_replay`'s fast
+    path (pose samples fed without building an `Event`; the result is the same).
     Raises DataError for a mode other than ``autopilot`` or ``manual``.
     """
     if mode not in REPLAY_MODES:
@@ -110,17 +113,26 @@ def replay_events(events: Iterable[Event], *, config: PolicyConfig, beats: BeatL
     policy = Policy(config, beats=beats, mode=mode, id_factory=new_id, follow_mode=False)
     session: str | None = None
     seq = 0
-    iterator: Iterator[Event] = iter(events)
+    iterator: Iterator[Event | PoseLine] = iter(events)
     for event in iterator:
         if not prefix[0]:
             prefix[0] = _digest(config, event.id, mode)
         result.input_events += 1
         if session is None and event.session:
             session = event.session
-        t = policy.event_time(event)
-        result.start = t if result.start is None else min(result.start, t)
-        result.end = t if result.end is None else max(result.end, t)
-        if event.type == "director.cut":
+        fast = type(event) is not Event
+        t = event.data.t if fast else policy.event_time(event)  # type: ignore[union-attr]
+        if result.start is None:
+            result.start = result.end = t
+        elif t < result.start:
+            result.start = t
+        elif t > result.end:  # type: ignore[operator]
+            result.end = t
+        if fast:
+            outputs = policy.feed_pose(event.data.camera, t, event.joints())  # type: ignore[union-attr]
+            if not outputs:
+                continue
+        elif event.type == "director.cut":
             result.reference.append((event.ts, event.data.get("to")))
             if mode == "manual":
                 outputs = policy.feed(event)
@@ -173,9 +185,9 @@ def replay(source: str | Path | BinaryIO, *, config: PolicyConfig, features_dir:
 
     if isinstance(source, (str, Path)):
         with open(events_path(source), "rb") as fp:
-            result = replay_events(read_events(fp, on_error=report), config=config, beats=beats, mode=mode)
+            result = replay_events(read_replay(fp, config.signals, on_error=report), config=config, beats=beats, mode=mode)
     else:
-        result = replay_events(read_events(source, on_error=report), config=config, beats=beats, mode=mode)
+        result = replay_events(read_replay(source, config.signals, on_error=report), config=config, beats=beats, mode=mode)
     result.bad_lines = bad[0]
     return result
 

@@ -31,6 +31,7 @@ from typing import Any
 from mmx.events import JOINT_NAMES
 
 N_JOINTS = len(JOINT_NAMES)
+_HALF_DIAGONAL = math.hypot(0.5, 0.5)  # centre to corner of the unit frame
 _NUMBER = (float, int)  # exact types: a JSON true/false is not a coordinate
 
 
@@ -66,7 +67,42 @@ class Signals:
 EMPTY = Signals()
 
 
-def clean_joints(joints: Any, params: SignalParams) -> tuple[dict[str, tuple[float, float, float]], int]:
+#: A joint as the signals use it: ``(x, y, confidence)``, or None when not usable.
+Joint = tuple[float, float, float]
+
+
+class CheckedJoints(tuple):
+    """The joints of one sample, already checked: 19 entries in `JOINT_NAMES` order, each a
+    usable ``(x, y, confidence)`` or None. `CameraSignals.add` takes it as it is (the replay's
+    typed decoder makes it), where a joints object from an event is checked first."""
+
+    __slots__ = ()
+
+
+def joint_values(joints: Any, params: SignalParams) -> tuple[list[Joint | None], int]:
+    """The usable joints of a ``pose.sample`` in `JOINT_NAMES` order and how many were dropped.
+
+    Returns ``([(x, y, confidence) or None] * 19, dropped)``: the rules of `clean_joints`.
+    """
+    values: list[Joint | None] = [None] * N_JOINTS
+    if not isinstance(joints, dict):
+        return values, 0
+    dropped = 0
+    lo, hi = -params.coord_margin, 1.0 + params.coord_margin
+    num = _NUMBER
+    for i, value in enumerate(map(joints.get, JOINT_NAMES)):
+        if value is None:
+            continue
+        # NaN fails every comparison and ±inf the range checks, so no isfinite is needed
+        if (type(value) is list and len(value) == 3 and type(x := value[0]) in num and type(y := value[1]) in num
+                and type(c := value[2]) in num and lo <= x <= hi and lo <= y <= hi and 0.0 <= c <= 1.0):  # fmt: skip
+            values[i] = (x, y, c)
+        else:
+            dropped += 1
+    return values, dropped
+
+
+def clean_joints(joints: Any, params: SignalParams) -> tuple[dict[str, Joint], int]:
     """The usable joints of a ``pose.sample`` and how many were dropped as bad.
 
     Returns ``({name: (x, y, confidence)}, dropped)``. Unknown joint names are ignored
@@ -74,41 +110,28 @@ def clean_joints(joints: Any, params: SignalParams) -> tuple[dict[str, tuple[flo
     the frame (± ``coord_margin``) or whose confidence is outside ``[0, 1]`` is dropped.
     ``joints`` of None (nobody seen) or not an object gives ``({}, 0)``.
     """
-    if not isinstance(joints, dict):
-        return {}, 0
-    out: dict[str, tuple[float, float, float]] = {}
-    dropped = 0
-    lo, hi = -params.coord_margin, 1.0 + params.coord_margin
-    num = _NUMBER
-    for name in JOINT_NAMES:
-        value = joints.get(name)
-        if value is None:
-            continue
-        # NaN fails every comparison and ±inf the range checks, so no isfinite is needed
-        if (type(value) is list and len(value) == 3 and type(x := value[0]) in num and type(y := value[1]) in num
-                and type(c := value[2]) in num and lo <= x <= hi and lo <= y <= hi and 0.0 <= c <= 1.0):  # fmt: skip
-            out[name] = (x, y, c)
-        else:
-            dropped += 1
-    return out, dropped
+    values, dropped = joint_values(joints, params)
+    return {name: v for name, v in zip(JOINT_NAMES, values) if v is not None}, dropped
 
 
 class CameraSignals:
     """Keeps one camera's recent pose samples and derives its `Signals`.
 
     Feed samples with `add` in capture-time order (``t`` Unix seconds); read with `at`.
-    Memory is bounded: only samples within ``window_s`` of the latest are kept.
+    Memory is bounded: only samples within ``window_s`` of the latest are kept. Each `add`
+    costs O(joints) plus O(1) amortized for the speed window (a running sum over a deque);
+    the `Signals` are computed once per sample, at the first `at` after it.
     """
 
     __slots__ = ("params", "_prev", "_speeds", "_speed_sum", "_last_t", "_presence", "_framing", "_still_since",
-                 "_cache", "dropped_joints", "out_of_order", "samples")  # fmt: skip
+                 "_signals", "dropped_joints", "out_of_order", "samples")  # fmt: skip
 
     def __init__(self, params: SignalParams | None = None) -> None:
         self.params = params or SignalParams()
-        self._prev: dict[str, tuple[float, float, float]] = {}
+        self._prev: list[Joint | None] = [None] * N_JOINTS  # the confident joints of the latest sample
         self._speeds: deque[tuple[float, float]] = deque()
         self._speed_sum = 0.0
-        self._cache: tuple[float, Signals] | None = None
+        self._signals: Signals | None = None
         self._last_t: float | None = None
         self._presence = 0.0
         self._framing = 0.0
@@ -122,56 +145,60 @@ class CameraSignals:
         return self._last_t
 
     def add(self, t: float, joints: Any) -> bool:
-        """Take one ``pose.sample`` (capture time ``t``, joints object or None).
+        """Take one ``pose.sample`` (capture time ``t``; joints object, None or `CheckedJoints`).
 
         Returns False when the sample was dropped (not newer than the latest, or ``t`` not
         finite); bad joints inside an accepted sample are dropped and counted.
         """
         p = self.params
-        if not math.isfinite(t) or (self._last_t is not None and t <= self._last_t):
+        last_t = self._last_t
+        if not math.isfinite(t) or (last_t is not None and t <= last_t):
             self.out_of_order += 1
             return False
-        good, dropped = clean_joints(joints, p)
-        self.dropped_joints += dropped
+        if type(joints) is CheckedJoints:
+            values = joints
+        else:
+            values, dropped = joint_values(joints, p)
+            self.dropped_joints += dropped
         self.samples += 1
-        seen = {k: v for k, v in good.items() if v[2] >= p.confidence_min}
-        self._presence = len(seen) / N_JOINTS
+        cmin = p.confidence_min
+        seen = [v if v is not None and v[2] >= cmin else None for v in values]
+        pts = list(filter(None, seen))
+        self._presence = len(pts) / N_JOINTS
         speed = None
-        if len(seen) >= 2:
-            xs = [v[0] for v in seen.values()]
-            ys = [v[1] for v in seen.values()]
+        if len(pts) >= 2:
+            xs, ys, _ = zip(*pts)
             x0, x1, y0, y1 = min(xs), max(xs), min(ys), max(ys)
             h = y1 - y0
-            size_term = max(0.0, 1.0 - abs(h - p.framing_ideal_height) / p.framing_ideal_height)
+            ideal = p.framing_ideal_height
+            size_term = max(0.0, 1.0 - abs(h - ideal) / ideal)
             cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
-            centered = max(0.0, 1.0 - math.hypot(cx - 0.5, cy - 0.5) / math.hypot(0.5, 0.5))
+            centered = max(0.0, 1.0 - math.hypot(cx - 0.5, cy - 0.5) / _HALF_DIAGONAL)
             self._framing = size_term * centered
             body = math.hypot(x1 - x0, y1 - y0)
-            dt = t - self._last_t if self._last_t is not None else 0.0
+            dt = t - last_t if last_t is not None else 0.0
             if body > 1e-3 and 0.0 < dt <= p.window_s:
-                moved = [
-                    math.hypot(v[0] - q[0], v[1] - q[1])
-                    for k, v in seen.items()
-                    if (q := self._prev.get(k)) is not None
-                ]
+                hypot = math.hypot
+                moved = [hypot(v[0] - q[0], v[1] - q[1]) for v, q in zip(seen, self._prev) if v and q]
                 if moved:
                     speed = (sum(moved) / len(moved)) / dt / body
         else:
             self._framing = 0.0
         self._last_t = t
         self._prev = seen
-        self._cache = None
+        self._signals = None
+        speeds = self._speeds
         if speed is not None:
-            self._speeds.append((t, speed))
+            speeds.append((t, speed))
             self._speed_sum += speed
-        while self._speeds and self._speeds[0][0] < t - p.window_s:
-            self._speed_sum -= self._speeds.popleft()[1]
-        if not self._speeds:
+        while speeds and speeds[0][0] < t - p.window_s:
+            self._speed_sum -= speeds.popleft()[1]
+        if not speeds:
             self._speed_sum = 0.0  # no float drift carried across gaps
         mean = self._mean_speed()
-        if seen and self._speeds and mean <= p.stillness_max_bps:
+        if pts and speeds and mean <= p.stillness_max_bps:
             if self._still_since is None:
-                self._still_since = self._speeds[0][0]
+                self._still_since = speeds[0][0]
         else:
             self._still_since = None
         return True
@@ -187,13 +214,12 @@ class CameraSignals:
         p = self.params
         if self._last_t is None or now - self._last_t > p.stale_s:
             return EMPTY
-        if self._cache is not None and self._cache[0] == now:
-            return self._cache[1]
-        speed = self._mean_speed()
-        motion = 1.0 - math.exp(-speed / p.motion_scale_bps) if p.motion_scale_bps > 0 else 0.0
-        stillness = 0.0
-        if self._still_since is not None and p.stillness_full_s > 0:
-            stillness = min(1.0, max(0.0, (self._last_t - self._still_since) / p.stillness_full_s))
-        sig = Signals(self._presence, self._framing, motion, stillness, speed, True)
-        self._cache = (now, sig)
+        sig = self._signals
+        if sig is None:  # they change only with a sample; `now` decides staleness alone
+            speed = self._mean_speed()
+            motion = 1.0 - math.exp(-speed / p.motion_scale_bps) if p.motion_scale_bps > 0 else 0.0
+            stillness = 0.0
+            if self._still_since is not None and p.stillness_full_s > 0:
+                stillness = min(1.0, max(0.0, (self._last_t - self._still_since) / p.stillness_full_s))
+            sig = self._signals = Signals(self._presence, self._framing, motion, stillness, speed, True)
         return sig
