@@ -40,6 +40,7 @@ from __future__ import annotations
 import hashlib
 import io
 import math
+import operator
 import os
 import platform
 import shutil
@@ -84,6 +85,7 @@ _ZIP64_FROM = 0xFFFFFFFF
 #: Joints of the torso, for the body-size normalisation.
 _TORSO = tuple(JOINT_NAMES.index(n) for n in ("leftShoulder", "rightShoulder", "leftHip", "rightHip"))
 _MISSING_JOINT = (math.nan, math.nan, 0.0)
+_ALL_JOINTS = operator.itemgetter(*JOINT_NAMES)  # joints dict → the 19 [x, y, confidence] in order
 
 ProblemHandler = Callable[[DataError], None]
 ProgressHandler = Callable[[int, int, str], None]
@@ -290,8 +292,8 @@ class PoseStream:
 class _PoseCollector:
     """Accumulates one camera's pose samples as raw doubles (`array.array`).
 
-    Each sample's 57 values go straight into a C array (``array.extend`` over the joints in
-    JOINT_NAMES order, at C level), which also checks that they are numbers. The Python
+    Each sample's 57 values (the joints in JOINT_NAMES order, flattened at C level) go into
+    a C array with ``array.fromlist``, which also checks that they are numbers. The Python
     floats of a line are freed with it, so parsing an hour-long session keeps no Python
     objects per sample: 8 bytes per value, and the allocator keeps reusing warm memory.
     """
@@ -305,13 +307,10 @@ class _PoseCollector:
         """Append one sample; returns None, or why nothing was appended: ``"shape"`` unless
         every joint present is a list of 3, ``"values"`` when one of them is not a number.
         A joint missing from the dict gets NaN x/y and confidence 0."""
-        values = self.values
-        n = len(values)
-        try:  # fast path: every joint present, every value a number
-            values.extend(chain.from_iterable(map(joints.get, JOINT_NAMES)))
-        except TypeError:  # a joint missing (None), not a list, or a value not a number
-            del values[n:]
-            row: list[Any] = []
+        try:  # fast path: every joint present and iterable
+            row = list(chain.from_iterable(_ALL_JOINTS(joints)))
+        except (KeyError, TypeError):  # a joint missing, or not a list
+            row = []
             for name in JOINT_NAMES:
                 joint = joints.get(name)
                 if joint is None:
@@ -319,14 +318,12 @@ class _PoseCollector:
                 elif type(joint) is not list or len(joint) != 3:
                     return "shape"
                 row += joint
-            try:
-                values.extend(row)
-            except TypeError:
-                del values[n:]
-                return "values"
-        if len(values) - n != 3 * N_JOINTS:
-            del values[n:]
+        if len(row) != 3 * N_JOINTS:
             return "shape"
+        try:
+            self.values.fromlist(row)  # all or nothing
+        except TypeError:
+            return "values"
         self.t.append(t)
         return None
 
