@@ -588,7 +588,12 @@ def resample_pose(stream: PoseStream, frame_times: np.ndarray, *, max_gap_s: flo
     w = np.zeros(n)
     np.divide(frame_times - t0, span, out=w, where=span > 0)
     np.clip(w, 0.0, 1.0, out=w)
-    out = flat[i0] * (1.0 - w)[:, None] + flat[i1] * w[:, None]
+    out = flat[i0]  # out = flat[i0] * (1 - w) + flat[i1] * w, with one temporary
+    out *= (1.0 - w)[:, None]
+    upper = flat[i1]
+    upper *= w[:, None]
+    out += upper
+    del upper
     nan_cols = np.flatnonzero(np.isnan(flat).any(axis=0))
     for c in nan_cols:  # rare: joints some samples lacked
         ok = ~np.isnan(flat[:, c])
@@ -1115,7 +1120,9 @@ class _Pairing:
                                              max_gap_s=params.max_gap_s)  # fmt: skip
         torso = torso_length(torso_pose, observed, (0, 1, 2, 3))
         del torso_pose
-        cue_torso = float(np.nanmedian(torso)) if np.isfinite(torso).any() else math.nan
+        measured = torso[~np.isnan(torso)]
+        cue_torso = float(np.median(measured)) if measured.size else math.nan
+        del measured
         beat = np.zeros(n, dtype=np.float32)
         bf = track.beat_frames[(track.beat_frames >= f_lo) & (track.beat_frames < f_lo + n)] - f_lo
         beat[bf] = 1.0
@@ -1160,8 +1167,8 @@ class _Pairing:
             def normalise(views: dict[str, np.ndarray], part: slice, inv_scale=inv_scale, ke_total=ke_total) -> None:
                 d = views["dynamics"]
                 k = inv_scale[part]
-                d[..., : 2 * N_JOINTS] *= k[:, None, None]
-                d[..., -1] *= (k * k)[:, None]
+                d *= k[:, None, None]  # every column (contiguous), then kinetic energy once more: / torso²
+                d[..., -1] *= k[:, None]
                 ke_total[0] += float(d[..., -1].sum(dtype=np.float64))
 
             rows = []
