@@ -210,6 +210,7 @@ class CameraState:
     live: bool = True
     azimuth_deg: float | None = None
     signals: CameraSignals | None = None
+    scored: tuple[Signals, float] | None = field(default=None, repr=False)  # the last score and its signals
 
 
 def angle_between(a: float, b: float) -> float:
@@ -373,10 +374,12 @@ class Policy:
         step_to = t if now is None else now
         if step_to < self.now:
             self.stats["events_out_of_order"] += 1
-        out = self.step(step_to, consider=False)
+        out = self.step(step_to, consider=False) if self.pending is not None else []
+        self._clock(step_to)
         self.stats["events"] += 1
         self._camera(camera).signals.add(t, joints)  # type: ignore[union-attr]
-        return out + self._consider(self.now)
+        considered = self._consider(self.now)
+        return out + considered if considered else out
 
     def _on_cut(self, d: dict[str, Any], now: float) -> list[Output]:
         proposal = d.get("proposal")
@@ -535,9 +538,13 @@ class Policy:
         if cam is None or cam.signals is None:
             return 0.0, Signals()
         s = cam.signals.at(now)
+        scored = cam.scored
+        if scored is not None and scored[0] is s:  # signals change only with a sample or going stale
+            return scored[1], s
         w = self.config.weights
-        return (w.presence * s.presence + w.framing * s.framing + w.motion * s.motion
-                + w.stillness * s.stillness), s  # fmt: skip
+        sc = w.presence * s.presence + w.framing * s.framing + w.motion * s.motion + w.stillness * s.stillness
+        cam.scored = (s, sc)
+        return sc, s
 
     def _consider(self, now: float) -> list[Output]:
         if self.pending is not None or self.hold:
