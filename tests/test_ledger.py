@@ -487,3 +487,19 @@ def test_decode_of_stored_raw_is_the_event(ledger):
     event = every_type_events()[7]
     ledger.write([event])
     assert decode(ledger.events_after(0, 1)[0].raw) == decode(encode(event))
+
+
+def test_a_new_ledger_uses_large_pages_and_an_old_file_keeps_its_own(tmp_path):
+    from mmx.ledger.store import PAGE_SIZE
+
+    with Ledger.open(tmp_path / "new.sqlite") as new:
+        assert new.conn.execute("PRAGMA page_size").fetchone()[0] == PAGE_SIZE
+        assert new.conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    old = sqlite3.connect(tmp_path / "old.sqlite")
+    old.execute("PRAGMA page_size = 4096")
+    old.execute("CREATE TABLE unrelated (x)")
+    old.close()
+    with Ledger.open(tmp_path / "old.sqlite") as ledger:
+        ledger.write(every_type_events())
+        assert ledger.conn.execute("PRAGMA page_size").fetchone()[0] == 4096
+        assert ledger.integrity_check() == "ok"

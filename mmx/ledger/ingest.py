@@ -38,7 +38,7 @@ from mmx.ledger.store import (
     PushStats,
     event_row,
 )
-from mmx.ledger.projections import DIRECTOR_KINDS, STATE_SQL, Batch, director_fields, still_fields
+from mmx.ledger.projections import DIRECTOR_KINDS, STATE_SQL, Batch, director_row, still_row
 
 #: Bytes asked of the OS per read.
 CHUNK_BYTES = 1 << 20
@@ -262,9 +262,9 @@ class BatchReader:
                     etype = row[1]
                     data = obj.get("data") or _EMPTY
                 if etype in director_kinds:
-                    director.append((len(rows), *director_fields(etype, data)))
+                    director.append(director_row(len(rows), row[2], row[3], etype, data))
                 elif etype == "still.captured":
-                    stills.append((len(rows), *still_fields(data)))
+                    stills.append(still_row(len(rows), row[2], row[3], data))
                 elif etype in state_types and row[2] is not None:
                     pending.state.append((len(rows), data))
                 if not rows:

@@ -172,7 +172,7 @@ PROJECTION_TABLES = ("production_sessions", "production_cameras", "production_di
 MAX_ROWS_PER_INSERT = 1024
 
 
-def insert_rows(conn: sqlite3.Connection, insert: str, rows: Sequence[Sequence[Any]]) -> int:
+def insert_rows(conn: sqlite3.Connection, insert: str, rows: Sequence[Sequence[Any]], *, offset: int | None = None) -> int:
     """Run ``insert`` (``INSERT … (columns) VALUES (?, …)``, one row) for every row; returns
     how many rows it changed (``INSERT OR IGNORE`` skips count as 0).
 
@@ -181,13 +181,21 @@ def insert_rows(conn: sqlite3.Connection, insert: str, rows: Sequence[Sequence[A
     statement per up to `MAX_ROWS_PER_INSERT` rows, the remainder split in powers of two so
     only a dozen distinct statements exist per table and all of them stay in the
     connection's statement cache. Rows are inserted in order, so rowids are given in order.
+
+    With ``offset`` the first column stored is ``offset + row[0]`` (SQLite adds it: the
+    projection rows of a batch carry the event's index in the batch, and its seq is the
+    batch's first seq plus that index), which saves building a new tuple per row.
     """
     if not rows:
         return 0
     head, _, one = insert.rpartition("VALUES")
     one = one.strip()
     width = one.count("?")
-    limit = conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) // width
+    params_head: list[Any] = []
+    if offset is not None:
+        one = one.replace("?", "?1 + ?", 1)  # ?1 is the offset; the plain ? after it number on from 2
+        params_head = [offset]
+    limit = (conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) - len(params_head)) // width
     size = MAX_ROWS_PER_INSERT
     while size > limit:
         size //= 2
@@ -197,7 +205,7 @@ def insert_rows(conn: sqlite3.Connection, insert: str, rows: Sequence[Sequence[A
         while size > total - start:
             size //= 2
         sql = f"{head}VALUES {','.join([one] * size)}"
-        params = list(chain.from_iterable(rows[start : start + size]))
+        params = params_head + list(chain.from_iterable(rows[start : start + size]))
         changed += conn.execute(sql, params).rowcount
         start += size
     return changed
@@ -220,8 +228,10 @@ def _sql_value(value: Any) -> Any:
     return orjson.dumps(value).decode()
 
 
-def director_fields(etype: str, data: dict[str, Any]) -> tuple[Any, ...]:
-    """``(kind, camera, from_camera, by, proposal, mode)`` of a director-type event.
+def director_row(index: int, session: str | None, ts: float, etype: str, data: dict[str, Any]) -> tuple[Any, ...]:
+    """The production_director_events row of a director-type event, with its ``index`` in
+    the batch in place of ``event_seq``:
+    ``(index, session, ts, kind, camera, from_camera, by, proposal, mode)``.
 
     Fields of the wrong JSON type (possible for fields the vocabulary does not check) are
     stored as NULL rather than failing the batch. (Runs for most events of a push, hence
@@ -231,21 +241,26 @@ def director_fields(etype: str, data: dict[str, Any]) -> tuple[Any, ...]:
     camera = get("to") if etype in _TO_TYPES else get("camera")
     from_camera, by, proposal, mode = get("from"), get("by"), get("proposal"), get("mode")
     return (
+        index, session, ts,
         DIRECTOR_KINDS[etype],
         camera if type(camera) is str else None,
         from_camera if type(from_camera) is str else None,
         by if type(by) is str else None,
         proposal if type(proposal) is str else None,
         mode if type(mode) is str else None,
-    )
+    )  # fmt: skip
 
 
-def still_fields(data: dict[str, Any]) -> tuple[Any, ...]:
-    """``(still, camera, path, sha256, bytes, width, height)`` of a ``still.captured``."""
+def still_row(index: int, session: str | None, ts: float, data: dict[str, Any]) -> tuple[Any, ...]:
+    """The production_stills row of a ``still.captured``, with its ``index`` in the batch in
+    place of ``event_seq``:
+    ``(index, session, still, camera, path, sha256, bytes, width, height, captured_at)``."""
     get = data.get
     return (
+        index, session,
         _str(get("still")), _str(get("camera")), _str(get("path")), _str(get("sha256")),
         _num(get("bytes")), _num(get("width")), _num(get("height")),
+        ts,
     )  # fmt: skip
 
 
@@ -253,9 +268,9 @@ def still_fields(data: dict[str, Any]) -> tuple[Any, ...]:
 class Batch:
     """Rows to commit together: ``rows`` for ``events`` (`mmx.ledger.store.Row`:
     ``(id, type, session, ts, src, producer_seq, raw)``) and, per projected event, what it
-    contributes, each entry starting with the event's index in ``rows``:
-    ``director`` ``(i, *director_fields)``, ``stills`` ``(i, *still_fields)``, ``state``
-    ``(i, data)``."""
+    contributes, each entry starting with the event's index ``i`` in ``rows``: ``director``
+    `director_row` tuples, ``stills`` `still_row` tuples (their projection rows with ``i`` in
+    place of the seq), ``state`` ``(i, data)``."""
 
     rows: list[tuple[Any, ...]] = field(default_factory=list)
     director: list[tuple[Any, ...]] = field(default_factory=list)
@@ -270,37 +285,38 @@ class Batch:
         etype = row[1]
         data = data or {}
         if etype in DIRECTOR_KINDS:
-            self.director.append((len(self.rows), *director_fields(etype, data)))
+            self.director.append(director_row(len(self.rows), row[2], row[3], etype, data))
         elif etype == "still.captured":
-            self.stills.append((len(self.rows), *still_fields(data)))
+            self.stills.append(still_row(len(self.rows), row[2], row[3], data))
         elif etype in STATE_SQL and row[2] is not None:
             self.state.append((len(self.rows), data))
         self.rows.append(row)
 
 
-def apply_projections(conn: sqlite3.Connection, batch: Batch, seq_of: Callable[[int], int | None]) -> None:
+def apply_projections(
+    conn: sqlite3.Connection,
+    batch: Batch,
+    seq_of: Callable[[int], int | None] | None = None,
+    *,
+    first_seq: int | None = None,
+) -> None:
     """Project the batch's new events, inside the caller's transaction.
 
-    ``seq_of(i)`` is the local seq the event ``batch.rows[i]`` was stored under, or None when
-    it was not new (a duplicate id): those are skipped.
+    Either ``first_seq``: every event of the batch was new and ``batch.rows[i]`` was stored
+    under seq ``first_seq + i`` (the common case, projected without a Python loop over the
+    rows); or ``seq_of(i)``: the local seq the event ``batch.rows[i]`` was stored under, or
+    None when it was not new (a duplicate id) — those are skipped.
     """
+    if first_seq is not None:
+        insert_rows(conn, INSERT_DIRECTOR, batch.director, offset=first_seq)
+        insert_rows(conn, INSERT_STILL, batch.stills, offset=first_seq)
+        seq_of = first_seq.__add__
+    else:
+        assert seq_of is not None
+        for entries, insert in ((batch.director, INSERT_DIRECTOR), (batch.stills, INSERT_STILL)):
+            new = [(seq, *entry[1:]) for entry in entries if (seq := seq_of(entry[0])) is not None]
+            insert_rows(conn, insert, new, offset=0)
     rows = batch.rows
-    director = []
-    for index, *fields in batch.director:
-        seq = seq_of(index)
-        if seq is not None:
-            row = rows[index]
-            director.append((seq, row[2], row[3], *fields))
-    if director:
-        insert_rows(conn, INSERT_DIRECTOR, director)
-    stills = []
-    for index, *fields in batch.stills:
-        seq = seq_of(index)
-        if seq is not None:
-            row = rows[index]
-            stills.append((seq, row[2], *fields, row[3]))
-    if stills:
-        insert_rows(conn, INSERT_STILL, stills)
     for index, data in batch.state:  # in event order: a join before its change
         seq = seq_of(index)
         if seq is None:
