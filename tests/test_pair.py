@@ -266,6 +266,25 @@ def test_write_npz_has_fixed_zip_dates_and_loads(tmp_path):
         np.testing.assert_array_equal(npz["m"], arrays["m"])
 
 
+def test_a_failed_shard_write_is_an_io_failure_and_leaves_no_partial_dataset(one_session, tmp_path, monkeypatch):
+    """Full shards are written by a background thread: its error still reaches the caller."""
+    import errno
+
+    import mmx.dataset.pair as pair_mod
+    from mmx.errors import IOFailure
+
+    inv, _ = one_session(cameras=("cam-1", "cam-2"))
+
+    def full_disk(self, path):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(pair_mod.NpzImage, "save", full_disk)
+    with pytest.raises(IOFailure, match="No space left on device"):
+        run_pair(inv, tmp_path / "ds", shard_size=4)
+    assert not (tmp_path / "ds").exists()
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".ds")] == []
+
+
 @pytest.mark.parametrize("zip64_from", [0xFFFFFFFF, 64], ids=["zip32", "zip64"])
 def test_write_npz_is_a_valid_zip_numpy_and_zipfile_read_back(tmp_path, monkeypatch, zip64_from):
     """The hand-written zip: CRCs, sizes and offsets check out; with the ZIP64 threshold

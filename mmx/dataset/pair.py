@@ -51,6 +51,7 @@ import zipfile
 from array import array
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from itertools import chain
 from pathlib import Path
@@ -800,7 +801,12 @@ class ShardWriter:
         self.size = shard_size
         self.shapes = shapes
         self.samples_fp = samples_fp
-        self.images: dict[str, NpzImage] = {}
+        self.images: dict[str, NpzImage] = {}  # the shard each split is filling
+        self.spare: dict[str, NpzImage] = {}  # a written image per split, to fill again
+        # full shards are written by one background thread while the next one fills: the
+        # write (an O_DIRECT wait on disk) overlaps the pairing; at most one is in flight
+        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mmx-pair-shards")
+        self.pending: tuple[str, NpzImage, Future[None]] | None = None
         self.fill: dict[str, int] = {s: 0 for s in SPLITS}
         self.shard_no: dict[str, int] = {s: 0 for s in SPLITS}
         self.shards: list[str] = []
@@ -808,9 +814,19 @@ class ShardWriter:
     def _buffer(self, split: str) -> dict[str, np.ndarray]:
         image = self.images.get(split)
         if image is None:
-            image = NpzImage({k: ((self.size, *shape), dt) for k, (shape, dt) in self.shapes.items()})
+            image = self.spare.pop(split, None)
+            if image is None:
+                image = NpzImage({k: ((self.size, *shape), dt) for k, (shape, dt) in self.shapes.items()})
             self.images[split] = image
         return image.arrays
+
+    def _wait(self) -> None:
+        """Wait for the shard in flight; raises its OSError."""
+        if self.pending is not None:
+            split, image, done = self.pending
+            self.pending = None
+            done.result()
+            self.spare[split] = image
 
     def add(self, split: str, sources: dict[str, tuple[np.ndarray, np.ndarray]], rows: list[dict[str, Any]],
             finish: Callable[[dict[str, np.ndarray], slice], None] | None = None) -> None:  # fmt: skip
@@ -854,20 +870,32 @@ class ShardWriter:
             return
         name = f"{split}-{self.shard_no[split]:05d}"
         path = self.root / "shards" / f"{name}.npz"
-        image = self.images[split]
         if count == self.size:
-            image.save(path)
+            self._wait()
+            image = self.images.pop(split)
+            self.pending = (split, image, self.pool.submit(image.save, path))
         else:
-            write_npz(path, {k: v[:count] for k, v in image.arrays.items()})
+            write_npz(path, {k: v[:count] for k, v in self.images[split].arrays.items()})
         self.shards.append(name)
         self.shard_no[split] += 1
         self.fill[split] = 0
 
     def close(self) -> None:
-        for split in SPLITS:
-            if split in self.images:
-                self._write(split)
+        """Write the last shard of each split and wait for every write. Raises OSError."""
+        try:
+            for split in SPLITS:
+                if split in self.images:
+                    self._write(split)
+            self._wait()
+        finally:
+            self.abort()
+
+    def abort(self) -> None:
+        """Stop without writing what is left (the caller removes the directory)."""
+        self.pool.shutdown(wait=True)
+        self.pending = None
         self.images.clear()
+        self.spare.clear()
 
 
 # --------------------------------------------------------------------------------------
@@ -1269,9 +1297,10 @@ class _Pairing:
 
     # -- output -------------------------------------------------------------------------
 
-    def close(self) -> None:
+    def close(self, *, abort: bool = False) -> None:
+        """Write what is left (or, with ``abort``, drop it: the caller removes the directory)."""
         if self.writer is not None:
-            self.writer.close()
+            self.writer.abort() if abort else self.writer.close()
         self.samples_fp.close()
 
     def finish(self, *, inventory: dict[str, Any], cues: dict[str, Any] | None, n_problems: int) -> dict[str, Any]:
@@ -1430,11 +1459,11 @@ def pair_dataset(
         else:
             tmp.rename(out_dir)
     except OSError as exc:
-        run.close()
+        run.close(abort=True)
         shutil.rmtree(tmp, ignore_errors=True)
         raise IOFailure(f"cannot write the dataset {out_dir}: {exc.strerror or exc}") from None
     except BaseException:
-        run.close()
+        run.close(abort=True)
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return {
