@@ -503,3 +503,75 @@ def test_a_new_ledger_uses_large_pages_and_an_old_file_keeps_its_own(tmp_path):
         ledger.write(every_type_events())
         assert ledger.conn.execute("PRAGMA page_size").fetchone()[0] == 4096
         assert ledger.integrity_check() == "ok"
+
+
+def mixed_stream(n: int = 3000, seed: int = 3) -> list[Event]:
+    """A shoot-like stream: two sessions (one never started), joins, out-of-order camera
+    changes, cuts, ghost proposals and decisions, holds, stills, mode changes, ends."""
+    import random
+
+    rng = random.Random(seed)
+    clock = iter(range(1795264000, 1795264000 + 10 * n)).__next__
+    serve = Producer("serve", session=SESSION, clock=clock)
+    orphan = Producer("ghost", session="01JD3J00000000000000ORPHAN", clock=clock)
+    cams = ["cam-1", "cam-2", "cam-3"]
+    events = [serve.make("session.started", {"title": "mix", "mode": "ghost"})]
+    events += [serve.make("camera.joined", {"camera": c, "device": f"D{i}", "zoom": 1.0}) for i, c in enumerate(cams)]
+    for i in range(n):
+        r = rng.random()
+        producer = orphan if r < 0.1 else serve
+        if r < 0.35:
+            event = producer.make("director.cut", {"from": rng.choice(cams), "to": rng.choice(cams), "by": "ghost"})
+        elif r < 0.5:
+            event = producer.make("ghost.proposed", {"proposal": f"p{i}", "to": rng.choice(cams), "score": 0.5})
+        elif r < 0.6:
+            event = producer.make(rng.choice(["ghost.accepted", "ghost.vetoed", "ghost.expired"]), {"proposal": f"p{i}"})
+        elif r < 0.75:
+            event = producer.make("camera.changed", {"camera": rng.choice(cams + ["cam-9"]), "zoom": rng.choice([0.5, 2]),
+                                                     "role": rng.choice(["wide", None])})  # fmt: skip
+            if rng.random() < 0.2:
+                event.ts -= 50  # arrives late: older than what the row shows
+        elif r < 0.85:
+            event = producer.make("still.captured", {"still": f"s{i}", "camera": rng.choice(cams), "bytes": i})
+        elif r < 0.9:
+            event = producer.make(rng.choice(["director.hold", "director.release", "still.marker"]), {"camera": "cam-2"})
+        elif r < 0.95:
+            event = producer.make("director.mode", {"mode": rng.choice(["manual", "ghost"])})
+        elif r < 0.97:
+            event = producer.make(rng.choice(["camera.left", "camera.joined"]), {"camera": rng.choice(cams)})
+        else:
+            event = producer.make(rng.choice(["session.ended", "session.started"]), {"reason": "operator"})
+        events.append(event)
+    return events
+
+
+def projections(store: Ledger) -> dict[str, list]:
+    return {t: v for t, v in dump(store).items() if t.startswith("production_")}
+
+
+def test_projections_do_not_depend_on_batching_and_duplicates_change_nothing(tmp_path):
+    from mmx.ledger.projections import rebuild_projections
+
+    events = mixed_stream()
+    lines = b"".join(encode(e) for e in events)
+    with Ledger.open(tmp_path / "one.sqlite") as one:
+        push_stream(one, io.BytesIO(lines), batch_size=100_000)
+        expected = projections(one)
+        assert all(expected[t] for t in expected), "every projection table gets rows"
+        one.conn.execute("BEGIN IMMEDIATE")
+        rebuild_projections(one.conn)
+        one.conn.execute("COMMIT")
+        assert projections(one) == expected
+    with Ledger.open(tmp_path / "each.sqlite") as each:  # one event per transaction
+        push_stream(each, io.BytesIO(lines), batch_size=1)
+        assert projections(each) == expected
+    # the first half, then everything with each line twice, in odd-sized batches: the
+    # duplicates (in the ledger already, or twice in one batch) must change nothing
+    half = b"".join(encode(e) for e in events[: len(events) // 2])
+    doubled = b"".join(encode(e) * 2 for e in events)
+    with Ledger.open(tmp_path / "dup.sqlite") as dup:
+        push_stream(dup, io.BytesIO(half), batch_size=37)
+        stats = push_stream(dup, io.BytesIO(doubled), batch_size=113)
+        assert stats.inserted == len(events) - len(events) // 2
+        assert projections(dup) == expected
+        assert dup.integrity_check() == "ok"

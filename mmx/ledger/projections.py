@@ -153,11 +153,21 @@ ON CONFLICT (session, camera) DO UPDATE SET
 }
 
 _PARAM = re.compile(r":([A-Za-z_]\w*)")
-#: type → the data fields its statement reads.
-_STATE_FIELDS: dict[str, tuple[str, ...]] = {
-    etype: tuple(sorted({name for name in _PARAM.findall(sql) if not name.startswith("_") and name != "data_json"}))
-    for etype, sql in STATE_SQL.items()
-}
+
+
+def _positional(sql: str) -> tuple[str, str, str, tuple[str, ...]]:
+    """Split a `STATE_SQL` upsert into ``(head, values_row, tail, names)``: the text before
+    ``VALUES``, its one row with each ``:name`` made a ``?``, the ``ON CONFLICT`` clause, and
+    the parameter names in the order of the ``?``. Runs of one type are then upserted with
+    one multi-row statement (SQLite resolves the conflict of each row in order, against
+    the rows before it too, exactly as one statement per event would)."""
+    head, _, rest = sql.partition("VALUES")
+    values, on, tail = rest.partition("ON CONFLICT")
+    names = tuple(_PARAM.findall(values))
+    return head, _PARAM.sub("?", values.strip()), on + tail, names
+
+
+_STATE_POSITIONAL = {etype: _positional(sql) for etype, sql in STATE_SQL.items()}
 
 _INFER_SESSION = """
 INSERT OR IGNORE INTO production_sessions (id, status, inferred, started_at, last_started_at, first_seq)
@@ -317,16 +327,33 @@ def apply_projections(
             new = [(seq, *entry[1:]) for entry in entries if (seq := seq_of(entry[0])) is not None]
             insert_rows(conn, insert, new, offset=0)
     rows = batch.rows
-    for index, data in batch.state:  # in event order: a join before its change
+    # in event order (a join before its change): runs of one type go in one statement
+    run_type: str | None = None
+    run: list[Any] = []
+    run_rows = 0
+    for index, data in batch.state:
         seq = seq_of(index)
         if seq is None:
             continue
         eid, etype, session, ts, src = rows[index][:5]
-        params = {name: _sql_value(data.get(name)) for name in _STATE_FIELDS[etype]}
-        params.update(_session=session, _ts=ts, _seq=seq, _id=eid, _src=src)
+        if etype != run_type or run_rows == MAX_ROWS_PER_INSERT:
+            _upsert_run(conn, run_type, run, run_rows)
+            run_type, run, run_rows = etype, [], 0
+        envelope = {"_session": session, "_ts": ts, "_seq": seq, "_id": eid, "_src": src}
         if etype == "session.ended":
-            params["data_json"] = orjson.dumps(data).decode()
-        conn.execute(STATE_SQL[etype], params)
+            envelope["data_json"] = orjson.dumps(data).decode()
+        for name in _STATE_POSITIONAL[etype][3]:
+            run.append(envelope[name] if name in envelope else _sql_value(data.get(name)))
+        run_rows += 1
+    _upsert_run(conn, run_type, run, run_rows)
+
+
+def _upsert_run(conn: sqlite3.Connection, etype: str | None, params: list[Any], count: int) -> None:
+    """Upsert ``count`` consecutive state events of one type (flat ``params``)."""
+    if not count:
+        return
+    head, values, tail, _ = _STATE_POSITIONAL[etype]  # type: ignore[index]
+    conn.execute(f"{head}VALUES {','.join([values] * count)}\n{tail}", params)
 
 
 def infer_sessions(conn: sqlite3.Connection, sessions: Iterable[str] | None = None) -> None:
