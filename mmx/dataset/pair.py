@@ -31,8 +31,9 @@ crash never leaves a half-written dataset under the final name):
 - ``manifest.json``: parameters, inputs with sha256, versions, counts, dropped windows,
   skipped cues, statistics (incl. the Beat Alignment Score), assumptions, hashes.
 
-Sessions are streamed one at a time: peak memory is one session's pose plus one shard
-buffer per split, whatever the number of sessions.
+Sessions are streamed one at a time: peak memory is one session's pose plus at most two
+shard images per split (one filling, one being written by the background writer thread),
+whatever the number of sessions.
 """
 
 from __future__ import annotations
