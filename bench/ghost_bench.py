@@ -9,7 +9,10 @@
 2. Replay speed: a generated one-hour session (3 cameras at 30 Hz, a motion burst and an
    operator cut every 6 s, a beat grid) written to events.jsonl, then
    `mmx ghost --replay DIR --eval` in-process (read, decode, policy, evaluation).
-   Target >= 100x realtime.
+   Target >= 100x realtime, wall clock, on 2 shared cores.
+
+Both report wall-clock and CPU figures: on a shared machine the wall clock includes time
+the process waited for a core (the spikes of the latency maximum); CPU time is the work.
 """
 
 from __future__ import annotations
@@ -57,7 +60,9 @@ def latency(seconds: float, n_cams: int = 16, fps: float = 30.0) -> dict[str, fl
     cpu_ns = np.empty(len(lines), dtype=np.int64)
     proposals = 0
     clock, cpu = time.perf_counter_ns, time.thread_time_ns
+    total_cpu_ns = np.empty(len(lines), dtype=np.int64)
     for i, line in enumerate(lines):
+        a_cpu = cpu()
         a = clock()
         ev = decode(line)
         b = clock()
@@ -68,12 +73,14 @@ def latency(seconds: float, n_cams: int = 16, fps: float = 30.0) -> dict[str, fl
         feed_ns[i] = c - b
         total_ns[i] = c - a
         cpu_ns[i] = c_cpu - b_cpu
+        total_cpu_ns[i] = c_cpu - a_cpu
         proposals += sum(1 for o in outs if o.type == "ghost.proposed")
     us = lambda arr, q: float(np.percentile(arr, q)) / 1000  # noqa: E731
     return {"samples": len(lines), "proposals": proposals, "cuts": policy.stats["cuts"],
             "feed_p50_us": us(feed_ns, 50), "feed_p99_us": us(feed_ns, 99), "feed_max_us": float(feed_ns.max()) / 1000,
             "decode_feed_p50_us": us(total_ns, 50), "decode_feed_p99_us": us(total_ns, 99),
-            "feed_cpu_p50_us": us(cpu_ns, 50), "feed_cpu_p99_us": us(cpu_ns, 99)}  # fmt: skip
+            "feed_cpu_p50_us": us(cpu_ns, 50), "feed_cpu_p99_us": us(cpu_ns, 99),
+            "decode_feed_cpu_p50_us": us(total_cpu_ns, 50), "decode_feed_cpu_p99_us": us(total_cpu_ns, 99)}  # fmt: skip
 
 
 def write_session(path: Path, seconds: float, n_cams: int = 3, fps: float = 30.0, every_s: float = 6.0) -> int:
@@ -142,7 +149,8 @@ def main() -> None:
           f"max {lat['feed_max_us']:.1f} us   (target p99 < 2000 us)")  # fmt: skip
     print(f"  Policy.feed CPU time p50 {lat['feed_cpu_p50_us']:.1f} us   p99 {lat['feed_cpu_p99_us']:.1f} us   "
           "(thread CPU clock: excludes time the machine gave to other processes)")
-    print(f"  decode + feed        p50 {lat['decode_feed_p50_us']:.1f} us   p99 {lat['decode_feed_p99_us']:.1f} us")
+    print(f"  decode + feed        p50 {lat['decode_feed_p50_us']:.1f} us   p99 {lat['decode_feed_p99_us']:.1f} us   "
+          f"CPU p50 {lat['decode_feed_cpu_p50_us']:.1f} us   p99 {lat['decode_feed_cpu_p99_us']:.1f} us")
     rep = replay_speed(args.hour_s)
     print(f"replay of a {rep['session_s'] / 3600:.2f} h session (3 cameras x 30 Hz, {rep['events']} events, "
           f"{rep['bytes'] / 1e6:.0f} MB): {rep['replay_s']:.1f} s = {rep['x_realtime']:.0f}x realtime, "

@@ -204,7 +204,8 @@ class Proposal:
 
 @dataclass(slots=True)
 class CameraState:
-    """What the policy knows of one camera."""
+    """What the policy knows of one camera (changed by the policy's events only: it caches
+    which cameras are candidates)."""
 
     camera: str
     live: bool = True
@@ -239,6 +240,8 @@ class Policy:
         self.now = -math.inf
         self.cameras: dict[str, CameraState] = {}
         self._names: list[str] = []  # camera names in sorted order: the candidates' scoring order
+        self._candidates_of: str | None = None  # the program the cached candidates are for
+        self._candidate_list: list[tuple[str, CameraState]] | None = None  # None: to compute
         self.program: str | None = None
         self.program_since = -math.inf
         self.hold = False
@@ -262,6 +265,7 @@ class Policy:
         if cam is None:
             cam = self.cameras[name] = CameraState(name, signals=CameraSignals(self.config.signals))
             bisect.insort(self._names, name)
+            self._candidate_list = None
         return cam
 
     @staticmethod
@@ -283,6 +287,7 @@ class Policy:
             self.program = program if isinstance(program, str) else None
             self.program_since = now
         self.hold = bool(state.get("hold"))
+        self._candidate_list = None
         for info in state.get("cameras") or []:
             if not isinstance(info, dict) or not isinstance(info.get("camera"), str):
                 continue
@@ -359,6 +364,7 @@ class Policy:
         elif etype == "session.ended":
             if self.pending is not None:
                 out += self._expire(now, "session ended")
+        self._candidate_list = None  # cameras may have joined, moved or left
         out += self._consider(now)
         return out
 
@@ -537,7 +543,10 @@ class Policy:
         cam = self.cameras.get(camera)
         if cam is None or cam.signals is None:
             return 0.0, Signals()
-        s = cam.signals.at(now)
+        return self._score_of(cam, now)
+
+    def _score_of(self, cam: CameraState, now: float) -> tuple[float, Signals]:
+        s = cam.signals.at(now)  # type: ignore[union-attr]
         scored = cam.scored
         if scored is not None and scored[0] is s:  # signals change only with a sample or going stale
             return scored[1], s
@@ -564,14 +573,11 @@ class Policy:
         program_score = self.score(self.program, now)[0] if program_cam is not None and program_cam.live else 0.0
         prog_az = program_cam.azimuth_deg if program_cam is not None else None
         best: tuple[float, str, Signals] | None = None
-        cameras = self.cameras
-        for name in self._names:
-            cam = cameras[name]
-            if name == self.program or not cam.live or self.cooldown_until.get(name, -math.inf) > now:
+        cooldown = self.cooldown_until
+        for name, cam in self._candidates(prog_az):
+            if cooldown and cooldown.get(name, -math.inf) > now:
                 continue
-            if prog_az is not None and cam.azimuth_deg is not None and angle_between(prog_az, cam.azimuth_deg) < r.jump_cut_deg:
-                continue
-            sc, sig = self.score(name, now)
+            sc, sig = self._score_of(cam, now)
             if best is None or sc > best[0]:
                 best = (sc, name, sig)
         if best is None:
@@ -591,6 +597,21 @@ class Policy:
         if forced_why:
             self.stats["forced"] += 1
         return [Output("ghost.proposed", p.event_data(), now)]
+
+    def _candidates(self, prog_az: float | None) -> list[tuple[str, CameraState]]:
+        """The cameras a cut may go to, in name order: live, not on program, not placed
+        within ``jump_cut_deg`` of program (``prog_az``). Kept until the program changes or
+        an event other than a pose sample comes in."""
+        if self._candidate_list is None or self._candidates_of != self.program:
+            jump_cut_deg = self.config.rules.jump_cut_deg
+            self._candidate_list = [
+                (name, cam) for name in self._names
+                if name != self.program and (cam := self.cameras[name]).live
+                and not (prog_az is not None and cam.azimuth_deg is not None
+                         and angle_between(prog_az, cam.azimuth_deg) < jump_cut_deg)
+            ]  # fmt: skip
+            self._candidates_of = self.program
+        return self._candidate_list
 
     def _reasons(self, name: str, sc: float, sig: Signals, program_score: float, gain: float,
                  forced_why: str | None) -> list[dict[str, Any]]:  # fmt: skip
