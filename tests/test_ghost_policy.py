@@ -10,7 +10,7 @@ from mmx.errors import DataError, EventError, InputMissingError
 from mmx.events import JOINT_NAMES, decode
 from mmx.ghost.beats import BeatGrid, BeatLibrary, read_beat_grid
 from mmx.ghost.policy import Policy, PolicyConfig, Rules, default_policy_text, load_policy, parse_policy
-from mmx.ghost.signals import CameraSignals, SignalParams, clean_joints
+from mmx.ghost.signals import CameraSignals, CheckedJoints, SignalParams, clean_joints
 from mmx.ghost.simulate import EventFactory, beat_grid_npz, pose_joints
 
 T0 = 1_800_000_000.0
@@ -507,3 +507,38 @@ def test_feature_artifact_reader(tmp_path):
     lib = BeatLibrary(tmp_path)
     assert lib.get(TRACK).beat_times == g.beat_times
     assert lib.get("d" * 64) is None and "no feature artifact" in lib.errors["d" * 64]
+
+
+def test_joint_speed_over_the_joints_seen_in_both_samples():
+    """Speed = mean displacement of the joints seen (confidence >= 0.5) in both samples, per
+    second, in body sizes (bounding-box diagonal of the joints seen now); the same whether
+    every joint is seen (the C-level path) or only some are."""
+    base = pose_joints(0.0)
+    moved = {name: [x + 0.01, y, c] for name, (x, y, c) in base.items()}
+    full_a, full_b = CameraSignals(), CameraSignals()
+    for sig in (full_a, full_b):
+        sig.add(T0, base)
+    full_a.add(T0 + 0.1, moved)
+    full_b.add(T0 + 0.1, CheckedJoints(tuple(map(tuple, (moved[n] for n in JOINT_NAMES)))))
+    xs = [v[0] for v in moved.values()]
+    ys = [v[1] for v in moved.values()]
+    body = math.hypot(max(xs) - min(xs), max(ys) - min(ys))
+    dt = (T0 + 0.1) - T0  # not quite 0.1 at Unix times
+    assert full_a.at(T0 + 0.1).speed_bps == pytest.approx(0.01 / dt / body, rel=1e-9)
+    assert full_a.at(T0 + 0.1) == full_b.at(T0 + 0.1)
+    # some joints unseen: nose not confident before, a wrist missing now, an ankle not confident now
+    before = {**base, "nose": [0.5, 0.2, 0.3]}
+    now = {name: [x + (0.02 if name.startswith("left") else 0.0), y, c] for name, (x, y, c) in base.items()}
+    del now["rightWrist"]
+    now["leftAnkle"] = [now["leftAnkle"][0], now["leftAnkle"][1], 0.1]
+    part = CameraSignals()
+    part.add(T0, before)
+    part.add(T0 + 0.1, now)
+    both = [n for n in JOINT_NAMES if n not in ("nose", "rightWrist", "leftAnkle")]
+    seen_now = [v for n, v in now.items() if v[2] >= 0.5]
+    body = math.hypot(max(v[0] for v in seen_now) - min(v[0] for v in seen_now),
+                      max(v[1] for v in seen_now) - min(v[1] for v in seen_now))  # fmt: skip
+    mean_moved = sum(0.02 if n.startswith("left") else 0.0 for n in both) / len(both)
+    sig = part.at(T0 + 0.1)
+    assert sig.speed_bps == pytest.approx(mean_moved / dt / body, rel=1e-9)
+    assert sig.presence == pytest.approx(len(seen_now) / len(JOINT_NAMES))

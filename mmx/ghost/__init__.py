@@ -6,7 +6,8 @@
 - `mmx.ghost.policy` — the pure, deterministic policy stepped with explicit times;
 - `mmx.ghost.live` — the async runner against `mmx serve` or events on stdin;
 - `mmx.ghost.replay` — the same policy in simulated time over a recorded session, with
-  evaluation against the operator's cuts.
+  evaluation against the operator's cuts;
+- `mmx.ghost.reader` — reading a recording for replay, with a typed fast path for pose lines.
 """
 
 from mmx.ghost.policy import MODES, Output, Policy, PolicyConfig, Rules, Weights, load_policy, parse_policy

@@ -1,10 +1,12 @@
 """Replay: the ghost policy in simulated time over a recorded session, and its evaluation.
 
 The recording is a capture directory (``session.json`` + ``events.jsonl`` written by
-`mmx serve`) or any events file. Its events are fed to a `Policy` in file order, the
-policy's clock following the events' own times (``pose.sample`` ``t``, else ``ts``), so a
-replay is deterministic: same input and policy, same output, byte for byte (proposal ids
-are ``rp-<digest>-<n>`` with a digest of the policy and the recording's first event id).
+`mmx serve`) or any events file, read by `mmx.ghost.reader.read_replay` (pose lines on a
+typed fast path, every other line through `mmx.events.decode`). Its events are fed to a
+`Policy` in file order, the policy's clock following the events' own times
+(``pose.sample`` ``t``, else ``ts``), so a replay is deterministic: same input and
+policy, same output, byte for byte (proposal ids are ``rp-<digest>-<n>`` with a digest of
+the policy and the recording's first event id).
 
 What the policy sees: pose samples, camera joins/changes/leaves, music cues, session
 start/end and holds/releases. What it does not: recorded ``director.mode`` (the replay
@@ -183,11 +185,14 @@ def replay(source: str | Path | BinaryIO, *, config: PolicyConfig, features_dir:
         if on_error is not None:
             on_error(err)
 
+    def run(fp: BinaryIO) -> ReplayResult:
+        return replay_events(read_replay(fp, config.signals, on_error=report), config=config, beats=beats, mode=mode)
+
     if isinstance(source, (str, Path)):
         with open(events_path(source), "rb") as fp:
-            result = replay_events(read_replay(fp, config.signals, on_error=report), config=config, beats=beats, mode=mode)
+            result = run(fp)
     else:
-        result = replay_events(read_replay(source, config.signals, on_error=report), config=config, beats=beats, mode=mode)
+        result = run(source)
     result.bad_lines = bad[0]
     return result
 
