@@ -285,6 +285,38 @@ def test_a_failed_shard_write_is_an_io_failure_and_leaves_no_partial_dataset(one
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".ds")] == []
 
 
+@pytest.mark.parametrize("how", ["o_direct", "no_o_direct", "o_direct_refused"])
+def test_npz_image_writes_the_same_bytes_with_or_without_o_direct(tmp_path, monkeypatch, how):
+    """Shards go out with O_DIRECT where the file system takes it, else (no O_DIRECT on the
+    platform, or EINVAL on the write) through the page cache: the file is the same."""
+    import errno
+    import os
+
+    import mmx.dataset.pair as pair_mod
+
+    arrays = {"audio": np.arange(3 * 5 * 7, dtype=np.float32).reshape(3, 5, 7), "observed": np.ones((3, 5), bool)}
+    write_npz(tmp_path / "reference.npz", arrays)
+    if how == "no_o_direct":
+        monkeypatch.delattr(os, "O_DIRECT", raising=False)
+    elif how == "o_direct_refused":
+        calls = []
+        real = pair_mod._write_all
+
+        def refuse_first(fd, data):
+            calls.append(len(data))
+            if len(calls) == 1:
+                raise OSError(errno.EINVAL, "Invalid argument")
+            real(fd, data)
+
+        monkeypatch.setattr(pair_mod, "_write_all", refuse_first)
+    write_npz(tmp_path / "x.npz", arrays)
+    assert (tmp_path / "x.npz").read_bytes() == (tmp_path / "reference.npz").read_bytes()
+    with np.load(tmp_path / "x.npz") as npz:
+        np.testing.assert_array_equal(npz["audio"], arrays["audio"])
+    if how == "o_direct_refused" and hasattr(os, "O_DIRECT"):
+        assert len(calls) == 2 and calls[0] % pair_mod._PAGE == 0  # whole pages, then the exact size
+
+
 @pytest.mark.parametrize("zip64_from", [0xFFFFFFFF, 64], ids=["zip32", "zip64"])
 def test_write_npz_is_a_valid_zip_numpy_and_zipfile_read_back(tmp_path, monkeypatch, zip64_from):
     """The hand-written zip: CRCs, sizes and offsets check out; with the ZIP64 threshold
