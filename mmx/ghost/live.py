@@ -2,7 +2,8 @@
 
 `GhostRunner` reads events — the server's stream ``GET /v1/events?since=SEQ&types=…`` with
 ``pose.sample`` named explicitly, or JSON Lines from a file or stdin (``-``) — feeds them to
-a `Policy` with ``now = time.time()`` and acts on its outputs:
+a `Policy` with ``now = time.time()`` (pose lines through the typed fast path of
+`mmx.ghost.reader`, as the replay reads them) and acts on its outputs:
 
 - every proposal and decision is written to ``out`` as JSON Lines (a `Producer` with
   ``src="ghost"``) and, with a server, posted to ``POST /v1/events`` (queued in order, kept
@@ -37,8 +38,9 @@ from typing import IO, Any
 import aiohttp
 
 from mmx.errors import EventError, InputMissingError, ServiceUnavailableError
-from mmx.events import Event, EventWriter, Producer, decode, read_events
+from mmx.events import Event, EventWriter, Producer, decode
 from mmx.ghost.policy import Output, Policy
+from mmx.ghost.reader import PoseLine, pose_from_line, read_replay
 
 #: The stream the ghost subscribes to (pose.sample must be named: it is off by default).
 STREAM_TYPES = "pose.sample,camera.*,director.*,music.cue,ghost.*,session.*"
@@ -295,6 +297,12 @@ class GhostRunner:
         # the policy's clock is the later of the wall clock and the event's own time
         self.apply(self.policy.feed(event, now=max(self.clock(), self.policy.event_time(event))))
 
+    def feed_pose(self, pose: PoseLine) -> None:
+        """One pose sample from the typed fast path (`mmx.ghost.reader`): what `feed` does
+        with its event, without building it."""
+        t = pose.data.t
+        self.apply(self.policy.feed_pose(pose.data.camera, t, pose.joints(), now=max(self.clock(), t)))
+
     def key(self, ch: str) -> None:
         """A key from the terminal: ``a`` accept, ``v`` veto, ``h`` hold, ``r`` release."""
         now = self.clock()
@@ -398,6 +406,10 @@ class GhostRunner:
                     line_no += 1
                     if not line.strip():
                         continue
+                    pose = pose_from_line(line, self.policy.config.signals)
+                    if pose is not None:
+                        self.feed_pose(pose)
+                        continue
                     try:
                         event = decode(line, line_no=line_no)
                     except EventError as exc:
@@ -424,10 +436,10 @@ class GhostRunner:
     async def _input(self, source: str | Path) -> None:
         """Read events from a file or ``-`` (stdin) in a thread; feed them as they come."""
         loop = asyncio.get_running_loop()
-        queue: asyncio.Queue[Event | None] = asyncio.Queue(maxsize=10_000)
+        queue: asyncio.Queue[Event | PoseLine | None] = asyncio.Queue(maxsize=10_000)
         errors: list[EventError] = []
 
-        def put(item: Event | None) -> None:
+        def put(item: Event | PoseLine | None) -> None:
             asyncio.run_coroutine_threadsafe(queue.put(item), loop).result()
 
         def on_error(exc: EventError) -> None:
@@ -436,12 +448,13 @@ class GhostRunner:
 
         def reader() -> None:
             try:
+                params = self.policy.config.signals
                 if str(source) == "-":
-                    for event in read_events(sys.stdin.buffer, on_error=on_error):
+                    for event in read_replay(sys.stdin.buffer, params, on_error=on_error):
                         put(event)
                 else:
                     with open(source, "rb") as fp:
-                        for event in read_events(fp, on_error=on_error):
+                        for event in read_replay(fp, params, on_error=on_error):
                             put(event)
             except (OSError, RuntimeError) as exc:  # RuntimeError: the loop closed under us
                 with contextlib.suppress(RuntimeError):
@@ -457,7 +470,10 @@ class GhostRunner:
             event = await queue.get()
             if event is None:
                 break
-            self.feed(event)
+            if type(event) is Event:
+                self.feed(event)
+            else:
+                self.feed_pose(event)  # type: ignore[arg-type]
         self.bad_lines = len(errors)
         # let the pending proposal play out (execute or expire) before ending
         p = self.policy.pending

@@ -65,23 +65,33 @@ def pose_decoder(coord_margin: float = 0.0) -> msgspec.json.Decoder:
     return msgspec.json.Decoder(line)
 
 
+_REFUSED = (msgspec.ValidationError, msgspec.DecodeError)
+
+
+def pose_from_line(line: bytes, params: SignalParams) -> PoseLine | None:
+    """The fast path alone: a `PoseLine` for a ``pose.sample`` line it takes, else None
+    (another type, or a line the general decoder must judge: pass it to `mmx.events.decode`)."""
+    if _POSE_TAG in line and line.isascii() and b"\\" not in line:
+        try:
+            return pose_decoder(params.coord_margin).decode(line)
+        except _REFUSED:
+            pass
+    return None
+
+
 def read_replay(fp: BinaryIO, params: SignalParams, *, on_error: Callable[[EventError], None],
                 max_line_bytes: int = MAX_LINE_BYTES) -> Iterator[Event | PoseLine]:  # fmt: skip
     """Lazily read a recording: a `PoseLine` for each pose line the fast path takes, an
     `Event` for every other good line; each bad line is passed to ``on_error`` (an
     EventError with its 1-based line number, as `mmx.events.read_events` reports it)."""
-    fast = pose_decoder(params.coord_margin).decode
-    refused = (msgspec.ValidationError, msgspec.DecodeError)
     for line_no, line in iter_lines(fp, max_line_bytes=max_line_bytes):
         if line is None:
             on_error(EventError(f"line longer than {max_line_bytes} bytes", line=line_no))
             continue
-        if _POSE_TAG in line and line.isascii() and b"\\" not in line:
-            try:
-                yield fast(line)
-                continue
-            except refused:
-                pass  # the general path decides, and names the error if there is one
+        pose = pose_from_line(line, params)
+        if pose is not None:
+            yield pose
+            continue
         try:
             yield decode(line, line_no=line_no)
         except EventError as exc:
