@@ -158,9 +158,7 @@ _PARAM = re.compile(r":([A-Za-z_]\w*)")
 def _positional(sql: str) -> tuple[str, str, str, tuple[str, ...]]:
     """Split a `STATE_SQL` upsert into ``(head, values_row, tail, names)``: the text before
     ``VALUES``, its one row with each ``:name`` made a ``?``, the ``ON CONFLICT`` clause, and
-    the parameter names in the order of the ``?``. Runs of one type are then upserted with
-    one multi-row statement (SQLite resolves the conflict of each row in order, against
-    the rows before it too, exactly as one statement per event would)."""
+    the parameter names in the order of the ``?`` (for `insert_rows`)."""
     head, _, rest = sql.partition("VALUES")
     values, on, tail = rest.partition("ON CONFLICT")
     names = tuple(_PARAM.findall(values))
@@ -178,11 +176,15 @@ SELECT session, 'active', 1, min(ts), min(ts), min(seq) FROM events WHERE sessio
 PROJECTION_TABLES = ("production_sessions", "production_cameras", "production_director_events", "production_stills")
 
 
-#: Most rows bound to one multi-row ``INSERT … VALUES (…), (…), …`` by `insert_rows`.
-MAX_ROWS_PER_INSERT = 1024
+#: Most rows bound to one multi-row ``INSERT … VALUES (…), (…), …`` by `insert_rows`
+#: (a prepared statement's size grows with it; beyond a few hundred rows the per-statement
+#: overhead is already negligible).
+MAX_ROWS_PER_INSERT = 256
 
 
-def insert_rows(conn: sqlite3.Connection, insert: str, rows: Sequence[Sequence[Any]], *, offset: int | None = None) -> int:
+def insert_rows(
+    conn: sqlite3.Connection, insert: str, rows: Sequence[Sequence[Any]], *, offset: int | None = None, tail: str = ""
+) -> int:
     """Run ``insert`` (``INSERT … (columns) VALUES (?, …)``, one row) for every row; returns
     how many rows it changed (``INSERT OR IGNORE`` skips count as 0).
 
@@ -194,7 +196,8 @@ def insert_rows(conn: sqlite3.Connection, insert: str, rows: Sequence[Sequence[A
 
     With ``offset`` the first column stored is ``offset + row[0]`` (SQLite adds it: the
     projection rows of a batch carry the event's index in the batch, and its seq is the
-    batch's first seq plus that index), which saves building a new tuple per row.
+    batch's first seq plus that index), which saves building a new tuple per row. ``tail``
+    follows the ``VALUES`` list (an upsert's ``ON CONFLICT`` clause).
     """
     if not rows:
         return 0
@@ -214,7 +217,7 @@ def insert_rows(conn: sqlite3.Connection, insert: str, rows: Sequence[Sequence[A
     while start < total:
         while size > total - start:
             size //= 2
-        sql = f"{head}VALUES {','.join([one] * size)}"
+        sql = f"{head}VALUES {','.join([one] * size)}{tail}"
         params = params_head + list(chain.from_iterable(rows[start : start + size]))
         changed += conn.execute(sql, params).rowcount
         start += size
@@ -327,33 +330,32 @@ def apply_projections(
             new = [(seq, *entry[1:]) for entry in entries if (seq := seq_of(entry[0])) is not None]
             insert_rows(conn, insert, new, offset=0)
     rows = batch.rows
-    # in event order (a join before its change): runs of one type go in one statement
+    # in event order (a join before its change): a run of one type goes in with one
+    # multi-row upsert (SQLite resolves each row's conflict in order, against the rows
+    # before it too, exactly as one statement per event would)
     run_type: str | None = None
-    run: list[Any] = []
-    run_rows = 0
+    run: list[list[Any]] = []
     for index, data in batch.state:
         seq = seq_of(index)
         if seq is None:
             continue
         eid, etype, session, ts, src = rows[index][:5]
-        if etype != run_type or run_rows == MAX_ROWS_PER_INSERT:
-            _upsert_run(conn, run_type, run, run_rows)
-            run_type, run, run_rows = etype, [], 0
+        if etype != run_type:
+            _upsert(conn, run_type, run)
+            run_type, run = etype, []
         envelope = {"_session": session, "_ts": ts, "_seq": seq, "_id": eid, "_src": src}
         if etype == "session.ended":
             envelope["data_json"] = orjson.dumps(data).decode()
-        for name in _STATE_POSITIONAL[etype][3]:
-            run.append(envelope[name] if name in envelope else _sql_value(data.get(name)))
-        run_rows += 1
-    _upsert_run(conn, run_type, run, run_rows)
+        run.append([envelope[name] if name in envelope else _sql_value(data.get(name))
+                    for name in _STATE_POSITIONAL[etype][3]])  # fmt: skip
+    _upsert(conn, run_type, run)
 
 
-def _upsert_run(conn: sqlite3.Connection, etype: str | None, params: list[Any], count: int) -> None:
-    """Upsert ``count`` consecutive state events of one type (flat ``params``)."""
-    if not count:
-        return
-    head, values, tail, _ = _STATE_POSITIONAL[etype]  # type: ignore[index]
-    conn.execute(f"{head}VALUES {','.join([values] * count)}\n{tail}", params)
+def _upsert(conn: sqlite3.Connection, etype: str | None, rows: list[list[Any]]) -> None:
+    """Upsert consecutive state events of one type (positional parameter rows)."""
+    if rows:
+        head, values, tail, _ = _STATE_POSITIONAL[etype]  # type: ignore[index]
+        insert_rows(conn, f"{head}VALUES {values}", rows, tail=f"\n{tail}")
 
 
 def infer_sessions(conn: sqlite3.Connection, sessions: Iterable[str] | None = None) -> None:
