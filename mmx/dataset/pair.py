@@ -1245,7 +1245,8 @@ class _Pairing:
             obs_c = observed[m_lo:m_hi]
             pose32 = pose.astype(np.float32)
             pose32[~obs_c] = 0.0
-            dyn = np.concatenate([speed, accel, ke[:, None]], axis=1).astype(np.float32)
+            dyn = np.empty((pose.shape[0], 2 * N_JOINTS + 1), dtype=np.float32)
+            dyn[:, :N_JOINTS], dyn[:, N_JOINTS:-1], dyn[:, -1] = speed, accel, ke
             dyn[~obs_c] = 0.0
             del pose, speed, accel, ke
 
