@@ -17,6 +17,7 @@ import os
 import sqlite3
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +39,8 @@ DEFAULT_INTERVAL_MS = 100
 #: One ``events`` row as bound to `INSERT_EVENT`:
 #: ``(id, type, session, ts, src, producer_seq, raw)``.
 Row = tuple[str, str, "str | None", float, str, "int | None", str]
+
+_SESSION_OF = itemgetter(2)  # a Row's session
 
 INSERT_EVENT = (
     "INSERT OR IGNORE INTO events (id, type, session, ts, src, producer_seq, raw) VALUES (?, ?, ?, ?, ?, ?, ?)"
@@ -202,7 +205,7 @@ class Ledger:
                 if inserted:
                     if batch.director or batch.stills or batch.state:
                         self._project(batch, before, inserted)
-                    new_sessions = {row[2] for row in rows} - self._known_sessions
+                    new_sessions = set(map(_SESSION_OF, rows)) - self._known_sessions
                     new_sessions.discard(None)
                     if new_sessions:
                         infer_sessions(conn, new_sessions)
