@@ -1,8 +1,8 @@
 """Reading a recording for replay: a typed fast path for ``pose.sample`` lines.
 
-Nine lines in ten of a recording are pose samples, and the general decoder (orjson, then
-`mmx.events.from_dict` checks, an `Event`, then the signals' per-joint checks) costs
-several times the policy's own work on them. A pose line that passes a raw-bytes
+Nine lines in ten of a recording are pose samples, and on them the general decoder
+(orjson, then `mmx.events.from_dict` checks, an `Event`, then the signals' per-joint
+checks) costs more than the policy's own work. A pose line that passes a raw-bytes
 pre-filter (``"pose.sample"`` in it, ASCII only, no backslash escape) is decoded with
 msgspec into a `PoseLine` whose schema is strictly narrower than what the general path
 accepts: the envelope and data fields `from_dict` checks, no unknown field anywhere, every
