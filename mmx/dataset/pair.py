@@ -209,6 +209,16 @@ def _hashed_lines(fp: IO[bytes], sha256: Any, *, max_line_bytes: int = MAX_LINE_
             yield line_no, rest
 
 
+def _open_input(path: Path, what: str) -> IO[bytes]:
+    """Open an input for reading in 1 MiB buffers; raises InputMissingError / IOFailure."""
+    try:
+        return open(path, "rb", buffering=1 << 20)
+    except FileNotFoundError:
+        raise InputMissingError(f"no such {what}: {path}") from None
+    except OSError as exc:
+        raise IOFailure(f"cannot read {path}: {exc.strerror}") from None
+
+
 def _loads(line: bytes, line_no: int, what: str = "a JSON object") -> dict[str, Any]:
     try:
         obj = orjson.loads(line)
@@ -364,13 +374,7 @@ def read_session_events(path: Path, *, on_problem: ProblemHandler) -> SessionDat
     def bad(line_no: int, reason: str) -> None:
         on_problem(DataError(f"{path}: line {line_no}: {reason}"))
 
-    try:
-        fp = open(path, "rb", buffering=1 << 20)
-    except FileNotFoundError:
-        raise InputMissingError(f"no such events file: {path}") from None
-    except OSError as exc:
-        raise IOFailure(f"cannot read {path}: {exc.strerror}") from None
-    with fp:
+    with _open_input(path, "events file") as fp:
         digest = hashlib.sha256()
         for line_no, line in _hashed_lines(fp, digest):
             if line is None:
@@ -448,13 +452,7 @@ def read_pose_file(path: Path, *, on_problem: ProblemHandler) -> tuple[PoseStrea
     def bad(line_no: int, reason: str) -> None:
         on_problem(DataError(f"{path}: line {line_no}: {reason}"))
 
-    try:
-        fp = open(path, "rb", buffering=1 << 20)
-    except FileNotFoundError:
-        raise InputMissingError(f"no such pose file: {path}") from None
-    except OSError as exc:
-        raise IOFailure(f"cannot read {path}: {exc.strerror}") from None
-    with fp:
+    with _open_input(path, "pose file") as fp:
         digest = hashlib.sha256()
         for line_no, line in _hashed_lines(fp, digest):
             if line is None:
@@ -985,13 +983,7 @@ def read_cue_file(path: Path, *, on_problem: ProblemHandler) -> tuple[dict[Path,
     Bad lines go to ``on_problem`` as ``<path>: line N: …``.
     """
     out: dict[Path, list[Cue]] = {}
-    try:
-        fp = open(path, "rb")
-    except FileNotFoundError:
-        raise InputMissingError(f"no such cue file: {path}") from None
-    except OSError as exc:
-        raise IOFailure(f"cannot read {path}: {exc.strerror}") from None
-    with fp:
+    with _open_input(path, "cue file") as fp:
         digest = hashlib.sha256()
         for line_no, line in _hashed_lines(fp, digest):
             try:
