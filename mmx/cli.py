@@ -107,33 +107,22 @@ def root(
 
 
 def _register() -> None:
-    from mmx.commands import ledger
+    """Join the command modules, in the order a shoot uses them (as `mmx --help` lists them).
 
+    Command modules import their heavy libraries (aiohttp, aiortc, librosa, OTIO) inside the
+    command, so `mmx --help` and every pipe stage start fast.
+    """
+    from mmx.commands import demo, device, discover, features, ghost, ledger, pair, relay, serve
+
+    app.command("serve")(serve.serve)
+    app.command("device")(device.device)
+    app.command("ghost")(ghost.ghost)
+    app.command("relay")(relay.relay)
     app.add_typer(ledger.app, name="ledger")
-    from mmx.commands import serve as serve_cmd
-
-    app.command("serve")(serve_cmd.serve)
-    from mmx.commands import device as device_cmd
-
-    app.command("device")(device_cmd.device)
-    from mmx.commands import demo as demo_cmd
-
-    app.command("demo")(demo_cmd.demo)
-    from mmx.commands import relay as relay_cmd
-
-    app.command("relay")(relay_cmd.relay)
-    from mmx.commands import pair as pair_cmd
-
-    app.command("pair")(pair_cmd.pair)
-    from mmx.commands import features as features_cmd
-
-    app.command("features")(features_cmd.features)
-    from mmx.commands import discover as discover_cmd
-
-    app.command("discover")(discover_cmd.discover)
-    from mmx.commands import ghost as ghost_cmd
-
-    app.command("ghost")(ghost_cmd.ghost)
+    app.command("features")(features.features)
+    app.command("discover")(discover.discover)
+    app.command("pair")(pair.pair)
+    app.command("demo")(demo.demo)
 
 
 _register()
