@@ -219,6 +219,23 @@ def _open_input(path: Path, what: str) -> IO[bytes]:
         raise IOFailure(f"cannot read {path}: {exc.strerror}") from None
 
 
+def _json_lines(fp: IO[bytes], digest: Any, bad: Callable[[int, str], None]) -> Iterator[tuple[int, Any]]:
+    """``(line_no, decoded JSON)`` per line of ``fp`` (hashed into ``digest`` as read).
+
+    Over-long lines and lines that are not JSON go to ``bad(line_no, reason)`` and are skipped.
+    """
+    for line_no, line in _hashed_lines(fp, digest):
+        if line is None:
+            bad(line_no, "line too long")
+            continue
+        try:
+            obj = orjson.loads(line)
+        except orjson.JSONDecodeError:
+            bad(line_no, "not JSON")
+            continue
+        yield line_no, obj
+
+
 def _loads(line: bytes, line_no: int, what: str = "a JSON object") -> dict[str, Any]:
     try:
         obj = orjson.loads(line)
@@ -376,15 +393,7 @@ def read_session_events(path: Path, *, on_problem: ProblemHandler) -> SessionDat
 
     with _open_input(path, "events file") as fp:
         digest = hashlib.sha256()
-        for line_no, line in _hashed_lines(fp, digest):
-            if line is None:
-                bad(line_no, "line too long")
-                continue
-            try:
-                obj = orjson.loads(line)
-            except orjson.JSONDecodeError:
-                bad(line_no, "not JSON")
-                continue
+        for line_no, obj in _json_lines(fp, digest, bad):
             if type(obj) is not dict or not isinstance(obj.get("type"), str):
                 bad(line_no, "not an event (a JSON object with 'type')")
                 continue
@@ -454,15 +463,7 @@ def read_pose_file(path: Path, *, on_problem: ProblemHandler) -> tuple[PoseStrea
 
     with _open_input(path, "pose file") as fp:
         digest = hashlib.sha256()
-        for line_no, line in _hashed_lines(fp, digest):
-            if line is None:
-                bad(line_no, "line too long")
-                continue
-            try:
-                obj = orjson.loads(line)
-            except orjson.JSONDecodeError:
-                bad(line_no, "not JSON")
-                continue
+        for line_no, obj in _json_lines(fp, digest, bad):
             if type(obj) is not dict:
                 bad(line_no, "not a JSON object")
                 continue
