@@ -33,10 +33,7 @@ This module needs numpy only (no librosa), so readers such as the ghost director
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import os
-import tempfile
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -45,6 +42,7 @@ from typing import Any
 import numpy as np
 
 from mmx.errors import DataError, InputMissingError, IOFailure
+from mmx.fileio import atomic_file
 
 #: Keys every mmx feature artifact carries (the format above).
 REQUIRED_KEYS: tuple[str, ...] = (
@@ -88,25 +86,8 @@ def write_features(path: str | Path, arrays: Mapping[str, Any]) -> Path:
     Raises IOFailure when the directory cannot be written.
     """
     path = Path(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    except OSError as exc:
-        raise IOFailure(f"cannot write {path}: {exc.strerror}") from None
-    try:
-        with os.fdopen(fd, "wb") as fp:
-            np.savez(fp, **{k: np.asarray(v) for k, v in arrays.items()})
-            fp.flush()
-            os.fsync(fp.fileno())
-        os.replace(tmp, path)
-    except OSError as exc:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise IOFailure(f"cannot write {path}: {exc.strerror}") from None
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    with atomic_file(path) as fp:
+        np.savez(fp, **{k: np.asarray(v) for k, v in arrays.items()})
     return path
 
 

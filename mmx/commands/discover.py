@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-import contextlib
-import os
 import sys
-import tempfile
-from pathlib import Path
 
 import typer
 
 from mmx.commands._common import console, write_jsonl
-from mmx.errors import IOFailure
+from mmx.fileio import atomic_file
 
 #: How many missing links / problems the stderr summary lists before "… and N more".
 _LIST_LIMIT = 20
@@ -22,21 +18,9 @@ def _write_inventory(items: list[dict], out: str) -> None:
         for item in items:
             write_jsonl(item)
         return
-    target = Path(out)
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent if str(target.parent) else ".")
-    except OSError as exc:
-        raise IOFailure(f"cannot write {out}: {exc.strerror}") from None
-    try:
-        with os.fdopen(fd, "wb") as fp:
-            for item in items:
-                write_jsonl(item, fp)
-            os.fsync(fp.fileno())
-        os.replace(tmp, target)
-    except OSError as exc:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise IOFailure(f"cannot write {out}: {exc.strerror}") from None
+    with atomic_file(out) as fp:
+        for item in items:
+            write_jsonl(item, fp)
 
 
 def _print_list(title: str, lines: list[str], style: str) -> None:

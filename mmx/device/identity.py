@@ -7,39 +7,20 @@ One file per device name: ``<state-dir>/device-<name-slug>.json`` holding
 
 from __future__ import annotations
 
-import os
 import re
-import tempfile
 from pathlib import Path
 
 import orjson
 
-from mmx.errors import DataError, IOFailure
+from mmx.errors import DataError
 from mmx.events import new_id
+from mmx.fileio import atomic_write
 
 
 def state_file(state_dir: str | Path, name: str) -> Path:
     """The state file of the device called ``name`` under ``state_dir``."""
     slug = re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-.") or "device"
     return Path(state_dir) / f"device-{slug}.json"
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fp:
-            fp.write(data)
-            fp.flush()
-            os.fsync(fp.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-
 
 def load_device_id(state_dir: str | Path, name: str, *, device_id: str | None = None) -> str:
     """The device id for ``name``: ``device_id`` when given (the state file is then neither
@@ -68,8 +49,5 @@ def load_device_id(state_dir: str | Path, name: str, *, device_id: str | None = 
                             hint="fix or delete it; deleting makes this a new device to the server")  # fmt: skip
     chosen = stored or f"dev-{new_id().lower()}"
     if chosen != stored:
-        try:
-            _write_atomic(path, orjson.dumps({"device": chosen, "name": name}) + b"\n")
-        except OSError as exc:
-            raise IOFailure(f"cannot write device state {path}: {exc.strerror or exc}") from None
+        atomic_write(path, orjson.dumps({"device": chosen, "name": name}) + b"\n")
     return chosen

@@ -28,7 +28,8 @@ from mmx.serve.capture import SESSIONS_DIR, CaptureDir, unfinished_sessions
 from mmx.serve.config import MODES, ServeConfig
 from mmx.serve.coverage import compute_coverage
 from mmx.serve.hub import EventHub, TypeFilter, last_seq_in
-from mmx.serve.registry import Camera, ClockOffset, Registry, atomic_write, fsync_dir
+from mmx.fileio import atomic_write, fsync_dir
+from mmx.serve.registry import Camera, ClockOffset, Registry
 from mmx.serve.stills import SAFE_ID, SHA256_HEX, STILL_TYPES, jpeg_size
 
 #: Event types only the server makes; `POST /v1/events` refuses them (use the endpoints).

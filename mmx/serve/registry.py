@@ -9,7 +9,6 @@ change, so a restarted server gives a reconnecting phone its old camera id and p
 from __future__ import annotations
 
 import asyncio
-import os
 import threading
 import time
 from collections import deque
@@ -20,6 +19,7 @@ from typing import Any
 import orjson
 
 from mmx.errors import IOFailure
+from mmx.fileio import atomic_write
 
 REGISTRY_FILE = "registry.json"
 #: How many clock samples the offset estimate looks back over.
@@ -274,41 +274,3 @@ class DurableFile:
             self._written = version
             self.closed = self.closed or final
             return True
-
-
-def atomic_write(path: Path, body: bytes) -> None:
-    """Write ``body`` to ``path`` via a temp file in the same directory, fsync, rename, fsync dir.
-
-    A crash at any point leaves either the old file or the new one, never a torn one.
-    Raises IOFailure.
-    """
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(tmp, "wb") as fp:
-            fp.write(body)
-            fp.flush()
-            os.fsync(fp.fileno())
-        os.replace(tmp, path)
-        fsync_dir(path.parent)
-    except OSError as exc:
-        try:
-            tmp.unlink()
-        except OSError:
-            pass
-        raise IOFailure(f"cannot write {path}: {exc.strerror}") from None
-
-
-def fsync_dir(directory: Path) -> None:
-    """fsync a directory so a rename inside it is durable (no-op where unsupported)."""
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
