@@ -303,15 +303,9 @@ class Ledger:
         of the glob patterns (``director.*``). This is the resume point of the Convex sync
         and of ``mmx ledger tail``.
         """
-        sql = "SELECT seq, id, type, session, ts, src, raw FROM events WHERE seq > ?"
-        params: list[Any] = [seq]
-        if session is not None:
-            sql += " AND session = ?"
-            params.append(session)
-        if types:
-            sql += " AND (" + " OR ".join("type GLOB ?" for _ in types) + ")"
-            params.extend(types)
-        sql += " ORDER BY seq"
+        where, params = _event_filter(session, types)
+        sql = f"SELECT seq, id, type, session, ts, src, raw FROM events WHERE seq > ?{where} ORDER BY seq"
+        params.insert(0, seq)
         if limit is not None:
             sql += " LIMIT ?"
             params.append(int(limit))
@@ -319,14 +313,9 @@ class Ledger:
 
     def seq_before_last(self, n: int, *, session: str | None = None, types: Sequence[str] = ()) -> int:
         """The seq to read after so that the last ``n`` matching events come next (0 if fewer)."""
-        sql, params = "SELECT seq FROM events WHERE 1", []
-        if session is not None:
-            sql += " AND session = ?"
-            params.append(session)
-        if types:
-            sql += " AND (" + " OR ".join("type GLOB ?" for _ in types) + ")"
-            params.extend(types)
-        row = self.conn.execute(sql + " ORDER BY seq DESC LIMIT 1 OFFSET ?", [*params, max(n - 1, 0)]).fetchone()
+        where, params = _event_filter(session, types)
+        sql = f"SELECT seq FROM events WHERE 1{where} ORDER BY seq DESC LIMIT 1 OFFSET ?"
+        row = self.conn.execute(sql, [*params, max(n - 1, 0)]).fetchone()
         return row[0] - 1 if row else 0
 
     def iter_events(self, seq: int = 0, *, page: int = 5000, **filters: Any) -> Iterator[StoredEvent]:
@@ -350,3 +339,15 @@ class Ledger:
         return self.conn.execute(
             "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)
         ).fetchone() is not None
+
+
+def _event_filter(session: str | None, types: Sequence[str]) -> tuple[str, list[Any]]:
+    """The ``AND …`` clauses (and their parameters) keeping one session and glob-matched types."""
+    sql, params = "", []
+    if session is not None:
+        sql += " AND session = ?"
+        params.append(session)
+    if types:
+        sql += " AND (" + " OR ".join("type GLOB ?" for _ in types) + ")"
+        params.extend(types)
+    return sql, params
