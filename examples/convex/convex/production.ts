@@ -8,18 +8,10 @@
 import { v, type Infer } from "convex/values";
 import { mutation, query, type MutationCtx } from "./_generated/server";
 import type { Doc } from "./_generated/dataModel";
+import { envelopeFields } from "./schema";
 
-/** The mmx event envelope (DESIGN.md). `data` is per type and carried as is. */
-export const mmxEvent = v.object({
-  v: v.number(),
-  id: v.string(),
-  seq: v.union(v.number(), v.null()),
-  ts: v.number(),
-  type: v.string(),
-  session: v.union(v.string(), v.null()),
-  src: v.string(),
-  data: v.any(),
-});
+/** The mmx event envelope (DESIGN.md), as the mutation takes it. */
+export const mmxEvent = v.object({ id: v.string(), ...envelopeFields });
 export type MmxEvent = Infer<typeof mmxEvent>;
 
 /** Most events one call may carry; the client (mmx ledger sync) sends at most this many. */

@@ -7,6 +7,17 @@
 import { defineSchema, defineTable } from "convex/server";
 import { v } from "convex/values";
 
+/** The mmx event envelope (DESIGN.md) without its `id`; `data` is per type and carried as is. */
+export const envelopeFields = {
+  v: v.number(),
+  seq: v.union(v.number(), v.null()),
+  ts: v.number(),
+  type: v.string(),
+  session: v.union(v.string(), v.null()),
+  src: v.string(),
+  data: v.any(),
+};
+
 /** `session.status`: active from `session.started` (or the first event seen), completed at `session.ended`. */
 const optStr = v.optional(v.union(v.string(), v.null()));
 const optNum = v.optional(v.union(v.number(), v.null()));
@@ -16,13 +27,7 @@ export const sessionStatus = v.union(v.literal("active"), v.literal("completed")
 export default defineSchema({
   productionEvents: defineTable({
     eventId: v.string(),
-    v: v.number(),
-    seq: v.union(v.number(), v.null()),
-    ts: v.number(),
-    type: v.string(),
-    session: v.union(v.string(), v.null()),
-    src: v.string(),
-    data: v.any(),
+    ...envelopeFields,
     ingestedAt: v.number(),
   })
     .index("by_event_id", ["eventId"])
