@@ -113,10 +113,21 @@ VOCABULARY: dict[str, dict[str, FieldSpec]] = {
     "ghost.accepted": _spec({"proposal": _STR}, by=_OPT_STR),
     "ghost.vetoed": _spec({"proposal": _STR}, by=_OPT_STR),
     "ghost.expired": _spec({"proposal": _STR}, by=_OPT_STR),
+    "ghost.held": _spec(camera=_OPT_STR, reasons=(list, dict, _NONE)),
     "pose.sample": _spec({"camera": _STR, "t": _NUM}, joints=_OPT_DICT),
     "music.cue": _spec(
         {"track": _STR}, title=_OPT_STR, path=_OPT_STR, started_at=_OPT_NUM, offset_s=_OPT_NUM,
     ),
+    # recordings of the shoot: `camera` is a camera id or "program" (the hero)
+    "recording.started": _spec(
+        {"camera": _STR}, path=_OPT_STR, codec=_OPT_STR, kind=_OPT_STR, started_at=_OPT_NUM,
+    ),
+    "recording.stopped": _spec(
+        {"camera": _STR}, path=_OPT_STR, codec=_OPT_STR, kind=_OPT_STR, bytes=_OPT_NUM,
+        duration_s=_OPT_NUM, frames=_OPT_NUM, dropped=_OPT_NUM, sha256=_OPT_STR, reason=_OPT_STR,
+    ),
+    "relay.stalled": _spec(_CAMERA),
+    "relay.resumed": _spec(_CAMERA),
 }  # fmt: skip
 
 #: Types whose data carries a placement object to check field by field.

@@ -49,6 +49,14 @@ EXAMPLES = {
     "pose.sample": {"camera": "cam-1", "t": 1795264000.1,
                     "joints": {name: [0.5, 0.5, 0.9] for name in JOINT_NAMES}},
     "music.cue": {"track": "cd" * 32, "title": "intro", "path": "intro.ogg", "started_at": 1795264000.0, "offset_s": 0.0},
+    "ghost.held": {"camera": "cam-1", "reasons": [{"rule": "max_shot", "text": "no other camera sees the subject"}]},
+    "recording.started": {"camera": "cam-1", "path": "video/cam-1.mkv", "codec": "vp8", "kind": "iso",
+                          "started_at": 1795264000.0},
+    "recording.stopped": {"camera": "program", "path": "video/program.mkv", "codec": "vp8", "kind": "program",
+                          "bytes": 123456, "duration_s": 20.5, "frames": 615, "dropped": 0, "sha256": "ef" * 32,
+                          "reason": "session"},
+    "relay.stalled": {"camera": "cam-2"},
+    "relay.resumed": {"camera": "cam-2"},
 }
 
 
