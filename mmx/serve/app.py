@@ -11,7 +11,6 @@ events to the hub's sinks.
 from __future__ import annotations
 
 import asyncio
-import hmac
 import os
 import time
 from collections import OrderedDict
@@ -26,6 +25,7 @@ from mmx import __version__
 from mmx.errors import IOFailure, MmxError
 from mmx.fileio import atomic_write
 from mmx.serve.api import ApiError, cam_order, id_order, json_response
+from mmx.serve.auth import PRINCIPAL, Authenticator
 from mmx.serve.capture import SESSIONS_DIR, CaptureDir, unfinished_sessions
 from mmx.serve.config import ServeConfig
 from mmx.serve.hub import EventHub, last_seq_in
@@ -82,7 +82,7 @@ class Server(EventRoutes, SessionRoutes, DirectorRoutes, CameraRoutes, PreviewRo
         self._tasks: set[asyncio.Task] = set()
         self._runner: web.AppRunner | None = None
         self._watchdog: asyncio.Task | None = None
-        self._token = config.token.encode()
+        self.auth = Authenticator(config.token)
         self._stopped = False
 
     # ------------------------------------------------------------------------------------
@@ -247,16 +247,7 @@ class Server(EventRoutes, SessionRoutes, DirectorRoutes, CameraRoutes, PreviewRo
 
     @web.middleware
     async def _auth_middleware(self, request: web.Request, handler: Any) -> web.StreamResponse:
-        given = None
-        auth = request.headers.get("Authorization", "")
-        if auth[:7].lower() == "bearer ":
-            given = auth[7:].strip()
-        elif "token" in request.query:
-            given = request.query["token"]
-        if not given:
-            raise ApiError(401, "missing token: send 'Authorization: Bearer <token>' or ?token=<token>")
-        if not hmac.compare_digest(given.encode(), self._token):
-            raise ApiError(401, "wrong token")
+        request[PRINCIPAL] = self.auth.check(request)
         return await handler(request)
 
     # ------------------------------------------------------------------------------------

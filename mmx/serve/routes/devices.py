@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import hmac
 import time
 from typing import Any
 
@@ -97,7 +96,8 @@ class DeviceRoutes:
             await refuse('hello: the first message must be {"t": "hello", ...}', CLOSE_BAD_HELLO, ref)
             return None
         token = hello.get("token")
-        if token is not None and (not isinstance(token, str) or not hmac.compare_digest(token.encode(), self._token)):
+        if token is not None and not (isinstance(token, str) and (self.auth.is_operator_token(token)
+                                                                  or self.auth.camera_token(token) is not None)):
             await refuse("hello: wrong token", CLOSE_BAD_TOKEN, "hello")
             return None
         device = hello.get("device")
