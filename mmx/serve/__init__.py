@@ -1,6 +1,8 @@
 """`mmx serve`: the live multi-camera coordination server (aiohttp).
 
-- `mmx.serve.app.Server`: HTTP API (DESIGN.md) and device WebSocket (docs/device-protocol.md).
+- `mmx.serve.app.Server`: shared live state, lifecycle and middleware; its HTTP API (DESIGN.md)
+  and device WebSocket (docs/device-protocol.md) live in `mmx.serve.routes`, one module per concern.
+- `mmx.serve.api`: the error answer and JSON helpers every route module uses.
 - `mmx.serve.registry`: devices → stable camera ids, placement, liveness, clock offsets.
 - `mmx.serve.hub`: the event stream (seq, history ring, sinks, subscribers, resume).
 - `mmx.serve.capture`: session capture directories.
