@@ -112,11 +112,12 @@ def _register() -> None:
     Command modules import their heavy libraries (aiohttp, aiortc, librosa, OTIO) inside the
     command, so `mmx --help` and every pipe stage start fast.
     """
-    from mmx.commands import demo, device, discover, features, ghost, ledger, pair, relay, serve
+    from mmx.commands import demo, device, discover, features, ghost, ghost_train, ledger, pair, relay, serve
 
     app.command("serve")(serve.serve)
     app.command("device")(device.device)
     app.command("ghost")(ghost.ghost)
+    app.command("ghost-train")(ghost_train.ghost_train)
     app.command("relay")(relay.relay)
     app.add_typer(ledger.app, name="ledger")
     app.command("features")(features.features)

@@ -104,3 +104,23 @@ def write_view(path: Path, view: View, *, seconds: float | None = None) -> Path:
         for k in range(n):
             fp.write(orjson.dumps({"frame": k, "t": round(k / FPS, 6), "joints": view_frame(view, k)}) + b"\n")
     return path
+
+
+def shifted(views: dict[str, View], extra_s: float) -> dict[str, View]:
+    """The same cameras ``extra_s`` seconds further into the recording (another take)."""
+    return {name: View(v.crop, v.offset_s + extra_s, v.mirror) for name, v in views.items()}
+
+
+def joints_of(view: View, t0: float):
+    """``f(t) → joints or None``: the view's frame at ``t`` (10 Hz frames from ``t0``)."""
+    return lambda t: view_frame(view, int(round((t - t0) * FPS)))
+
+
+#: Three cameras for training tests: the whole frame, a medium and a tight crop, each
+#: starting where the recording has people, so at many moments two of them see someone at
+#: very different sizes (framing tells them apart; motion, normalized by body size, hardly).
+TRAINING_VIEWS: dict[str, View] = {
+    "cam-1": View((0.0, 0.0, 1.0, 1.0), 43.0),
+    "cam-2": View((0.1, 0.05, 0.8, 0.8), 51.0),
+    "cam-3": View((0.2, 0.15, 0.6, 0.6), 59.0, mirror=True),
+}

@@ -10,6 +10,8 @@
   `mmx.ghost.budget` (the proposal budget) and `mmx.ghost.reasons` (reasons in words);
 - `mmx.ghost.live` — the async runner against `mmx serve` or events on stdin, and
   `mmx.ghost.banner` — its terminal banner;
+- `mmx.ghost.supervision` and `mmx.ghost.train` — the operator's decisions in recordings, and
+  the policy weights and thresholds learned from them (`mmx ghost-train`);
 - `mmx.ghost.replay` — the same policy in simulated time over a recorded session, judged by
   `mmx.ghost.evaluate` against the operator's decisions;
 - `mmx.ghost.reader` — reading a recording for replay, with a typed fast path for pose lines.

@@ -51,7 +51,7 @@ from mmx.ghost.budget import ProposalBudget
 from mmx.ghost.config import (ATTENDED_MODES, FEATURES, PolicyConfig, Rules, Weights, default_policy_text,
                               load_policy, parse_policy)  # fmt: skip
 from mmx.ghost.signals import SUBJECT_MIN_PRESENCE, CheckedJoints, Signals
-from mmx.ghost.state import MODES, CameraState, Output, Proposal, ShootState, angle_between
+from mmx.ghost.state import CAMERA_TYPES, MODES, CameraState, Output, Proposal, ShootState, angle_between
 #: Who answers for the operator: a decision or cut by anyone else (the ghost, autopilot, the
 #: server's own fallback) is not the operator's attention.
 NOT_OPERATOR = frozenset({"ghost", "autopilot", "serve"})
@@ -107,16 +107,8 @@ class Policy(ShootState):
         now = self.now
         if etype == "pose.sample":
             pass  # without a camera name: it only moves the clock
-        elif etype == "camera.joined":
-            c = self._camera(d["camera"])
-            c.live = True
-            c.azimuth_deg = self._azimuth(d.get("placement"))
-        elif etype == "camera.changed":
-            c = self._camera(d["camera"])
-            if "placement" in d:
-                c.azimuth_deg = self._azimuth(d.get("placement"))
-        elif etype == "camera.left":
-            self._camera(d["camera"]).live = False
+        elif etype in CAMERA_TYPES:
+            self.feed_camera(event)
         elif etype == "director.cut":
             out += self._on_cut(d, now)
         elif etype == "director.hold":

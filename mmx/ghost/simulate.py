@@ -129,3 +129,67 @@ def beat_grid_npz(path, *, track: str = "a" * 64, bpm: float = 120.0, duration_s
     if beats_per_bar:
         arrays["downbeat_times"] = times[::beats_per_bar]
     np.savez(path, **arrays)
+
+
+def rule_operator_session(cameras: dict[str, Callable[[float], dict[str, Any] | None]], *, t0: float, duration_s: float,
+                          fps: float = 10.0, rule: str = "framing", cut_every_s: float = 4.0, seed: int = 0,
+                          session: str = "rule-session", proposals_every_s: float | None = None) -> list[Event]:  # fmt: skip
+    """A recorded session whose operator follows a known rule: every ``cut_every_s`` (±25 %)
+    they cut to the camera other than program whose ``rule`` signal (``presence``,
+    ``framing``, ``motion`` or ``stillness``, computed as the ghost computes it) is highest
+    among those that see someone. With ``proposals_every_s`` a ghost also proposes (to a
+    camera picked at random) and the operator accepts when it is their rule's camera, else
+    vetoes. Returns the events in time order: session start, camera joins, pose at ``fps``,
+    cuts, proposals and answers, session end.
+    """
+    from mmx.ghost.signals import SUBJECT_MIN_PRESENCE, CameraSignals
+
+    rng = np.random.default_rng(seed)
+    make = EventFactory(f"{session}-e", session=session)
+    names = sorted(cameras)
+    events = [make("session.started", {"kind": "photoshoot_performance", "title": session, "mode": "manual"}, t0)]
+    for i, cam in enumerate(names):
+        events.append(make("camera.joined", {"camera": cam, "placement": {"azimuth_deg": i * 360 / len(names)}}, t0))
+    signals = {cam: CameraSignals() for cam in names}
+    program: str | None = None
+    next_cut = t0 + 1.0
+    next_prop = t0 + (proposals_every_s or math.inf) / 2
+    n_prop = 0
+
+    def best(now: float) -> str | None:
+        pick, value = None, -1.0
+        for cam in names:
+            s = signals[cam].at(now)
+            if cam != program and s.presence >= SUBJECT_MIN_PRESENCE and getattr(s, rule) > value:
+                pick, value = cam, getattr(s, rule)
+        return pick
+
+    for k in range(int(round(duration_s * fps))):
+        t = round(t0 + k / fps, 6)
+        for cam in names:
+            joints = cameras[cam](t)
+            signals[cam].add(t, joints)
+            events.append(make("pose.sample", {"camera": cam, "t": t, "joints": joints}, t))
+        if t >= next_cut:
+            to = best(t)
+            if to is not None:
+                events.append(make("director.cut", {"from": program, "to": to, "by": "operator"}, t + 0.01))
+                program = to
+            next_cut = t + cut_every_s * float(rng.uniform(0.75, 1.25))
+        if t >= next_prop:
+            seen = [c for c in names if c != program and signals[c].at(t).presence >= SUBJECT_MIN_PRESENCE]
+            if seen:
+                n_prop += 1
+                to = seen[int(rng.integers(len(seen)))]
+                pid = f"{session}-p{n_prop}"
+                events.append(make("ghost.proposed", {"proposal": pid, "from": program, "to": to, "score": 0.5,
+                                                      "cut_at": t + 0.5, "expires_at": t + 2.5}, t + 0.02, src="ghost"))  # fmt: skip
+                answer = "ghost.accepted" if to == best(t) else "ghost.vetoed"
+                events.append(make(answer, {"proposal": pid, "by": "operator"}, t + 0.3, src="operator"))
+                if answer == "ghost.accepted":
+                    events.append(make("director.cut", {"from": program, "to": to, "by": "ghost", "proposal": pid}, t + 0.5))
+                    program = to
+            next_prop = t + proposals_every_s  # type: ignore[operator]
+    events.append(make("session.ended", {"reason": "operator"}, t0 + duration_s))
+    events.sort(key=lambda e: (e.ts, e.seq))
+    return events

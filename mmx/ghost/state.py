@@ -23,6 +23,7 @@ from mmx.ghost.config import PolicyConfig
 from mmx.ghost.signals import CameraSignals, Signals
 
 MODES = ("manual", "ghost", "autopilot")
+CAMERA_TYPES = frozenset({"camera.joined", "camera.changed", "camera.left"})
 
 
 @dataclass(slots=True)
@@ -116,6 +117,31 @@ class ShootState:
             bisect.insort(self._names, name)
             self._candidate_list = None
         return cam
+
+    def observe_pose(self, camera: str, t: float, joints: Any) -> None:
+        """Take one pose sample into ``camera``'s signals (capture time ``t``; joints object,
+        None or `CheckedJoints`) and move the clock to ``t``; nothing is decided."""
+        self._clock(t)
+        self._camera(camera).signals.add(t, joints)  # type: ignore[union-attr]
+
+    def feed_camera(self, event: Event) -> None:
+        """Apply a ``camera.joined`` / ``camera.changed`` / ``camera.left`` (its data checked
+        by `mmx.events`: ``camera`` is a string)."""
+        d = event.data
+        cam = self._camera(d["camera"])
+        if event.type == "camera.joined":
+            cam.live = True
+            cam.azimuth_deg = self._azimuth(d.get("placement"))
+        elif event.type == "camera.changed":
+            if "placement" in d:
+                cam.azimuth_deg = self._azimuth(d.get("placement"))
+        else:
+            cam.live = False
+        self._candidate_list = None
+
+    def advance(self, now: float) -> float:
+        """Move the clock to ``now`` (never back); the clock after."""
+        return self._clock(now)
 
     @staticmethod
     def _azimuth(placement: Any) -> float | None:
