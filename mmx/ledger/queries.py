@@ -315,7 +315,7 @@ def session_recordings(conn: sqlite3.Connection, session: str) -> list[dict[str,
     ``sha256``, ``reason``, and the two event ids.
     """
     rows = conn.execute(
-        f"SELECT {', '.join(_RECORDING_COLUMNS)} FROM production_recordings WHERE session = ?"
+        f"SELECT {', '.join(_RECORDING_COLUMNS)} FROM production_recordings WHERE session = ? AND path IS NOT NULL"
         " ORDER BY camera = 'program', camera, coalesce(start_s, 0), path",
         (session,),
     ).fetchall()
