@@ -210,13 +210,18 @@ class Recorder:
                     return False
                 track.pending_drop = False
             self._pending += 1
-        self._queue.put((track, data, ts, keyframe))
+        self._queue.put(("frame", track, data, ts, keyframe))
         return True
 
+    def resync(self, track: Track) -> None:
+        """Make the file skip to the next keyframe (a new publisher's stream starts over)."""
+        self._queue.put(("resync", track, None, None, None))
+
     def close(self, track: Track, reason: str) -> Future:
-        """Finish the file (trailer, sha256) after its queued frames; a future of its facts."""
+        """Finish the file (trailer, sha256) after its queued frames; a future of its facts
+        (None when no frame was ever written, so no file exists)."""
         future: Future = Future()
-        self._queue.put((track, None, reason, future))
+        self._queue.put(("close", track, reason, future, None))
         return future
 
     def shutdown(self, timeout: float | None = 10.0) -> None:
@@ -235,16 +240,23 @@ class Recorder:
             item = self._queue.get()
             if item is None:
                 return
-            track, data, third, fourth = item
-            if data is None:
-                self._finish(track, third, fourth)
-                continue
-            with self._lock:
-                self._pending -= 1
-            try:
-                self._mux(track, data, third, fourth)
-            except Exception as exc:  # noqa: BLE001 - one bad file must not stop the others
-                self._fail(track, exc)
+            what, track, a, b, c = item
+            if what == "close":
+                try:
+                    self._finish(track, a, b)
+                except Exception as exc:  # noqa: BLE001 - the caller waits on the future
+                    track.error = track.error or f"{type(exc).__name__}: {exc}"
+                    if not b.done():
+                        b.set_result(facts(track, reason="error", sha256=None))
+            elif what == "resync":
+                track.waiting_for_key = True
+            else:
+                with self._lock:
+                    self._pending -= 1
+                try:
+                    self._mux(track, a, b, c)
+                except Exception as exc:  # noqa: BLE001 - one bad file must not stop the others
+                    self._fail(track, exc)
 
     def _mux(self, track: Track, data: bytes, ts: float, keyframe: bool) -> None:
         import av
