@@ -184,7 +184,9 @@ def test_ghost_proposes_and_cuts_on_beats_and_its_decisions_reach_the_server(sho
     stdout_ids = {e["id"] for e in lines}
     server_ghost = [e for e in stream if e["src"] == "ghost"]
     assert server_ghost and all(e["id"] in stdout_ids for e in server_ghost)
-    assert {e["type"] for e in lines} <= {"ghost.proposed", "ghost.accepted", "ghost.vetoed", "ghost.expired"}
+    assert {e["type"] for e in lines} <= {"ghost.proposed", "ghost.accepted", "ghost.vetoed", "ghost.expired", "ghost.held",
+                                         "ghost.online", "ghost.offline"}
+    assert lines[0]["type"] == "ghost.online" and lines[0]["data"]["policy_sha256"]
     assert "connected to" in err.read_text()
 
 

@@ -98,7 +98,7 @@ def test_a_motion_burst_on_camera_2_yields_a_proposal_to_camera_2_landing_on_a_b
     assert p.data["expires_at"] == p.data["cut_at"] + load_policy().rules.expire_after_s
     reasons = {r["feature"]: r for r in p.data["reasons"]}
     assert reasons["motion"]["contribution"] > 0.2
-    assert "motion energy" in reasons["motion"]["text"]
+    assert "cam-2 subject moving" in reasons["motion"]["text"] and "body-lengths/s" in reasons["motion"]["text"]
     assert reasons["gain"]["value"] >= load_policy().rules.min_gain
     assert reasons["timing"]["clock"] == "beat"
     assert math.isclose(p.data["score"], sum(r["contribution"] for r in p.data["reasons"] if "contribution" in r), abs_tol=1e-3)
@@ -139,7 +139,7 @@ def test_maximum_shot_forces_a_proposal():
     assert len(props) == 1
     assert props[0].at == pytest.approx(T0 + 12.0, abs=1 / 30 + 1e-6)
     forced = [r for r in props[0].data["reasons"] if r["feature"] == "forced"]
-    assert forced and "max_shot_s" in forced[0]["text"]
+    assert forced and "past max_shot 12.0 s" in forced[0]["text"]
     assert props[0].data["to"] != "cam-1"
 
 

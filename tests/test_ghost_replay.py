@@ -77,11 +77,18 @@ def test_a_different_policy_gives_a_different_report(capture):
 
 def test_manual_replay_shadows_the_recorded_cuts(capture):
     cap, feats, _ = capture
-    r = replay(cap, config=load_policy(), features_dir=feats, mode="manual")
+    # this operator cuts 10 times a minute, beyond the default budget of 6 proposals a minute
+    roomy = load_policy().with_rules(max_proposals_per_min=12)
+    r = replay(cap, config=roomy, features_dir=feats, mode="manual")
     rep = evaluate(r)
     assert not any(e.type == "director.cut" for e in r.events)
     assert rep["mode"] == "manual" and rep["ghost_cuts"] == rep["proposals"]
     assert rep["recall"] >= 0.85
+    # with the default budget the shadow proposes no more than 6 in any minute
+    capped = replay(cap, config=load_policy(), features_dir=feats, mode="manual")
+    times = [e.ts for e in capped.events if e.type == "ghost.proposed"]
+    assert max(sum(1 for u in times if t <= u < t + 60) for t in times) <= 6
+    assert evaluate(capped)["recall"] < rep["recall"]
 
 
 def test_without_features_proposals_are_off_the_beat_grid(capture):
@@ -96,8 +103,9 @@ def test_metrics_on_known_cuts():
     ref = [(0.0, "a"), (10.0, "b"), (20.0, "c")]
     pred = [(0.3, "a"), (10.6, "b"), (19.9, "x"), (30.0, "d")]
     assert match_cuts(ref, pred, 0.5) == [(0, 0), (2, 2)]
-    result = ReplayResult(mode="autopilot", reference=ref, predicted=pred, beat_offsets_s=[0.0, 0.069, 0.2, None],
-                          start=0.0, end=40.0, stats={"proposals": 4})  # fmt: skip
+    result = ReplayResult(mode="autopilot", cuts=[(t, cam, "operator", None) for t, cam in ref], predicted=pred,
+                          beat_offsets_s=[0.0, 0.069, 0.2, None], start=0.0, end=40.0, stats={"proposals": 4})  # fmt: skip
+    assert result.reference == ref
     rep = evaluate(result)
     assert rep["matched"] == 2
     assert rep["precision"] == 0.5
@@ -146,7 +154,7 @@ def test_cli_replay_events_and_errors(capture, tmp_path):
     assert "is not a capture directory: no events.jsonl" in missing.stderr
     nomode = runner.invoke(app, ["ghost", "--replay", str(cap), "--mode", "ghost"])
     assert nomode.exit_code == 65
-    assert "replay simulates autopilot or manual, not 'ghost'" in nomode.stderr
+    assert "replay simulates autopilot, manual or recorded, not 'ghost'" in nomode.stderr
     noreplay = runner.invoke(app, ["ghost", "--eval"])
     assert noreplay.exit_code == 2
 

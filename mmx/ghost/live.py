@@ -18,8 +18,17 @@ a `Policy` with ``now = time.time()`` (pose lines through the typed fast path of
   exponential backoff (0.25 s doubling to 5 s) for up to ``reconnect_for_s`` seconds
   before raising `ServiceUnavailableError`.
 
+What a replay of the recording needs to re-enact this run (``mmx ghost --replay DIR --mode
+recorded``) the runner posts itself, so it lands in the session's ``events.jsonl``:
+``ghost.online`` whenever it (re)connects and whenever it sees a session start — ``reason``
+(``connected``, ``reconnected``, ``session``), ``since_ts`` (from when it could propose),
+``since_seq`` (the server seq it read on from), ``policy`` (the whole policy, tables as in
+the policy file) and ``policy_sha256``, ``mode_fixed`` (``--mode``, or null when it follows
+the server), ``features`` (its ``--features`` directory, absolute) — and ``ghost.offline``
+(``reason``) when it loses the server (posted once it is back, with the time it noticed).
+
 Library code: nothing is printed here; human messages go to the ``notify`` callback and
-the optional `TerminalUI` draws on a rich console the command passes in.
+the optional `mmx.ghost.banner.TerminalUI` draws on a rich console the command passes in.
 """
 
 from __future__ import annotations
@@ -37,8 +46,10 @@ from typing import IO, Any
 
 import aiohttp
 
+from mmx import __version__
 from mmx.errors import EventError, InputMissingError, ServiceUnavailableError
 from mmx.events import Event, EventWriter, Producer, decode
+from mmx.ghost.banner import TerminalUI  # noqa: F401 (the command's import)
 from mmx.ghost.policy import Output, Policy
 from mmx.ghost.reader import PoseLine, pose_from_line, read_replay
 
@@ -286,6 +297,18 @@ class GhostRunner:
         return not self._posts
 
     # ----------------------------------------------------------------- inputs
+    def online(self, reason: str, *, since_ts: float, since_seq: int | None = None) -> None:
+        """Post ``ghost.online`` (see the module docstring): what a replay needs to re-enact
+        this run."""
+        policy = self.policy
+        features = policy.beats.features_dir
+        self.apply([Output("ghost.online", {
+            "reason": reason, "since_ts": since_ts, "since_seq": since_seq, "version": __version__,
+            "policy": policy.config.as_dict(), "policy_sha256": policy.config.digest(),
+            "mode_fixed": None if policy.follow_mode else policy.mode,
+            "features": str(Path(features).resolve()) if features is not None else None,
+        }, self.clock())])  # fmt: skip
+
     def feed(self, event: Event) -> None:
         """One event from the stream or the input."""
         if event.type == "session.started":
@@ -296,6 +319,8 @@ class GhostRunner:
             self._learn_latency(event)
         # the policy's clock is the later of the wall clock and the event's own time
         self.apply(self.policy.feed(event, now=max(self.clock(), self.policy.event_time(event))))
+        if event.type == "session.started" and self.client is not None and self.connected.is_set():
+            self.online("session", since_ts=event.ts, since_seq=event.seq)  # the session's record says we were here
 
     def feed_pose(self, pose: PoseLine) -> None:
         """One pose sample from the typed fast path (`mmx.ghost.reader`): what `feed` does
@@ -395,6 +420,8 @@ class GhostRunner:
                         self.feed(cue)
                 self.connected.set()
                 self.proposing = True
+                self.online("reconnected" if down_since is not None else "connected", since_ts=now,
+                            since_seq=since if isinstance(since, int) else None)  # fmt: skip
                 if down_since is not None:
                     self.notify(f"server back after {time.monotonic() - down_since:.1f} s: proposing again")
                 else:
@@ -422,6 +449,7 @@ class GhostRunner:
                 if self.proposing or down_since is None:
                     self.proposing = False
                     self.apply(self.policy.abandon(self.clock(), "server unavailable"))
+                    self.apply([Output("ghost.offline", {"reason": f"server unavailable: {exc}"}, self.clock())])
                     self.notify(f"server unavailable ({exc}): stopped proposing, reconnecting")
                 if down_since is None:
                     down_since = time.monotonic()
@@ -526,87 +554,3 @@ class GhostRunner:
 
     def stop(self) -> None:
         self.stopped.set()
-
-
-class TerminalUI:
-    """A rich banner on a terminal: the pending proposal with a countdown to its beat, and
-    raw single keys (``a`` accept, ``v`` veto, ``h`` hold, ``r`` release) when stdin is a
-    terminal. ``console`` is the command's stderr console."""
-
-    def __init__(self, console: Any, runner: GhostRunner, *, keys: bool) -> None:
-        self.console = console
-        self.runner = runner
-        self.keys = keys
-        self._live: Any = None
-        self._saved: Any = None
-        self._task: asyncio.Task[Any] | None = None
-
-    def render(self) -> Any:
-        from rich.panel import Panel
-        from rich.text import Text
-
-        now = self.runner.clock()
-        snap = self.runner.policy.snapshot(now)
-        head = Text()
-        head.append(f"mode {snap['mode']}", style="bold")
-        head.append(f" · program {snap['program'] or '-'}")
-        head.append(" · HOLD" if snap["hold"] else " · hold off", style="bold red" if snap["hold"] else "")
-        if not self.runner.proposing:
-            head.append(" · server unavailable, not proposing", style="yellow")
-        body = Text()
-        p = snap["pending"]
-        if p is None:
-            body.append("no proposal pending")
-        else:
-            countdown = max(0.0, p["cut_at"] - now)
-            state = f"accepted by {p['accepted_by']}" if p["accepted_by"] else "pending"
-            body.append(f"{p['from'] or '-'} → {p['to']}", style="bold green")
-            body.append(f"  score {p['score']:.2f}  cut in {countdown:4.2f} s  ({state})\n")
-            timing = next((r for r in p["reasons"] if r.get("feature") == "timing"), None)
-            top = sorted((r for r in p["reasons"] if "contribution" in r), key=lambda r: -r["contribution"])[:2]
-            body.append("; ".join(r["text"] for r in top) + ("\n" + timing["text"] if timing else ""), style="dim")
-        keys = Text("  [a] accept  [v] veto  [h] hold  [r] release ") if self.keys else None
-        return Panel(Text.assemble(head, "\n", body), title="mmx ghost", subtitle=keys)
-
-    async def __aenter__(self) -> TerminalUI:
-        from rich.live import Live
-
-        self._live = Live(self.render(), console=self.console, refresh_per_second=10, transient=True)
-        self._live.start()
-        if self.keys:
-            import termios
-            import tty
-
-            fd = sys.stdin.fileno()
-            self._saved = termios.tcgetattr(fd)
-            tty.setcbreak(fd)
-            asyncio.get_running_loop().add_reader(fd, self._on_key, fd)
-        self._task = asyncio.create_task(self._refresh())
-        return self
-
-    def _on_key(self, fd: int) -> None:
-        try:
-            data = os.read(fd, 16)
-        except OSError:
-            return
-        for ch in data.decode("utf-8", "ignore").lower():
-            self.runner.key(ch)
-
-    async def _refresh(self) -> None:
-        while True:
-            self._live.update(self.render())
-            await asyncio.sleep(0.1)
-
-    async def __aexit__(self, *exc: Any) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-        if self.keys and self._saved is not None:
-            import termios
-
-            fd = sys.stdin.fileno()
-            asyncio.get_running_loop().remove_reader(fd)
-            termios.tcsetattr(fd, termios.TCSADRAIN, self._saved)
-        if self._live is not None:
-            self._live.stop()

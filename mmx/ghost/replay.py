@@ -1,4 +1,4 @@
-"""Replay: the ghost policy in simulated time over a recorded session, and its evaluation.
+"""Replay: the ghost policy in simulated time over a recorded session.
 
 The recording is a capture directory (``session.json`` + ``events.jsonl`` written by
 `mmx serve`) or any events file, read by `mmx.ghost.reader.read_replay` (pose lines on a
@@ -8,26 +8,33 @@ typed fast path, every other line through `mmx.events.decode`). Its events are f
 policy, same output, byte for byte (proposal ids are ``rp-<digest>-<n>`` with a digest of
 the policy and the recording's first event id).
 
-What the policy sees: pose samples, camera joins/changes/leaves, music cues, session
-start/end and holds/releases. What it does not: recorded ``director.mode`` (the replay
-simulates one mode) and recorded ``ghost.*`` decisions (those answered another run).
-Recorded ``director.cut`` events are the reference (the operator's actual cuts):
+What the policy sees in every mode: pose samples, camera joins/changes/leaves, music cues,
+session start/end and holds/releases. Recorded ``director.cut`` events are the reference
+(see `mmx.ghost.evaluate`). Modes:
 
 - ``autopilot`` (default) — the ghost keeps its own program timeline and every proposal
-  executes at ``cut_at``; the ghost's cuts are compared with the reference.
+  executes at ``cut_at``; the ghost's cuts are compared with the operator's decisions.
 - ``manual`` — shadow mode: the program follows the recorded cuts and the ghost's
   proposals (at their ``cut_at``) are compared with them.
-
-Metrics (`evaluate`): precision, recall and F1 of cut times matched one-to-one within
-``tolerance_s`` (±0.5 s, greedy by smallest time difference), camera agreement over the
-matched pairs, share of proposals whose ``cut_at`` is within ``beat_tolerance_s`` (±70 ms)
-of a beat of the track playing, and the shot-length distribution of both timelines.
+- ``recorded`` — re-enact the live run: the recorded ``director.mode``, every recorded cut
+  (the program on air) and the operator's recorded decisions, applied to the replay's own
+  proposals. The live ghost leaves what this needs in the recording itself: a
+  ``ghost.online`` event whenever it (re)connects or sees a session start (its policy, a
+  mode fixed with ``--mode``, its ``--features`` directory) and ``ghost.offline`` when it
+  loses the server, so the replay proposes only while the live ghost could and, without
+  ``--policy``, with the policy it ran. A recorded proposal and a replayed one are paired
+  when they name the same camera within `PAIR_WINDOW_S` of each other; the live run's
+  decisions on the first reach the second. The recording is read twice (a cheap first
+  pass for the ``ghost.online``/``ghost.offline`` lines); from a pipe it is spooled first.
 """
 
 from __future__ import annotations
 
 import hashlib
 import math
+import shutil
+import tempfile
+from collections import deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,16 +43,20 @@ from typing import Any, BinaryIO
 import orjson
 
 from mmx.errors import DataError, EventError, InputMissingError
-from mmx.events import Event
-from mmx.ghost.beats import BeatLibrary
-from mmx.ghost.policy import Policy, PolicyConfig
+from mmx.events import Event, decode, iter_lines
+from mmx.ghost.beats import BeatLibrary, Cue
+from mmx.ghost.config import PolicyConfig, load_policy, policy_from_dict
+from mmx.ghost.evaluate import evaluate, match_cuts, shot_distribution, shot_lengths  # noqa: F401 (re-exported)
+from mmx.ghost.policy import MODES, NOT_OPERATOR, Policy
 from mmx.ghost.reader import PoseLine, read_replay
 
 #: Recorded event types the replayed policy is fed (everything else is reference or ignored).
 FED_TYPES = frozenset({"pose.sample", "camera.joined", "camera.changed", "camera.left", "music.cue",
                        "session.started", "session.ended", "director.hold", "director.release"})  # fmt: skip
-REPLAY_MODES = ("autopilot", "manual")
-SHOT_BINS_S = (0.0, 2.0, 4.0, 8.0, 12.0, 20.0)
+REPLAY_MODES = ("autopilot", "manual", "recorded")
+#: A recorded and a replayed proposal to the same camera this close in time are the same one.
+PAIR_WINDOW_S = 1.5
+_ONLINE_TAGS = (b'"ghost.online"', b'"ghost.offline"')
 
 
 def events_path(path: str | Path) -> Path:
@@ -69,16 +80,23 @@ def events_path(path: str | Path) -> Path:
 class ReplayResult:
     """Everything one replay produced.
 
-    ``events``: the ghost's output events in order (``ghost.*`` and, in autopilot, the
-    simulated ``director.cut``), with simulated ``ts``. ``reference``: recorded cuts as
-    ``(time, camera)``; ``predicted``: the ghost's cuts (autopilot: executed; manual: each
+    ``events``: the ghost's output events in order (``ghost.*`` and, in autopilot and
+    recorded mode, the simulated ``director.cut``), with simulated ``ts``. ``cuts``: the
+    recorded ``director.cut`` events as ``(time, to, by, proposal)``; ``accepted_by``: the
+    recorded acceptances, proposal id → who; `reference` derives the operator's decisions
+    from both. ``predicted``: the ghost's cuts (autopilot/recorded: executed; manual: each
     proposal's ``cut_at``) as ``(time, camera)``; ``beat_offsets_s``: per proposal, seconds
-    to the nearest beat (None without a grid); ``start``/``end``: first and last event time.
+    to the nearest beat (None without a grid); ``start``/``end``: first and last event time;
+    ``cues``: the music played, ``(cue, from_time)``. Recorded mode also fills
+    ``live_proposals`` (the recorded ones: ``proposal``, ``to``, ``cut_at``, ``ts``,
+    ``beat_s``), ``replayed`` (the replay's: ``proposal``, ``to``, ``cut_at``, ``at``),
+    ``proposal_map`` (replayed id → recorded id) and ``live_held``.
     """
 
     mode: str
     events: list[Event] = field(default_factory=list)
-    reference: list[tuple[float, str | None]] = field(default_factory=list)
+    cuts: list[tuple[float, str | None, str | None, str | None]] = field(default_factory=list)
+    accepted_by: dict[str, str] = field(default_factory=dict)
     predicted: list[tuple[float, str]] = field(default_factory=list)
     beat_offsets_s: list[float | None] = field(default_factory=list)
     start: float | None = None
@@ -87,6 +105,45 @@ class ReplayResult:
     bad_lines: int = 0
     stats: dict[str, int] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    cues: list[tuple[Cue, float]] = field(default_factory=list)
+    live_proposals: list[dict[str, Any]] = field(default_factory=list)
+    replayed: list[dict[str, Any]] = field(default_factory=list)
+    proposal_map: dict[str, str] = field(default_factory=dict)
+    live_held: int = 0
+    policy_source: str = ""
+    _reference: list[tuple[float, str | None]] | None = field(default=None, repr=False)
+
+    @property
+    def reference(self) -> list[tuple[float, str | None]]:
+        """The operator's decisions as ``(time, camera)``: recorded cuts by the operator (or
+        with no ``by``) and ghost cuts whose proposal the operator accepted."""
+        if self._reference is None:
+            self._reference = [(t, to) for t, to, by, proposal in self.cuts if self._operators(by, proposal)]
+        return self._reference
+
+    @reference.setter
+    def reference(self, value: list[tuple[float, str | None]]) -> None:
+        self._reference = value
+
+    def _operators(self, by: str | None, proposal: str | None) -> bool:
+        if by == "ghost":
+            return proposal is not None and self.accepted_by.get(proposal, "autopilot") not in NOT_OPERATOR
+        return by not in NOT_OPERATOR
+
+    @property
+    def left_out(self) -> int:
+        """Recorded cuts that are not the operator's decision (autopilot, server fallback)."""
+        return len(self.cuts) - len(self.reference)
+
+    def bars(self) -> list[tuple[float, float, float]]:
+        """The bars of the music played within the replay: ``(start, end, energy)``."""
+        if self.start is None or self.end is None:
+            return []
+        out = []
+        for k, (cue, since) in enumerate(self.cues):
+            until = self.cues[k + 1][1] if k + 1 < len(self.cues) else self.end
+            out += cue.wall_bars(max(since, self.start), until)
+        return out
 
 
 def _digest(config: PolicyConfig, first_id: str, mode: str) -> str:
@@ -94,16 +151,109 @@ def _digest(config: PolicyConfig, first_id: str, mode: str) -> str:
     return hashlib.sha256(blob).hexdigest()[:10]
 
 
+@dataclass
+class LiveRun:
+    """What the live ghost recorded about itself (``ghost.online`` / ``ghost.offline``):
+    when it could propose, the policy it ran (the first ``ghost.online``'s), a fixed mode."""
+
+    intervals: list[tuple[float, float]] = field(default_factory=list)
+    policy: dict[str, Any] | None = None
+    mode: str | None = None
+    features: str | None = None
+    seen: bool = False
+
+    def online_at(self, t: float) -> bool:
+        if not self.seen:
+            return True
+        return any(a <= t < b for a, b in self.intervals)
+
+
+def scan_live_run(fp: BinaryIO) -> LiveRun:
+    """The first pass of a ``recorded`` replay: the ``ghost.online``/``ghost.offline`` lines
+    (found by a bytes test, decoded alone; bad ones skipped — the second pass reports them)."""
+    run = LiveRun()
+    marks: list[tuple[float, bool]] = []
+    for _, line in iter_lines(fp):
+        if line is None or not any(tag in line for tag in _ONLINE_TAGS):
+            continue
+        try:
+            event = decode(line)
+        except EventError:
+            continue
+        if event.type == "ghost.online":
+            d = event.data
+            if not run.seen:
+                run.seen = True
+                run.policy = d.get("policy") if isinstance(d.get("policy"), dict) else None
+                run.mode = d.get("mode_fixed") if d.get("mode_fixed") in MODES else None
+                run.features = d.get("features") if isinstance(d.get("features"), str) else None
+            since = d.get("since_ts") if isinstance(d.get("since_ts"), (int, float)) else event.ts
+            marks.append((float(since), True))
+        elif event.type == "ghost.offline":
+            marks.append((event.ts, False))
+    marks.sort()
+    start = None
+    for t, online in marks:
+        if online and start is None:
+            start = t
+        elif not online and start is not None:
+            run.intervals.append((start, t))
+            start = None
+    if start is not None:
+        run.intervals.append((start, math.inf))
+    return run
+
+
+class _Pairing:
+    """Pairs recorded proposals with replayed ones (same camera, within `PAIR_WINDOW_S`)."""
+
+    def __init__(self, result: ReplayResult) -> None:
+        self.result = result
+        self.live_open: deque[dict[str, Any]] = deque()  # recorded, not yet paired
+        self.replay_open: deque[dict[str, Any]] = deque()  # replayed, not yet paired
+        self.live_to_replay: dict[str, str] = {}
+
+    def _pair(self, rp: dict[str, Any], lp: dict[str, Any]) -> None:
+        self.result.proposal_map[rp["proposal"]] = lp["proposal"]
+        self.live_to_replay[lp["proposal"]] = rp["proposal"]
+
+    def _prune(self, now: float) -> None:
+        for q, key in ((self.live_open, "ts"), (self.replay_open, "at")):
+            while q and q[0][key] < now - 2 * PAIR_WINDOW_S:
+                q.popleft()
+
+    def live(self, lp: dict[str, Any], now: float) -> None:
+        self._prune(now)
+        for rp in self.replay_open:
+            if rp["to"] == lp["to"] and abs(rp["at"] - lp["ts"]) <= PAIR_WINDOW_S:
+                self.replay_open.remove(rp)
+                self._pair(rp, lp)
+                return
+        self.live_open.append(lp)
+
+    def replayed(self, rp: dict[str, Any], now: float) -> None:
+        self._prune(now)
+        for lp in self.live_open:
+            if lp["to"] == rp["to"] and abs(rp["at"] - lp["ts"]) <= PAIR_WINDOW_S:
+                self.live_open.remove(lp)
+                self._pair(rp, lp)
+                return
+        self.replay_open.append(rp)
+
+
 def replay_events(events: Iterable[Event | PoseLine], *, config: PolicyConfig, beats: BeatLibrary | None = None,
-                  mode: str = "autopilot") -> ReplayResult:  # fmt: skip
+                  mode: str = "autopilot", live_run: LiveRun | None = None) -> ReplayResult:  # fmt: skip
     """Run the policy over ``events`` in simulated time (see the module docstring).
 
     ``events`` are `Event` objects, or also `PoseLine` records from `read_replay`'s fast
     path (pose samples fed without building an `Event`; the result is the same).
-    Raises DataError for a mode other than ``autopilot`` or ``manual``.
+    ``live_run`` (recorded mode) says when the live ghost was online and whether its mode was
+    fixed. Raises DataError for a mode other than those of `REPLAY_MODES`.
     """
     if mode not in REPLAY_MODES:
-        raise DataError(f"replay simulates {' or '.join(REPLAY_MODES)}, not {mode!r}")
+        raise DataError(f"replay simulates {', '.join(REPLAY_MODES[:-1])} or {REPLAY_MODES[-1]}, not {mode!r}")
+    recorded = mode == "recorded"
+    live_run = live_run or LiveRun()
     result = ReplayResult(mode=mode)
     counter = [0]
     prefix = [""]
@@ -112,9 +262,16 @@ def replay_events(events: Iterable[Event | PoseLine], *, config: PolicyConfig, b
         counter[0] += 1
         return f"rp-{prefix[0]}-{counter[0]:06d}"
 
-    policy = Policy(config, beats=beats, mode=mode, id_factory=new_id, follow_mode=False)
+    if recorded:
+        policy = Policy(config, beats=beats, mode=live_run.mode or "manual", id_factory=new_id,
+                        follow_mode=live_run.mode is None)  # fmt: skip
+    else:
+        policy = Policy(config, beats=beats, mode=mode, id_factory=new_id, follow_mode=False)
+    pairing = _Pairing(result) if recorded else None
+    gated = recorded and live_run.seen
     session: str | None = None
     seq = 0
+    last_cue: Cue | None = None
     iterator: Iterator[Event | PoseLine] = iter(events)
     for event in iterator:
         if not prefix[0]:
@@ -130,20 +287,26 @@ def replay_events(events: Iterable[Event | PoseLine], *, config: PolicyConfig, b
             result.start = t
         elif t > result.end:  # type: ignore[operator]
             result.end = t
+        clock = None
+        early: list = []
+        if recorded:
+            # the live ghost saw an event when the server sent it (its ts) and acted on its own
+            # deadlines (a shot limit, a cooldown's end, cut_at) in between: so does the replay
+            clock = max(event.ts, t)
+            if gated:
+                policy.proposing = live_run.online_at(clock)
+            early = _deadlines(policy, clock)
         if fast:
-            outputs = policy.feed_pose(event.data.camera, t, event.joints())  # type: ignore[union-attr]
+            outputs = policy.feed_pose(event.data.camera, t, event.joints(), clock)  # type: ignore[union-attr]
+            if early:
+                outputs = early + outputs
             if not outputs:
                 continue
-        elif event.type == "director.cut":
-            result.reference.append((event.ts, event.data.get("to")))
-            if mode == "manual":
-                outputs = policy.feed(event)
-            else:
-                outputs = policy.step(event.ts)
-        elif event.type in FED_TYPES:
-            outputs = policy.feed(event)
         else:
-            outputs = policy.step(t)
+            outputs = early + _feed(policy, event, result, recorded, mode, pairing, clock)  # type: ignore[arg-type]
+            if policy.cue is not last_cue and policy.cue is not None:
+                last_cue = policy.cue
+                result.cues.append((last_cue, policy.now))
         for out in outputs:
             if out.type == "note":
                 result.notes.append(out.data["message"])
@@ -155,6 +318,10 @@ def replay_events(events: Iterable[Event | PoseLine], *, config: PolicyConfig, b
                 result.beat_offsets_s.append(cue.nearest_beat_distance(out.data["cut_at"]) if cue else None)
                 if mode == "manual":
                     result.predicted.append((out.data["cut_at"], out.data["to"]))
+                if pairing is not None:
+                    rp = {"proposal": out.data["proposal"], "to": out.data["to"], "cut_at": out.data["cut_at"], "at": out.at}
+                    result.replayed.append(rp)
+                    pairing.replayed(rp, out.at)
             etype, data = out.type, out.data
             if etype == "cut":
                 etype, data = "director.cut", {**out.data, "simulated": True}
@@ -170,14 +337,83 @@ def replay_events(events: Iterable[Event | PoseLine], *, config: PolicyConfig, b
     return result
 
 
-def replay(source: str | Path | BinaryIO, *, config: PolicyConfig, features_dir: str | Path | None = None,
+def _deadlines(policy: Policy, clock: float) -> list:
+    """Step the policy at each of its own deadlines up to ``clock`` (the live ghost's timer)."""
+    out: list = []
+    for _ in range(8):
+        due = policy.next_deadline()
+        if due is None or due > clock:
+            break
+        out += policy.step(max(due, policy.now))
+        if policy.next_deadline() == due:
+            break
+    return out
+
+
+def _feed(policy: Policy, event: Event, result: ReplayResult, recorded: bool, mode: str,
+          pairing: _Pairing | None, clock: float | None = None) -> list:  # fmt: skip
+    """One non-pose event of the recording: what the replayed policy makes of it (in recorded
+    mode at ``clock``, the time the live ghost saw it)."""
+    etype = event.type
+    d = event.data
+    if etype == "director.cut":
+        result.cuts.append((event.ts, d.get("to"), d.get("by"), d.get("proposal")))
+        if recorded:
+            proposal = d.get("proposal")
+            out = []
+            if pairing is not None and proposal in pairing.live_to_replay:  # a cut of the live run's proposal
+                rid = pairing.live_to_replay[proposal]
+                due = policy.next_cut_at()
+                # the live ghost dispatches its cuts a few ms early, so the server's stamp can
+                # precede cut_at: the replay executes its own proposal at cut_at, as live did
+                if policy.pending is not None and policy.pending.id == rid and due is not None and due <= event.ts + 0.25:
+                    out = policy.step(due, consider=False)
+                event = Event(type=etype, data={**d, "proposal": rid}, id=event.id,
+                              ts=event.ts, seq=event.seq, session=event.session, src=event.src)  # fmt: skip
+            return out + policy.feed(event, now=clock)
+        return policy.feed(event) if mode == "manual" else policy.step(event.ts)
+    if etype == "ghost.accepted":
+        by = d.get("by") or event.src or "operator"
+        if isinstance(d.get("proposal"), str):
+            result.accepted_by.setdefault(d["proposal"], by)
+    if recorded:
+        if etype == "director.mode":
+            return policy.feed(event, now=clock)
+        if etype == "ghost.proposed" and event.src == "ghost":
+            cue = policy.cue
+            beat = (cue.beat_period_s() if cue is not None and cue.grid is not None else None) or policy.config.rules.clock_period_s
+            lp = {"proposal": d["proposal"], "to": d["to"], "cut_at": d.get("cut_at"), "ts": event.ts, "beat_s": beat}
+            result.live_proposals.append(lp)
+            pairing.live(lp, policy.now)  # type: ignore[union-attr]
+            return policy.step(clock if clock is not None else event.ts)
+        if etype == "ghost.held" and event.src == "ghost":
+            result.live_held += 1
+        if etype in ("ghost.accepted", "ghost.vetoed"):
+            by = d.get("by") or event.src or "operator"
+            rid = pairing.live_to_replay.get(d.get("proposal")) if pairing is not None else None  # type: ignore[arg-type]
+            if by not in NOT_OPERATOR and rid is not None:
+                now = max(policy.now, clock if clock is not None else event.ts)
+                if etype == "ghost.accepted":
+                    return policy.accept(rid, now, by=by, emit=False)
+                return policy.veto(rid, now, by=by, emit=False)
+    if etype in FED_TYPES:
+        return policy.feed(event, now=clock)
+    return policy.step(clock if clock is not None else policy.event_time(event))
+
+
+def replay(source: str | Path | BinaryIO, *, config: PolicyConfig | None = None, features_dir: str | Path | None = None,
            mode: str = "autopilot", on_error=None) -> ReplayResult:  # fmt: skip
     """Replay a capture directory, an events file or an open binary stream.
 
-    Bad lines are passed to ``on_error`` (an `EventError` with its line number) and
-    skipped. Raises InputMissingError when the path does not exist.
+    ``config`` None: in ``recorded`` mode the policy the live ghost recorded (its first
+    ``ghost.online``), else the shipped defaults; ``features_dir`` None in ``recorded``
+    mode: the live ghost's ``--features`` when that directory exists. Bad lines are passed to
+    ``on_error`` (an `EventError` with its line number) and skipped. Raises
+    InputMissingError when the path does not exist, DataError for an unknown mode or a
+    recorded policy that does not parse.
     """
-    beats = BeatLibrary(features_dir)
+    if mode not in REPLAY_MODES:
+        raise DataError(f"replay simulates {', '.join(REPLAY_MODES[:-1])} or {REPLAY_MODES[-1]}, not {mode!r}")
     bad = [0]
 
     def report(err: EventError) -> None:
@@ -186,117 +422,36 @@ def replay(source: str | Path | BinaryIO, *, config: PolicyConfig, features_dir:
             on_error(err)
 
     def run(fp: BinaryIO) -> ReplayResult:
-        return replay_events(read_replay(fp, config.signals, on_error=report), config=config, beats=beats, mode=mode)
+        live_run = None
+        cfg, source_note = config, "given"
+        feats = features_dir
+        if mode == "recorded":
+            live_run = scan_live_run(fp)
+            fp.seek(0)
+            if cfg is None and live_run.policy is not None:
+                cfg, source_note = policy_from_dict(live_run.policy, source="the recorded ghost.online policy"), "recorded"
+            if feats is None and live_run.features and Path(live_run.features).is_dir():
+                feats = live_run.features
+        if cfg is None:
+            cfg, source_note = load_policy(), "default"
+        result = replay_events(read_replay(fp, cfg.signals, on_error=report), config=cfg, beats=BeatLibrary(feats),
+                               mode=mode, live_run=live_run)  # fmt: skip
+        result.policy_source = source_note
+        return result
 
     if isinstance(source, (str, Path)):
         with open(events_path(source), "rb") as fp:
             result = run(fp)
+    elif mode == "recorded" and not source.seekable():
+        with tempfile.TemporaryFile() as spool:  # two passes need a file
+            shutil.copyfileobj(source, spool, 1 << 20)
+            spool.seek(0)
+            result = run(spool)  # type: ignore[arg-type]
     else:
         result = run(source)
     result.bad_lines = bad[0]
     return result
 
 
-def match_cuts(reference: list[tuple[float, Any]], predicted: list[tuple[float, Any]],
-               tolerance_s: float) -> list[tuple[int, int]]:  # fmt: skip
-    """One-to-one matches ``(ref_index, pred_index)`` of cut times within ``tolerance_s``,
-    greedy by smallest time difference (ties broken by index, so deterministic)."""
-    pairs = sorted(
-        (abs(rt - pt), i, j)
-        for i, (rt, _) in enumerate(reference)
-        for j, (pt, _) in enumerate(predicted)
-        if abs(rt - pt) <= tolerance_s
-    ) if len(reference) * len(predicted) <= 4_000_000 else _banded_pairs(reference, predicted, tolerance_s)  # fmt: skip
-    used_r: set[int] = set()
-    used_p: set[int] = set()
-    out = []
-    for _, i, j in pairs:
-        if i not in used_r and j not in used_p:
-            used_r.add(i)
-            used_p.add(j)
-            out.append((i, j))
-    return sorted(out)
-
-
-def _banded_pairs(reference, predicted, tolerance_s):
-    import bisect
-
-    ptimes = sorted((t, j) for j, (t, _) in enumerate(predicted))
-    keys = [t for t, _ in ptimes]
-    pairs = []
-    for i, (rt, _) in enumerate(reference):
-        lo = bisect.bisect_left(keys, rt - tolerance_s)
-        hi = bisect.bisect_right(keys, rt + tolerance_s)
-        pairs += [(abs(rt - pt), i, j) for pt, j in ptimes[lo:hi]]
-    return sorted(pairs)
-
-
-def _quantile(sorted_vals: list[float], q: float) -> float:
-    if not sorted_vals:
-        return math.nan
-    pos = q * (len(sorted_vals) - 1)
-    lo = math.floor(pos)
-    hi = min(lo + 1, len(sorted_vals) - 1)
-    return sorted_vals[lo] + (sorted_vals[hi] - sorted_vals[lo]) * (pos - lo)
-
-
-def shot_lengths(cuts: list[tuple[float, Any]], end: float | None) -> list[float]:
-    """Shot lengths in seconds between consecutive cuts (time order), the last shot ending
-    at ``end``."""
-    times = sorted(t for t, _ in cuts)
-    if end is not None:
-        times.append(max(end, times[-1]) if times else end)
-    return [b - a for a, b in zip(times, times[1:])]
-
-
-def shot_distribution(lengths: list[float]) -> dict[str, Any]:
-    """Count, mean, min/quartiles/max and a histogram (bin edges `SHOT_BINS_S`, last open)."""
-    vals = sorted(lengths)
-    r = lambda x: None if x is None or (isinstance(x, float) and math.isnan(x)) else round(x, 3)  # noqa: E731
-    hist = {}
-    edges = list(SHOT_BINS_S) + [math.inf]
-    for a, b in zip(edges, edges[1:]):
-        label = f"{a:g}-{b:g}s" if math.isfinite(b) else f"{a:g}s+"
-        hist[label] = sum(1 for v in vals if a <= v < b)
-    return {"count": len(vals), "mean_s": r(sum(vals) / len(vals)) if vals else None, "min_s": r(vals[0]) if vals else None,
-            "p25_s": r(_quantile(vals, 0.25)), "median_s": r(_quantile(vals, 0.5)), "p75_s": r(_quantile(vals, 0.75)),
-            "max_s": r(vals[-1]) if vals else None, "histogram": hist}  # fmt: skip
-
-
-def evaluate(result: ReplayResult, *, tolerance_s: float = 0.5, beat_tolerance_s: float = 0.070) -> dict[str, Any]:
-    """The evaluation report of a replay (see the module docstring); a plain dict of
-    JSON-ready numbers, rounded to 4 decimals so it is byte-stable."""
-    ref, pred = result.reference, result.predicted
-    matches = match_cuts(ref, pred, tolerance_s)
-    tp = len(matches)
-    precision = tp / len(pred) if pred else 0.0
-    recall = tp / len(ref) if ref else 0.0
-    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-    agree = sum(1 for i, j in matches if ref[i][1] == pred[j][1])
-    offsets = result.beat_offsets_s
-    with_grid = [o for o in offsets if o is not None]
-    on_beat = sum(1 for o in with_grid if o <= beat_tolerance_s + 1e-9)
-    r4 = lambda x: round(x, 4)  # noqa: E731
-    return {
-        "mode": result.mode,
-        "duration_s": r4((result.end - result.start) if result.start is not None else 0.0),
-        "input_events": result.input_events,
-        "bad_lines": result.bad_lines,
-        "reference_cuts": len(ref),
-        "ghost_cuts": len(pred),
-        "matched": tp,
-        "tolerance_s": tolerance_s,
-        "precision": r4(precision),
-        "recall": r4(recall),
-        "f1": r4(f1),
-        "camera_agreement": r4(agree / tp) if tp else None,
-        "proposals": result.stats.get("proposals", 0),
-        "forced": result.stats.get("forced", 0),
-        "expired": result.stats.get("expired", 0),
-        "beat_tolerance_s": beat_tolerance_s,
-        "proposals_with_beat_grid": len(with_grid),
-        "on_beat_share": r4(on_beat / len(offsets)) if offsets else None,
-        "on_beat_share_with_grid": r4(on_beat / len(with_grid)) if with_grid else None,
-        "shots_ghost": shot_distribution(shot_lengths(pred, result.end)),
-        "shots_reference": shot_distribution(shot_lengths(ref, result.end)),
-    }
+__all__ = ["FED_TYPES", "PAIR_WINDOW_S", "REPLAY_MODES", "LiveRun", "ReplayResult", "evaluate", "events_path",
+           "match_cuts", "replay", "replay_events", "scan_live_run", "shot_distribution", "shot_lengths"]

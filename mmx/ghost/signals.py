@@ -67,8 +67,16 @@ class Signals(NamedTuple):
     def as_dict(self) -> dict[str, float]:
         return {"presence": self.presence, "framing": self.framing, "motion": self.motion, "stillness": self.stillness}
 
+    @property
+    def subject(self) -> bool:
+        """Someone is seen: a fresh sample with at least `SUBJECT_MIN_JOINTS` confident joints."""
+        return self.presence >= SUBJECT_MIN_PRESENCE
+
 
 EMPTY = Signals()
+#: Fewest confident joints that make a subject (two give a body box; one is a stray point).
+SUBJECT_MIN_JOINTS = 2
+SUBJECT_MIN_PRESENCE = (SUBJECT_MIN_JOINTS - 0.5) / N_JOINTS
 
 
 #: A joint as the signals use it: ``(x, y, confidence)``, or None when not usable.
@@ -128,7 +136,7 @@ class CameraSignals:
     """
 
     __slots__ = ("params", "_prev", "_speeds", "_speed_sum", "_last_t", "_presence", "_framing", "_still_since",
-                 "_prev_xy", "_signals", "dropped_joints", "out_of_order", "samples")  # fmt: skip
+                 "_prev_xy", "_signals", "_height", "_offcentre", "dropped_joints", "out_of_order", "samples")  # fmt: skip
 
     def __init__(self, params: SignalParams | None = None) -> None:
         self.params = params or SignalParams()
@@ -141,6 +149,8 @@ class CameraSignals:
         self._presence = 0.0
         self._framing = 0.0
         self._still_since: float | None = None
+        self._height = 0.0  # the subject's box height (share of the frame) in the latest sample
+        self._offcentre = 0.0  # its centre's distance from the frame centre (share of the half diagonal)
         self.dropped_joints = 0
         self.out_of_order = 0
         self.samples = 0
@@ -189,8 +199,9 @@ class CameraSignals:
             ideal = p.framing_ideal_height
             size_term = max(0.0, 1.0 - abs(h - ideal) / ideal)
             cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
-            centered = max(0.0, 1.0 - math.hypot(cx - 0.5, cy - 0.5) / _HALF_DIAGONAL)
-            self._framing = size_term * centered
+            off = math.hypot(cx - 0.5, cy - 0.5) / _HALF_DIAGONAL
+            self._framing = size_term * max(0.0, 1.0 - off)
+            self._height, self._offcentre = h, off
             body = math.hypot(x1 - x0, y1 - y0)
             dt = t - last_t if last_t is not None else 0.0
             if body > 1e-3 and 0.0 < dt <= p.window_s:
@@ -203,7 +214,7 @@ class CameraSignals:
                 if moved:
                     speed = (sum(moved) / len(moved)) / dt / body
         else:
-            self._framing = 0.0
+            self._framing = self._height = self._offcentre = 0.0
         self._last_t = t
         self._prev = seen
         self._prev_xy = (xs, ys) if n_seen == N_JOINTS else None
@@ -228,6 +239,19 @@ class CameraSignals:
         if not self._speeds:
             return 0.0
         return max(0.0, self._speed_sum / len(self._speeds))
+
+    def detail(self, now: float) -> dict[str, float]:
+        """What the signals at ``now`` are made of, for reasons in words: ``joints`` seen,
+        box ``height`` and ``offcentre`` (shares of the frame height and half diagonal),
+        ``speed_bps`` (body sizes per second), ``still_s`` (seconds held still), ``age_s`` of
+        the latest sample (None without one)."""
+        sig = self.at(now)
+        still_s = 0.0
+        if sig.fresh and self._still_since is not None and self._last_t is not None:
+            still_s = self._last_t - self._still_since
+        return {"joints": round(sig.presence * N_JOINTS), "height": self._height if sig.fresh else 0.0,
+                "offcentre": self._offcentre if sig.fresh else 0.0, "speed_bps": sig.speed_bps, "still_s": still_s,
+                "age_s": None if self._last_t is None else now - self._last_t}  # fmt: skip
 
     def at(self, now: float) -> Signals:
         """The signals as of ``now`` (Unix seconds); all zero when the latest sample is older

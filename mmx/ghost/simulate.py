@@ -115,14 +115,17 @@ def session_events(*, t0: float = 1_800_000_000.0, duration_s: float = 60.0, n_c
 
 
 def beat_grid_npz(path, *, track: str = "a" * 64, bpm: float = 120.0, duration_s: float = 600.0,
-                  beats_per_bar: int | None = None) -> None:  # fmt: skip
-    """Write a minimal `mmx features`-shaped artifact: beats every ``60 / bpm`` s from 0."""
+                  beats_per_bar: int | None = None, energy: Callable[[float], float] | None = None) -> None:  # fmt: skip
+    """Write a minimal `mmx features`-shaped artifact: beats every ``60 / bpm`` s from 0, and
+    an onset envelope of ``energy(track_time_s)`` per audio frame (all zeros without it)."""
     sr, hop = 22050, 512
     times = np.arange(0.0, duration_s, 60.0 / bpm)
+    frame_t = np.arange(int(duration_s * sr / hop)) * hop / sr
+    onset = np.array([energy(t) for t in frame_t], dtype=np.float32) if energy else np.zeros(frame_t.size, np.float32)
     arrays: dict[str, Any] = dict(sr=np.int64(sr), hop_length=np.int64(hop), beat_times=times,
                                   beat_frames=np.round(times * sr / hop).astype(np.int64),
                                   tempo_bpm=np.float64(bpm), sha256=np.str_(track), duration_s=np.float64(duration_s),
-                                  onset_env=np.zeros(int(duration_s * sr / hop), dtype=np.float32))  # fmt: skip
+                                  onset_env=onset)  # fmt: skip
     if beats_per_bar:
         arrays["downbeat_times"] = times[::beats_per_bar]
     np.savez(path, **arrays)
