@@ -121,11 +121,20 @@ VOCABULARY: dict[str, dict[str, FieldSpec]] = {
     # recordings of the shoot: `camera` is a camera id or "program" (the hero)
     "recording.started": _spec(
         {"camera": _STR}, path=_OPT_STR, codec=_OPT_STR, kind=_OPT_STR, started_at=_OPT_NUM,
+        first_frame_ts=_OPT_NUM, start_s=_OPT_NUM, origin_ts=_OPT_NUM, take=_OPT_STR,
     ),
     "recording.stopped": _spec(
         {"camera": _STR}, path=_OPT_STR, codec=_OPT_STR, kind=_OPT_STR, bytes=_OPT_NUM,
         duration_s=_OPT_NUM, frames=_OPT_NUM, dropped=_OPT_NUM, sha256=_OPT_STR, reason=_OPT_STR,
+        first_frame_ts=_OPT_NUM, start_s=_OPT_NUM, end_s=_OPT_NUM, origin_ts=_OPT_NUM, take=_OPT_STR,
     ),
+    # a take of recording armed / disarmed by mmx serve (mmx.serve.recording); the writers
+    # (serve's proxies, the relay's ISOs and program) follow it
+    "recording.armed": _spec(
+        {"take": _STR}, session=_OPT_STR, path=_OPT_STR, dir=_OPT_STR, origin_ts=_OPT_NUM, reason=_OPT_STR,
+    ),
+    "recording.disarmed": _spec({"take": _STR}, reason=_OPT_STR),
+    "recording.disk_low": _spec(free_bytes=_OPT_NUM, rate_bytes_s=_OPT_NUM, minutes_left=_OPT_NUM),
     "relay.stalled": _spec(_CAMERA),
     "relay.resumed": _spec(_CAMERA),
 }  # fmt: skip

@@ -72,6 +72,29 @@ def parity_stream() -> list[bytes]:
         _ev(20, "director.cut", f, 2050.0, {"to": "cam-f1", "by": "ghost", "proposal": "pf-1"}),
         _ev(21, "ghost.proposed", f, 2040.0, {"proposal": "pf-1", "to": "cam-f1", "score": 0.9}, src="ghost"),
         _ev(22, "ghost.accepted", f, 2045.0, {"proposal": "pf-1", "by": "operator"}, src="ghost"),
+        # recordings of B: an ISO started then stopped; a stop (writer_lost, by serve) that the
+        # writer's own newer stop replaces; a stop that arrives before its start; an older stop
+        # after a newer one; a start alone; one without a path (skipped)
+        _ev(23, "recording.started", b, 1000.5, {"camera": "cam-b1", "path": "video/cam-b1.mkv", "codec": "vp8",
+                                                 "kind": "iso", "first_frame_ts": 1000.6, "start_s": 10.6,
+                                                 "origin_ts": 990.0, "width": 640, "height": 360, "take": "tk-1"},
+            src="relay"),
+        _ev(24, "recording.stopped", b, 1040.0, {"camera": "cam-b1", "path": "video/cam-b1.mkv", "reason": "writer_lost",
+                                                 "bytes": 100, "frames": 10}),
+        _ev(25, "recording.stopped", b, 1041.0, {"camera": "cam-b1", "path": "video/cam-b1.mkv", "codec": "vp8",
+                                                 "kind": "iso", "bytes": 5000, "duration_s": 39.4, "frames": 1182,
+                                                 "dropped": 2, "sha256": "aa" * 32, "reason": "session_ended",
+                                                 "end_s": 50.0}, src="relay"),
+        _ev(26, "recording.stopped", b, 1039.0, {"camera": "cam-b1", "path": "video/cam-b1.mkv", "reason": "late",
+                                                 "bytes": 1}),
+        _ev(27, "recording.stopped", b, 1030.0, {"camera": "cam-b1", "path": "video/cam-b1.proxy.mkv", "codec": "mjpeg",
+                                                 "kind": "proxy", "bytes": 777, "frames": 300, "dropped": 0,
+                                                 "sha256": "bb" * 32, "reason": "disk_full", "start_s": 11.0}),
+        _ev(28, "recording.started", b, 1001.0, {"camera": "cam-b1", "path": "video/cam-b1.proxy.mkv", "codec": "mjpeg",
+                                                 "kind": "proxy", "started_at": 1001.0, "start_s": 11.0}),
+        _ev(29, "recording.started", b, 1002.0, {"camera": "program", "path": "video/program.mkv", "kind": "program"},
+            src="relay"),
+        _ev(30, "recording.started", b, 1003.0, {"camera": "cam-b2", "path": None}),
     ]  # fmt: skip
     encoded = [orjson.dumps(x) for x in extra]
     return [*lines, *encoded, encoded[0]]  # the last line repeats an id: stored once
@@ -116,11 +139,21 @@ def local_projections(path: Path) -> dict[str, list[dict[str, Any]]]:
                 "SELECT e.id, s.session, s.still, s.camera, s.path, s.sha256, s.bytes, s.width, s.height, s.captured_at "
                 "FROM production_stills s JOIN events e ON e.seq = s.event_seq ORDER BY s.event_seq")
         ]  # fmt: skip
+        recordings = [
+            {"sessionId": r[0], "path": r[1], "camera": r[2], "kind": r[3], "codec": r[4], "src": r[5], "take": r[6],
+             "status": r[7], "firstFrameTs": r[8], "startS": r[9], "endS": r[10], "originTs": r[11], "width": r[12],
+             "height": r[13], "stoppedAt": r[14], "bytes": r[15], "durationS": r[16], "frames": r[17],
+             "dropped": r[18], "sha256": r[19], "reason": r[20], "startedEvent": r[21], "stoppedEvent": r[22]}
+            for r in db.execute(
+                "SELECT session, path, camera, kind, codec, src, take, status, first_frame_ts, start_s, end_s, "
+                "origin_ts, width, height, stopped_at, bytes, duration_s, frames, dropped, sha256, reason, "
+                "started_event, stopped_event FROM production_recordings WHERE path IS NOT NULL ORDER BY session, path")
+        ]  # fmt: skip
         events = db.execute("SELECT count(*) FROM events").fetchone()[0]
     finally:
         db.close()
     return {"events": [{"count": events}], "sessions": sessions, "cameras": cameras, "directorEvents": director,
-            "stills": stills}  # fmt: skip
+            "stills": stills, "recordings": recordings}  # fmt: skip
 
 
 def test_the_local_ledger_gives_the_expected_projections(tmp_path):
@@ -146,6 +179,10 @@ def test_the_local_ledger_gives_the_expected_projections(tmp_path):
     assert by_id["01PARITYSESSIONE"]["inferred"] is True
     assert by_id["01PARITYSESSIONF"]["inferred"] is True and by_id["01PARITYSESSIONF"]["startedAt"] == 2040.0
     assert any(s["sessionId"] is None for s in got["stills"])
+    recs = {r["path"]: r for r in got["recordings"]}
+    assert recs["video/cam-b1.mkv"]["reason"] == "session_ended" and recs["video/cam-b1.mkv"]["bytes"] == 5000
+    assert recs["video/cam-b1.proxy.mkv"]["status"] == "stopped" and recs["video/cam-b1.proxy.mkv"]["firstFrameTs"] == 1001.0
+    assert recs["video/program.mkv"]["status"] == "recording"
 
 
 def _events(fp):  # noqa: ANN001, ANN202

@@ -55,6 +55,10 @@ EXAMPLES = {
     "recording.stopped": {"camera": "program", "path": "video/program.mkv", "codec": "vp8", "kind": "program",
                           "bytes": 123456, "duration_s": 20.5, "frames": 615, "dropped": 0, "sha256": "ef" * 32,
                           "reason": "session"},
+    "recording.armed": {"take": "01JD3K0000TAKE00000000000", "session": "01JD3J", "path": "/data/sessions/01JD3J/video",
+                        "dir": "sessions/01JD3J/video", "origin_ts": 1795264000.0, "reason": "session"},
+    "recording.disarmed": {"take": "01JD3K0000TAKE00000000000", "reason": "disk_full"},
+    "recording.disk_low": {"free_bytes": 1 << 30, "rate_bytes_s": 2.5e6, "minutes_left": 7.2},
     "relay.stalled": {"camera": "cam-2"},
     "relay.resumed": {"camera": "cam-2"},
 }

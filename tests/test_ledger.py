@@ -55,6 +55,10 @@ DATA = {
     "recording.stopped": {"camera": "cam-1", "path": "video/cam-1.mkv", "codec": "vp8", "kind": "iso",
                           "bytes": 4096, "duration_s": 12.5, "frames": 375, "dropped": 1, "sha256": "ef" * 32,
                           "reason": "session"},
+    "recording.armed": {"take": "t1", "session": SESSION, "path": "/data/sessions/x/video", "dir": "sessions/x/video",
+                        "origin_ts": 1795264000.0, "reason": "session"},
+    "recording.disarmed": {"take": "t1", "reason": "session_ended"},
+    "recording.disk_low": {"free_bytes": 1 << 30, "rate_bytes_s": 2.5e6, "minutes_left": 7.2},
     "relay.stalled": {"camera": "cam-1"},
     "relay.resumed": {"camera": "cam-1"},
 }  # fmt: skip
@@ -550,6 +554,14 @@ def mixed_stream(n: int = 3000, seed: int = 3) -> list[Event]:
         else:
             event = producer.make(rng.choice(["session.ended", "session.started"]), {"reason": "operator"})
         events.append(event)
+    # recordings: a stop before its start, a second stop newer than the first, a start alone
+    for cam in cams:
+        path = f"video/{cam}.mkv"
+        events.append(serve.make("recording.stopped", {"camera": cam, "path": path, "bytes": 10, "reason": "writer_lost"}))
+        events.append(serve.make("recording.started", {"camera": cam, "path": path, "codec": "vp8", "kind": "iso"}))
+        events.append(serve.make("recording.stopped", {"camera": cam, "path": path, "bytes": 99, "sha256": "ab" * 32,
+                                                       "reason": "session_ended"}))  # fmt: skip
+    events.append(serve.make("recording.started", {"camera": "program", "path": "video/program.mkv", "kind": "program"}))
     return events
 
 

@@ -1044,8 +1044,9 @@ def test_cli_prints_token_and_address_streams_events_and_shuts_down_cleanly(tmp_
             proc.kill()
     assert proc.returncode == 0, err
     evs = [orjson.loads(x) for x in out.splitlines()]
-    assert [e["type"] for e in evs] == ["session.started", "session.ended"]
-    assert evs[1]["data"]["reason"] == "shutdown"
+    # the session's recording take is armed with it and disarmed before it ends
+    assert [e["type"] for e in evs] == ["session.started", "recording.armed", "recording.disarmed", "session.ended"]
+    assert evs[-1]["data"]["reason"] == "shutdown"
     meta = orjson.loads((tmp_path / "cli-data" / "sessions" / sid / "session.json").read_bytes())
     assert (meta["status"], meta["end_reason"]) == ("completed", "shutdown")
 

@@ -338,6 +338,20 @@ def _render_summary(summary: dict[str, Any]) -> None:
             size = f"{s['width']}×{s['height']}" if s["width"] and s["height"] else "—"
             stills.add_row(_e(s["still"]), _e(s["camera"]), _clock(s["captured_at"]), size, _e(s["path"] or "—"))
         console.print(stills)
+    if summary.get("recordings"):
+        recs = Table(title="recordings", title_justify="left")
+        for column, justify in (("camera", "left"), ("kind", "left"), ("codec", "left"), ("from", "right"),
+                                ("length", "right"), ("frames", "right"), ("dropped", "right"), ("size", "right"),
+                                ("status", "left"), ("path", "left")):  # fmt: skip
+            recs.add_column(column, justify=justify)  # type: ignore[arg-type]
+        for r in summary["recordings"]:
+            size = f"{r['bytes'] / 1e6:.1f} MB" if r["bytes"] is not None else "—"
+            status = r["status"] + (f" ({r['reason']})" if r["reason"] else "")
+            recs.add_row(_e(r["camera"] or "—"), _e(r["kind"] or "—"), _e(r["codec"] or "—"),
+                         _dur(r["start_s"]), _dur(r["duration_s"]), str(r["frames"] if r["frames"] is not None else "—"),
+                         str(r["dropped"] if r["dropped"] is not None else "—"), size, _e(status),
+                         _e(r["path"] or "—"))  # fmt: skip
+        console.print(recs)
 
 
 @app.command("show")
@@ -350,9 +364,11 @@ def ledger_show(
     """Show one session's production summary.
 
     Cameras with their placement and share of program time, the cut list with shot
-    durations, the program time, holds, mode changes, markers, stills, and the ghost
-    director's proposals accepted, vetoed and expired. A rich view on stderr on a terminal;
-    piped or with --json, one JSON object on stdout (keys: session, cameras, shots,
+    durations, the program time, holds, mode changes, markers, stills, the recorded files
+    (each camera's ISO and proxy and the program: codec, first frame on the session clock,
+    length, frames, dropped frames, size, why it stopped, path) and the ghost director's
+    proposals accepted, vetoed and expired. A rich view on stderr on a terminal; piped or
+    with --json, one JSON object on stdout (keys: session, cameras, recordings, shots,
     program_time_s, holds, modes, markers, stills, proposals, proposal_counts, counts).
 
     Examples:
@@ -380,26 +396,39 @@ def ledger_show(
 @app.command("export")
 def ledger_export(
     session: str | None = typer.Argument(None, help="Session id (or a unique prefix)."),
-    fmt: str | None = typer.Option(None, "--format", "-F", help=f"One of {', '.join(FORMATS)}. Default: from the -o suffix, else jsonl."),
+    fmt: str | None = typer.Option(None, "--format", "-F", help=f"One of {', '.join(FORMATS)}. Default: from the -o suffix (.jsonl .csv .otio .edl .xml .fcpxml), else jsonl."),
     output: str = typer.Option("-", "--output", "-o", help="Output file; '-' is stdout."),
     last: bool = typer.Option(False, "--last", help="The most recently started session."),
-    fps: float = typer.Option(DEFAULT_FPS, "--fps", min=1.0, help="Frame rate of otio/edl timelines."),
+    fps: float = typer.Option(DEFAULT_FPS, "--fps", min=1.0, help="Frame rate of the otio/edl/fcp7/fcpx timelines."),
     ledger: Path | None = typer.Option(None, "--ledger", "-l", help=_LEDGER_HELP),
 ) -> None:
-    """Export a session's cut list as an editorial timeline.
+    """Export a session's cut list as an editorial timeline, with its recordings as media.
 
     One shot per cut (a cut to the camera already on program is not a new shot), each with
     its camera, start and end (Unix seconds and seconds from the session start) and
     duration; the durations add up to the session's program time. Formats: jsonl (one shot
-    per line), csv, otio (OpenTimelineIO: one track "program", one clip per shot named after
-    its camera, source range = where the shot sits in that camera's recording, assuming it
-    records from the session start) and edl (CMX 3600 through OpenTimelineIO's adapter, reel
-    = camera name). otio and edl times are rounded to --fps frames at the shot boundaries.
+    per line), csv, otio (OpenTimelineIO), edl (CMX 3600), fcp7 (Final Cut Pro 7 XML, which
+    Premiere Pro imports) and fcpx (FCPXML for Final Cut Pro); edl, fcp7 and fcpx are written
+    by OpenTimelineIO's adapters. DaVinci Resolve imports the .otio file.
+
+    The timeline runs on the session clock: record time 00:00:00:00 is the session start
+    and each recording's media time is the same clock, so a clip's source timecode is its
+    record timecode. otio/fcp7/fcpx hold one video track per camera (its ISO
+    video/CAMERA.mkv as the media reference, its proxy video/CAMERA.proxy.mkv as a second
+    one, or the only one for a camera without WebRTC video), the recorded program.mkv
+    (disabled) and on top the program track: one clip per shot referencing that camera's
+    recording at the cut points, re-cuttable. Stills and operator marks are markers. The
+    EDL holds the program track, reels named after the cameras. Without recordings the
+    clips have no media (a missing reference). Times are rounded to --fps frames at the
+    shot boundaries. The media are referenced where the ledger says they were written
+    (file:// URLs); after moving them, relink in the editor.
 
     Examples:
 
     \b
         mmx ledger export --last -o shoot.otio
+        mmx ledger export --last -o shoot.xml          # FCP 7 XML for Premiere
+        mmx ledger export --last -o shoot.fcpxml       # Final Cut Pro
         mmx ledger export 01JD3J --format edl -o shoot.edl
         mmx ledger export --last --format csv | column -s, -t
 

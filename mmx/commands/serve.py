@@ -38,6 +38,8 @@ def serve(
     max_still_bytes: int = typer.Option(50 * 1024 * 1024, "--max-still-bytes", min=1, help="Largest accepted still upload in bytes (413 above)."),
     fallback: str = typer.Option(None, "--fallback", help="Camera to cut to when the program camera is lost [default: none]."),
     duplicate_angle_deg: float = typer.Option(15.0, "--duplicate-angle-deg", min=0.0, help="Cameras closer than this azimuth are duplicate coverage."),
+    record: bool = typer.Option(True, "--record/--no-record", help="Record every production session (proxy files of the previews here; mmx relay records the ISOs and the program)."),
+    record_min_free_mb: float = typer.Option(256.0, "--record-min-free-mb", min=0.0, help="Stop recording (reason disk_full) when the disk has less than this many MB free."),
 ) -> None:
     """Run the live multi-camera coordination server.
 
@@ -62,6 +64,15 @@ def serve(
     --fallback (or to nothing). Devices silent for --device-timeout seconds are
     camera.left with reason "timeout".
 
+    Recording: each production session is recorded unless --no-record (POST
+    /v1/record/start and /v1/record/stop start and stop a take by hand, also outside a
+    session). The server writes every camera's preview JPEGs into
+    video/CAMERA.proxy.mkv (MJPEG, no re-encode); mmx relay, following the same events,
+    writes each published camera's ISO video/CAMERA.mkv and video/program.mkv. Every file's
+    timestamps are seconds since the session start. GET /v1/state's "recording" shows free
+    space, the write rate and the minutes left (a warning under 10); under
+    --record-min-free-mb the take stops cleanly with reason disk_full.
+
     Examples:
 
     \b
@@ -77,6 +88,10 @@ def serve(
         DATA/sessions/ID/session.json             session metadata, cameras, clock facts
         DATA/sessions/ID/events.jsonl             every event of the session
         DATA/sessions/ID/stills/CAMERA/STILL.jpg  uploaded stills
+        DATA/sessions/ID/video/CAMERA.proxy.mkv   the camera's previews (MJPEG)
+        DATA/sessions/ID/video/CAMERA.mkv         its ISO, written by mmx relay
+        DATA/sessions/ID/video/program.mkv        the program, written by mmx relay
+        DATA/recordings/TAKE/video/               takes recorded outside a session
 
     Environment:
 
@@ -95,7 +110,8 @@ def serve(
     config = ServeConfig(
         data_dir=data_dir, token=token, host=bind, port=port, device_timeout_s=device_timeout,
         ack_timeout_s=ack_timeout, max_still_bytes=max_still_bytes, fallback_camera=fallback,
-        duplicate_angle_deg=duplicate_angle_deg,
+        duplicate_angle_deg=duplicate_angle_deg, record=record,
+        record_min_free_bytes=int(record_min_free_mb * 1024 * 1024),
     )  # fmt: skip
     if events is None and not sys.stdout.isatty():
         events = "-"

@@ -1,9 +1,9 @@
 """The production projections, computed in Python from the already-decoded events.
 
-Four tables mirror the Convex production tables (see `mmx.ledger.schema`):
+Five tables mirror the Convex production tables (see `mmx.ledger.schema`):
 
-- ``production_sessions`` and ``production_cameras`` — state: a few rare event types
-  (`STATE_SQL`) upsert one row each, in event order;
+- ``production_sessions``, ``production_cameras`` and ``production_recordings`` — state: a
+  few rare event types (`STATE_SQL`) upsert one row each, in event order;
 - ``production_director_events`` and ``production_stills`` — append-only: one row per event
   of a high-volume type (cuts, ghost proposals and decisions, holds, modes, markers,
   stills).
@@ -156,6 +156,46 @@ ON CONFLICT (session, camera) DO UPDATE SET
     left_reason = excluded.left_reason,
     updated_at = max(coalesce(updated_at, excluded.updated_at), excluded.updated_at)
 """,
+    # one row per file (session, path); a start fills what a stop did not; the newest stop wins
+    "recording.started": """
+INSERT INTO production_recordings
+    (session, path, camera, kind, codec, src, take, status, first_frame_ts, start_s, origin_ts, width, height,
+     started_event)
+VALUES (:_session, :path, :camera, :kind, :codec, :_src, :take, 'recording',
+        coalesce(:first_frame_ts, :started_at, :_ts), :start_s, :origin_ts, :width, :height, :_id)
+ON CONFLICT (session, path) DO UPDATE SET
+    camera = coalesce(camera, excluded.camera), kind = coalesce(kind, excluded.kind),
+    codec = coalesce(codec, excluded.codec), take = coalesce(take, excluded.take),
+    first_frame_ts = coalesce(first_frame_ts, excluded.first_frame_ts),
+    start_s = coalesce(start_s, excluded.start_s), origin_ts = coalesce(origin_ts, excluded.origin_ts),
+    width = coalesce(width, excluded.width), height = coalesce(height, excluded.height),
+    src = excluded.src, started_event = coalesce(started_event, excluded.started_event)
+""",
+    "recording.stopped": """
+INSERT INTO production_recordings
+    (session, path, camera, kind, codec, src, take, status, first_frame_ts, start_s, end_s, origin_ts, width, height,
+     stopped_at, bytes, duration_s, frames, dropped, sha256, reason, stopped_event)
+VALUES (:_session, :path, :camera, :kind, :codec, :_src, :take, 'stopped', :first_frame_ts, :start_s, :end_s,
+        :origin_ts, :width, :height, :_ts, :bytes, :duration_s, :frames, :dropped, :sha256, :reason, :_id)
+ON CONFLICT (session, path) DO UPDATE SET
+    status = 'stopped',
+    camera = coalesce(camera, excluded.camera), kind = coalesce(kind, excluded.kind),
+    codec = coalesce(codec, excluded.codec), take = coalesce(take, excluded.take),
+    first_frame_ts = coalesce(first_frame_ts, excluded.first_frame_ts),
+    start_s = coalesce(start_s, excluded.start_s), origin_ts = coalesce(origin_ts, excluded.origin_ts),
+    width = coalesce(width, excluded.width), height = coalesce(height, excluded.height),
+    end_s = CASE WHEN stopped_at IS NULL OR excluded.stopped_at >= stopped_at THEN excluded.end_s ELSE end_s END,
+    bytes = CASE WHEN stopped_at IS NULL OR excluded.stopped_at >= stopped_at THEN excluded.bytes ELSE bytes END,
+    duration_s = CASE WHEN stopped_at IS NULL OR excluded.stopped_at >= stopped_at
+                      THEN excluded.duration_s ELSE duration_s END,
+    frames = CASE WHEN stopped_at IS NULL OR excluded.stopped_at >= stopped_at THEN excluded.frames ELSE frames END,
+    dropped = CASE WHEN stopped_at IS NULL OR excluded.stopped_at >= stopped_at THEN excluded.dropped ELSE dropped END,
+    sha256 = CASE WHEN stopped_at IS NULL OR excluded.stopped_at >= stopped_at THEN excluded.sha256 ELSE sha256 END,
+    reason = CASE WHEN stopped_at IS NULL OR excluded.stopped_at >= stopped_at THEN excluded.reason ELSE reason END,
+    stopped_event = CASE WHEN stopped_at IS NULL OR excluded.stopped_at >= stopped_at
+                         THEN excluded.stopped_event ELSE stopped_event END,
+    stopped_at = max(coalesce(stopped_at, excluded.stopped_at), excluded.stopped_at)
+""",
 }
 
 _PARAM = re.compile(r":([A-Za-z_]\w*)")
@@ -179,7 +219,8 @@ SELECT session, 'active', 1, min(ts), min(ts), min(seq) FROM events WHERE sessio
 """
 
 #: The projection tables `rebuild_projections` clears and fills.
-PROJECTION_TABLES = ("production_sessions", "production_cameras", "production_director_events", "production_stills")
+PROJECTION_TABLES = ("production_sessions", "production_cameras", "production_director_events", "production_stills",
+                     "production_recordings")
 
 
 #: Most rows bound to one multi-row ``INSERT … VALUES (…), (…), …`` by `insert_rows`
@@ -379,8 +420,10 @@ def infer_sessions(conn: sqlite3.Connection, sessions: Iterable[str] | None = No
 def rebuild_projections(conn: sqlite3.Connection, *, page: int = 5000) -> int:
     """Clear the projection tables and recompute them from ``events`` (in seq order),
     inside the caller's transaction. Returns the number of events read."""
+    existing = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
     for table in PROJECTION_TABLES:
-        conn.execute(f"DELETE FROM {table}")
+        if table in existing:  # a migration list cut short (tests, an older schema) lacks the later ones
+            conn.execute(f"DELETE FROM {table}")
     count = 0
     last = 0
     while True:

@@ -187,7 +187,8 @@ def session_summary(conn: sqlite3.Connection, session: str) -> dict[str, Any]:
 
     Keys: ``session`` (the production_sessions row), ``cameras`` (with ``placement``),
     ``shots`` (see `compute_shots`), ``program_start``, ``program_end``, ``program_time_s``,
-    ``holds``, ``modes``, ``markers``, ``stills``, ``proposals`` (each with ``outcome``,
+    ``holds``, ``modes``, ``markers``, ``stills``, ``recordings`` (see `session_recordings`),
+    ``proposals`` (each with ``outcome``,
     ``decided_by``, ``decided_at``, ``cut``), ``proposal_counts`` and ``counts``.
     Raises InputMissingError for an unknown session.
     """
@@ -272,9 +273,12 @@ def session_summary(conn: sqlite3.Connection, session: str) -> dict[str, Any]:
         )
     ]  # fmt: skip
 
+    recordings = session_recordings(conn, session)
+
     return {
         "session": info,
         "cameras": cameras,
+        "recordings": recordings,
         "shots": shots,
         "program_start": program_start,
         "program_end": program_end,
@@ -288,6 +292,31 @@ def session_summary(conn: sqlite3.Connection, session: str) -> dict[str, Any]:
         "proposal_counts": proposal_counts,
         "counts": {
             "events": n_events, "cameras": len(cameras), "cuts": len(cuts), "shots": len(shots),
-            "holds": len(holds), "stills": len(stills), "markers": len(markers),
+            "holds": len(holds), "stills": len(stills), "markers": len(markers), "recordings": len(recordings),
         },  # fmt: skip
     }
+
+
+_RECORDING_COLUMNS = (
+    "camera", "kind", "path", "codec", "src", "take", "status", "first_frame_ts", "start_s", "end_s", "origin_ts",
+    "width", "height", "stopped_at", "bytes", "duration_s", "frames", "dropped", "sha256", "reason",
+    "started_event", "stopped_event",
+)  # fmt: skip
+
+
+def session_recordings(conn: sqlite3.Connection, session: str) -> list[dict[str, Any]]:
+    """The session's recorded files (production_recordings), by camera then first frame.
+
+    Each dict: ``camera`` (a camera id or ``program``), ``kind`` (``iso``, ``program``,
+    ``proxy``), ``path``, ``codec``, ``src`` (the writer), ``take``, ``status``
+    (``recording`` until a ``recording.stopped`` arrives, then ``stopped``),
+    ``first_frame_ts`` (Unix s), ``start_s``/``end_s`` (the session clock, s), ``origin_ts``,
+    ``width``, ``height``, ``stopped_at``, ``bytes``, ``duration_s``, ``frames``, ``dropped``,
+    ``sha256``, ``reason``, and the two event ids.
+    """
+    rows = conn.execute(
+        f"SELECT {', '.join(_RECORDING_COLUMNS)} FROM production_recordings WHERE session = ? AND path IS NOT NULL"
+        " ORDER BY camera = 'program', camera, coalesce(start_s, 0), path",
+        (session,),
+    ).fetchall()
+    return [dict(zip(_RECORDING_COLUMNS, row)) for row in rows]

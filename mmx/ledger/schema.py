@@ -13,7 +13,8 @@ Tables (DESIGN.md "The ledger"):
   its line), unique ``id`` (the idempotency key), local ``seq`` (INTEGER PRIMARY KEY; rows are
   never deleted, so it only grows and is never reused).
 - Projections, mirroring the Convex production tables: ``production_sessions``,
-  ``production_cameras``, ``production_director_events``, ``production_stills``. They are
+  ``production_cameras``, ``production_director_events``, ``production_stills``,
+  ``production_recordings`` (one row per recorded file). They are
   written by `mmx.ledger.projections` in the same transaction as the event rows, only for
   rows really inserted (a duplicate id is ignored by ``INSERT OR IGNORE``, which makes
   replays idempotent); a migration listed in `REBUILD_AFTER` recomputes them from
@@ -130,16 +131,49 @@ CREATE TABLE convex_sync (
 );
 """
 
+# The recordings of a session (mmx.serve.recording, mmx.relay.record): one row per file,
+# from its recording.started and recording.stopped (in either order; the newest stop wins).
+_RECORDINGS = """
+CREATE TABLE production_recordings (
+    session        TEXT NOT NULL,
+    path           TEXT,                              -- the file as its writer named it
+    camera         TEXT,                              -- camera id, or 'program'
+    kind           TEXT,                              -- iso, program, proxy
+    codec          TEXT,                              -- vp8, h264, mjpeg
+    src            TEXT,                              -- the writer: serve, relay
+    take           TEXT,
+    status         TEXT NOT NULL DEFAULT 'recording' CHECK (status IN ('recording', 'stopped')),
+    first_frame_ts REAL,                              -- wall time of the file's first frame (Unix s)
+    start_s        REAL,                              -- that frame on the session clock (s)
+    end_s          REAL,
+    origin_ts      REAL,                              -- the session clock's zero (Unix s)
+    width          INTEGER,
+    height         INTEGER,
+    stopped_at     REAL,                              -- ts of the newest recording.stopped
+    bytes          INTEGER,
+    duration_s     REAL,
+    frames         INTEGER,
+    dropped        INTEGER,
+    sha256         TEXT,
+    reason         TEXT,
+    started_event  TEXT,
+    stopped_event  TEXT,
+    UNIQUE (session, path)
+);
+CREATE INDEX production_recordings_session ON production_recordings (session, camera);
+"""
+
 #: The migrations, in order. Append new ones; never edit one that has shipped.
 MIGRATIONS: list[Migration] = [
     (1, "events", _EVENTS),
     (2, "projections", _PROJECTIONS),  # filled from events by mmx.ledger.projections
     (3, "convex_sync", _CONVEX_SYNC),  # mmx.ledger.convex: the sync marks
+    (4, "recordings", _RECORDINGS),  # production_recordings, filled from the recording.* events
 ]
 
 #: Migrations after which the projections are recomputed from the events
 #: (`mmx.ledger.projections.rebuild_projections`): they did not exist, or their logic changed.
-REBUILD_AFTER: set[int] = {2}
+REBUILD_AFTER: set[int] = {2, 4}
 
 _MIGRATIONS_TABLE = """
 CREATE TABLE IF NOT EXISTS schema_migrations (
@@ -203,6 +237,10 @@ def migrate(conn: sqlite3.Connection, migrations: Sequence[Migration] = MIGRATIO
     if applied_versions(conn) and set(applied_versions(conn)) >= known:
         _check_newer(conn, known)
         return done
+    # one rebuild, after the last pending migration that asks for one: an earlier rebuild
+    # would meet projection tables that a later migration only creates
+    applied = set(applied_versions(conn))
+    rebuild_at = max((v for v in versions if v in REBUILD_AFTER and v not in applied), default=None)
     for version, name, sql in migrations:
         conn.execute("BEGIN IMMEDIATE")
         try:
@@ -212,7 +250,7 @@ def migrate(conn: sqlite3.Connection, migrations: Sequence[Migration] = MIGRATIO
                 continue
             for statement in split_statements(sql):
                 conn.execute(statement)
-            if version in REBUILD_AFTER:
+            if version == rebuild_at:
                 rebuild_projections(conn)
             conn.execute(
                 "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)",

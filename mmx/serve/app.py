@@ -34,7 +34,9 @@ from mmx.serve.routes.cameras import CameraRoutes
 from mmx.serve.routes.devices import CLOSE_TIMEOUT, DeviceRoutes
 from mmx.serve.routes.director import DirectorRoutes
 from mmx.serve.routes.events import EventRoutes
+from mmx.serve.recording import ServeRecording
 from mmx.serve.routes.previews import PreviewRoutes
+from mmx.serve.routes.record import RecordRoutes
 from mmx.serve.routes.session import SessionRoutes
 from mmx.serve.routes.stills import StillRoutes
 
@@ -44,7 +46,7 @@ Log = Callable[[str], None]
 
 
 class Server(EventRoutes, SessionRoutes, DirectorRoutes, CameraRoutes, PreviewRoutes, StillRoutes,
-             DeviceRoutes):
+             DeviceRoutes, RecordRoutes):
     """One running `mmx serve`.
 
     Use ``await start()`` (returns the URL), then ``await stop()``; or `run` for both around
@@ -64,6 +66,10 @@ class Server(EventRoutes, SessionRoutes, DirectorRoutes, CameraRoutes, PreviewRo
                             archive=self.data_dir / SESSIONS_DIR)  # fmt: skip
         self.hub.add_sink(self._capture_sink)
         self.log: Log = log or (lambda _msg: None)
+        self.recording = ServeRecording(self.data_dir, emit=self.hub.emit, log=lambda msg: self.log(msg),
+                                        min_free_bytes=config.record_min_free_bytes,
+                                        warn_minutes=config.record_warn_minutes)  # fmt: skip
+        self.hub.add_sink(self.recording.observe)
         self.program: str | None = None
         self.hold: str | None = None
         self.mode = "manual"
@@ -100,6 +106,7 @@ class Server(EventRoutes, SessionRoutes, DirectorRoutes, CameraRoutes, PreviewRo
         self._add_preview_routes(r)
         self._add_still_routes(r)
         self._add_device_routes(r)
+        self._add_record_routes(r)
         return app
 
     async def start(self) -> str:
@@ -125,11 +132,14 @@ class Server(EventRoutes, SessionRoutes, DirectorRoutes, CameraRoutes, PreviewRo
         if self._stopped:
             return
         self._stopped = True
+        # before closing: the relay hears recording.disarmed on its event stream and answers
+        await self._stop_recording(reason)
         self.closing.set()
         for cam in self.registry.cameras.values():
             cam.wake_viewers()
         if self.capture is not None:
             self._end_session(reason)
+        await self.recording.close()
         await asyncio.gather(*(self._close_ws(ws, 1001, "server shutting down") for ws in list(self._sockets)))
         if self._watchdog is not None:
             self._watchdog.cancel()
@@ -259,7 +269,7 @@ class Server(EventRoutes, SessionRoutes, DirectorRoutes, CameraRoutes, PreviewRo
             "session": self.capture.session if self.capture else None,
             "program": self.program, "hold": self.hold, "mode": self.mode,
             "cameras": [c.public() for c in sorted(self.registry.cameras.values(), key=cam_order)],
-            "seq": self.hub.seq, "session_info": self.session_info,
+            "seq": self.hub.seq, "session_info": self.session_info, "recording": self.recording.status(),
             "server": {"version": __version__, "url": self.url, "started_at": self.started_at,
                        "event_subscribers": self.hub.subscribers, "event_lag_recoveries": self.hub.lag_recoveries},
         }  # fmt: skip

@@ -24,6 +24,10 @@ class ServeConfig:
     - ``max_still_bytes``: largest accepted still upload (413 above).
     - ``fallback_camera``: where the program goes when the program camera is lost (None: nowhere).
     - ``duplicate_angle_deg``: two cameras closer than this in azimuth are duplicate coverage.
+    - ``record``: arm a recording take with every production session (`mmx.serve.recording`).
+    - ``record_min_free_bytes``: free disk space under which recording stops (``disk_full``).
+    - ``record_warn_minutes``: warn (``GET /v1/state`` ``recording.warning``) under this many
+      minutes of recording left at the current rate.
     - ``ring_size`` / ``pose_ring_size``: events (other than pose / pose samples) kept in memory
       for ``GET /v1/events?since=``; older ones are read back from the capture files.
     """
@@ -44,3 +48,6 @@ class ServeConfig:
     #: events queued per ``GET /v1/events`` reader before it is marked lagged and catches up
     #: from the history instead (memory per reader stays bounded)
     stream_queue_size: int = 4096
+    record: bool = True
+    record_min_free_bytes: int = 256 * 1024 * 1024
+    record_warn_minutes: float = 10.0

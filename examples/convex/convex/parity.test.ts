@@ -41,6 +41,7 @@ test("ingesting the parity stream gives the local ledger's projections", async (
     cameras: await ctx.db.query("productionCameras").collect(),
     director: await ctx.db.query("productionDirectorEvents").collect(),
     stills: await ctx.db.query("productionStills").collect(),
+    recordings: await ctx.db.query("productionRecordings").collect(),
   }));
   const keys = (rows: Row[]) => Object.keys(rows[0]);
 
@@ -51,4 +52,10 @@ test("ingesting the parity stream gives the local ledger's projections", async (
   // insertion order is ledger order
   expect(pick(tables.director, keys(expected.directorEvents))).toEqual(expected.directorEvents);
   expect(pick(tables.stills, keys(expected.stills))).toEqual(expected.stills);
+  const byPath = (a: Row, b: Row) => {
+    const ka = `${a.sessionId}\u0000${a.path}`;
+    const kb = `${b.sessionId}\u0000${b.path}`;
+    return ka < kb ? -1 : ka > kb ? 1 : 0;
+  };
+  expect(pick([...tables.recordings].sort(byPath), keys(expected.recordings))).toEqual(expected.recordings);
 });

@@ -248,4 +248,28 @@ describe("out-of-order arrival is settled by event time, as in the local ledger"
     });
     expect(await tableCounts(t)).toEqual({ events: 2, sessions: 0, cameras: 0, director: 0, stills: 1 });
   });
+
+  test("recordings: one row per file; a stop before its start and the newest of two stops win", async () => {
+    const t = convexTest(schema, modules);
+    const sid = "01JD3J0000000000000000REC1";
+    const iso = "/data/sessions/x/video/cam-1.mkv";
+    const events = [
+      ev("session.started", {}, { session: sid, ts: 100 }),
+      ev("recording.stopped", { camera: "cam-1", path: iso, reason: "writer_lost", bytes: 10 }, { session: sid, ts: 160 }),
+      ev("recording.started", { camera: "cam-1", path: iso, codec: "vp8", kind: "iso", first_frame_ts: 100.5, start_s: 0.5, width: 640, height: 360 }, { session: sid, ts: 101, src: "relay" }),
+      ev("recording.stopped", { camera: "cam-1", path: iso, reason: "session_ended", bytes: 9000, frames: 1800, dropped: 1, duration_s: 60, sha256: "ab".repeat(32) }, { session: sid, ts: 161, src: "relay" }),
+      ev("recording.stopped", { camera: "cam-1", path: iso, reason: "stale", bytes: 1 }, { session: sid, ts: 150 }),
+      ev("recording.started", { camera: "program", path: "/data/sessions/x/video/program.mkv", kind: "program" }, { session: sid, ts: 102, src: "relay" }),
+    ];
+    await t.mutation(api.production.ingestEvents, { events });
+    await t.mutation(api.production.ingestEvents, { events }); // a retry changes nothing
+    const { recordings } = (await t.query(api.production.sessionSummary, { sessionId: sid }))!;
+    expect(recordings).toHaveLength(2);
+    const byPath = Object.fromEntries(recordings.map((r) => [r.path, r]));
+    expect(byPath[iso]).toMatchObject({
+      camera: "cam-1", kind: "iso", codec: "vp8", status: "stopped", src: "relay", firstFrameTs: 100.5, startS: 0.5,
+      reason: "session_ended", bytes: 9000, frames: 1800, dropped: 1, durationS: 60, stoppedAt: 161, width: 640,
+    });
+    expect(byPath["/data/sessions/x/video/program.mkv"]).toMatchObject({ status: "recording", kind: "program", firstFrameTs: 102 });
+  });
 });

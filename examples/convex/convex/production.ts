@@ -245,6 +245,60 @@ async function applyStill(ctx: MutationCtx, event: MmxEvent, data: Data): Promis
   });
 }
 
+const RECORDING_TYPES = new Set(["recording.started", "recording.stopped"]);
+
+/**
+ * The recording projection: one row per (session, path). A start fills what a stop left
+ * empty; of several stops the newest (by event time) wins, as the local ledger's upsert.
+ */
+async function applyRecording(ctx: MutationCtx, event: MmxEvent, data: Data, sessionId: string): Promise<void> {
+  const path = str(data, "path");
+  if (path === null) return;
+  const found = await ctx.db
+    .query("productionRecordings")
+    .withIndex("by_session_path", (q) => q.eq("sessionId", sessionId).eq("path", path))
+    .unique();
+  const common = {
+    camera: str(data, "camera"), kind: str(data, "kind"), codec: str(data, "codec"), take: str(data, "take"),
+    startS: num(data, "start_s"), originTs: num(data, "origin_ts"), width: num(data, "width"),
+    height: num(data, "height"),
+  };
+  const firstFrameTs =
+    event.type === "recording.started"
+      ? num(data, "first_frame_ts") ?? num(data, "started_at") ?? event.ts
+      : num(data, "first_frame_ts");
+  const stop = {
+    stoppedAt: event.ts, endS: num(data, "end_s"), bytes: num(data, "bytes"), durationS: num(data, "duration_s"),
+    frames: num(data, "frames"), dropped: num(data, "dropped"), sha256: str(data, "sha256"),
+    reason: str(data, "reason"), stoppedEvent: event.id,
+  };
+  if (found === null) {
+    await ctx.db.insert("productionRecordings", {
+      sessionId, path, src: event.src, ...common, firstFrameTs,
+      ...(event.type === "recording.started"
+        ? { status: "recording" as const, startedEvent: event.id }
+        : { status: "stopped" as const, ...stop }),
+    });
+    return;
+  }
+  const filled = {
+    camera: keep(found.camera, common.camera), kind: keep(found.kind, common.kind),
+    codec: keep(found.codec, common.codec), take: keep(found.take, common.take),
+    firstFrameTs: keep(found.firstFrameTs, firstFrameTs), startS: keep(found.startS, common.startS),
+    originTs: keep(found.originTs, common.originTs), width: keep(found.width, common.width),
+    height: keep(found.height, common.height),
+  };
+  if (event.type === "recording.started") {
+    await ctx.db.patch(found._id, { ...filled, src: event.src, startedEvent: found.startedEvent ?? event.id });
+  } else {
+    const newer = found.stoppedAt === undefined || found.stoppedAt === null || event.ts >= found.stoppedAt;
+    await ctx.db.patch(found._id, {
+      ...filled, status: "stopped",
+      ...(newer ? stop : { stoppedAt: Math.max(found.stoppedAt ?? event.ts, event.ts) }),
+    });
+  }
+}
+
 /**
  * Store a batch of mmx events (at most MAX_BATCH, in ledger order) and update the projections.
  *
@@ -290,6 +344,7 @@ export const ingestEvents = mutation({
       if (event.session !== null) {
         await applySession(ctx, event, data, event.session);
         if (CAMERA_TYPES.has(event.type)) await applyCamera(ctx, event, data, event.session);
+        else if (RECORDING_TYPES.has(event.type)) await applyRecording(ctx, event, data, event.session);
       }
       // like the local ledger, director events and stills are kept even without a session
       if (has(DIRECTOR_KIND, event.type)) await applyDirector(ctx, event, data);
@@ -299,7 +354,7 @@ export const ingestEvents = mutation({
   },
 });
 
-/** One session's projection: the session row, its cameras, director events and stills (ts order). */
+/** One session's projection: the session row, its cameras, director events, stills (ts order) and recordings. */
 export const sessionSummary = query({
   args: { sessionId: v.string() },
   handler: async (ctx, { sessionId }) => {
@@ -320,6 +375,10 @@ export const sessionSummary = query({
       .query("productionStills")
       .withIndex("by_session_ts", (q) => q.eq("sessionId", sessionId))
       .collect();
-    return { session, cameras, directorEvents, stills };
+    const recordings = await ctx.db
+      .query("productionRecordings")
+      .withIndex("by_session_path", (q) => q.eq("sessionId", sessionId))
+      .collect();
+    return { session, cameras, directorEvents, stills, recordings };
   },
 });

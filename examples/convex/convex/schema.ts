@@ -3,7 +3,7 @@
 // `productionEvents` keeps every event as received (the source of truth, deduplicated by
 // event id); the other tables are projections updated in the same mutation, mirroring the
 // local ledger's production_sessions / production_cameras / production_director_events /
-// production_stills tables in camelCase.
+// production_stills / production_recordings tables in camelCase.
 import { defineSchema, defineTable } from "convex/server";
 import { v } from "convex/values";
 
@@ -106,4 +106,32 @@ export default defineSchema({
   })
     .index("by_session_ts", ["sessionId", "capturedAt"])
     .index("by_still", ["still"]),
+
+  // one row per recorded file (recording.started / recording.stopped, in either order; the
+  // newest stop wins), as the local production_recordings
+  productionRecordings: defineTable({
+    sessionId: v.string(),
+    path: v.string(),
+    camera: optStr, // a camera id, or "program"
+    kind: optStr, // iso, program, proxy
+    codec: optStr, // vp8, h264, mjpeg
+    src: v.string(), // the writer: serve, relay
+    take: optStr,
+    status: v.union(v.literal("recording"), v.literal("stopped")),
+    firstFrameTs: optNum, // wall time of the first frame (Unix s)
+    startS: optNum, // that frame on the session clock (s)
+    endS: optNum,
+    originTs: optNum, // the session clock's zero
+    width: optNum,
+    height: optNum,
+    stoppedAt: optNum, // ts of the newest recording.stopped
+    bytes: optNum,
+    durationS: optNum,
+    frames: optNum,
+    dropped: optNum,
+    sha256: optStr,
+    reason: optStr,
+    startedEvent: optStr,
+    stoppedEvent: optStr,
+  }).index("by_session_path", ["sessionId", "path"]),
 });

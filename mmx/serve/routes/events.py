@@ -17,6 +17,7 @@ SERVER_TYPES = frozenset({
     "session.started", "session.ended", "camera.joined", "camera.left", "camera.changed",
     "camera.command", "camera.ack", "director.cut", "director.hold", "director.release",
     "director.mode", "director.program_lost", "still.captured", "pose.sample",
+    "recording.armed", "recording.disarmed", "recording.disk_low",
 })  # fmt: skip
 #: Posted event ids remembered for deduplication (a re-post is acknowledged, not re-broadcast).
 POSTED_IDS_KEPT = 50_000

@@ -67,7 +67,8 @@ class PreviewRoutes:
         r.add_get("/v1/previews/ws", self._previews_ws)
 
     def _frame_arrived(self, cam: Camera) -> None:
-        """Wake every ``/v1/previews/ws`` reader: ``cam`` has a new frame."""
+        """Wake every ``/v1/previews/ws`` reader and record the frame: ``cam`` has a new frame."""
+        self.recording.preview(cam.camera, cam.frame, cam.frame_ts)
         for watcher in self._preview_watchers:
             watcher.set()
 

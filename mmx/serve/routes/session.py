@@ -34,6 +34,7 @@ class SessionRoutes:
         for name, value in (("title", title), ("notes", notes)):
             if value is not None and not isinstance(value, str):
                 raise ApiError(400, f"{name} must be a string")
+        await self._stop_recording("session_started")  # a rehearsal take ends where the session begins
         return json_response(self.start_session(title=title or "", notes=notes or ""), 201)
 
     def start_session(self, *, title: str = "", notes: str = "") -> dict[str, Any]:
@@ -58,12 +59,20 @@ class SessionRoutes:
             self.hub.emit("camera.joined", {**cam.identity(), "reason": "session"})
         for cam in self.registry.live():
             self._send_soon(cam, {"t": "session", "session": sid})
+        if self.config.record and not self.recording.armed:
+            try:
+                self._arm_recording("session")
+            except OSError as exc:
+                self.log(f"error: cannot record session {sid}: {exc.strerror}")
         self.log(f"session {sid} started{': ' + title if title else ''}")
         return dict(self.session_info)
 
     async def _session_stop(self, request: web.Request) -> web.Response:
         await read_json(request)
         if self.capture is None:
+            raise ApiError(409, "no session is active")
+        await self._stop_recording("session_ended", session=self.capture.session)
+        if self.capture is None:  # ended meanwhile by a concurrent stop
             raise ApiError(409, "no session is active")
         return json_response(self._end_session("operator"))
 
