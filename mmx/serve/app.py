@@ -31,9 +31,11 @@ from mmx.serve.config import ServeConfig
 from mmx.serve.hub import EventHub, last_seq_in
 from mmx.serve.registry import Camera, Registry
 from mmx.serve.routes.cameras import CameraRoutes
+from mmx.serve.routes.console import ConsoleRoutes
 from mmx.serve.routes.devices import CLOSE_TIMEOUT, DeviceRoutes
 from mmx.serve.routes.director import DirectorRoutes
 from mmx.serve.routes.events import EventRoutes
+from mmx.serve.routes.ghost import GhostRoutes
 from mmx.serve.recording import ServeRecording
 from mmx.serve.routes.previews import PreviewRoutes
 from mmx.serve.routes.record import RecordRoutes
@@ -46,7 +48,7 @@ Log = Callable[[str], None]
 
 
 class Server(EventRoutes, SessionRoutes, DirectorRoutes, CameraRoutes, PreviewRoutes, StillRoutes,
-             DeviceRoutes, RecordRoutes):
+             DeviceRoutes, RecordRoutes, GhostRoutes, ConsoleRoutes):
     """One running `mmx serve`.
 
     Use ``await start()`` (returns the URL), then ``await stop()``; or `run` for both around
@@ -89,6 +91,8 @@ class Server(EventRoutes, SessionRoutes, DirectorRoutes, CameraRoutes, PreviewRo
         self._runner: web.AppRunner | None = None
         self._watchdog: asyncio.Task | None = None
         self.auth = Authenticator(config.token)
+        self._init_ghost()
+        self._init_console()
         self._stopped = False
 
     # ------------------------------------------------------------------------------------
@@ -107,6 +111,8 @@ class Server(EventRoutes, SessionRoutes, DirectorRoutes, CameraRoutes, PreviewRo
         self._add_still_routes(r)
         self._add_device_routes(r)
         self._add_record_routes(r)
+        self._add_ghost_routes(r)
+        self._add_console_routes(r)
         return app
 
     async def start(self) -> str:
@@ -270,6 +276,8 @@ class Server(EventRoutes, SessionRoutes, DirectorRoutes, CameraRoutes, PreviewRo
             "program": self.program, "hold": self.hold, "mode": self.mode,
             "cameras": [c.public() for c in sorted(self.registry.cameras.values(), key=cam_order)],
             "seq": self.hub.seq, "session_info": self.session_info, "recording": self.recording.status(),
+            "session_counts": dict(self._session_counts) if self.capture else None, "music": self.music_cue,
+            "now": time.time(),
             "server": {"version": __version__, "url": self.url, "started_at": self.started_at,
                        "event_subscribers": self.hub.subscribers, "event_lag_recoveries": self.hub.lag_recoveries},
         }  # fmt: skip

@@ -57,7 +57,9 @@ class CameraRoutes:
     async def _coverage(self, request: web.Request) -> web.Response:
         include_lost = request.query.get("all", "0").lower() in ("1", "true", "yes")
         cams = [c for c in sorted(self.registry.cameras.values(), key=cam_order) if include_lost or c.live]
-        out = compute_coverage([(c.camera, c.placement) for c in cams], duplicate_angle_deg=self.config.duplicate_angle_deg)
+        out = compute_coverage([(c.camera, c.placement) for c in cams], duplicate_angle_deg=self.config.duplicate_angle_deg,
+                               zooms={c.camera: c.zoom for c in cams},
+                               device_fovs={c.camera: c.capabilities.get("fov_deg") for c in cams})  # fmt: skip
         out["cameras"] = [c.camera for c in cams]
         return json_response(out)
 
