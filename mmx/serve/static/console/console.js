@@ -263,6 +263,7 @@ app.cut = async (camera) => {
   try {
     const st = await api("POST", "/v1/director/cut", { to: camera, by: "operator" });
     app.program = st.program; app.hold = st.hold; app.mode = st.mode;
+    if ((app.results.get(camera) || {}).ok === false) app.results.delete(camera);
     app.render();
   } catch (err) {
     const why = err.status === 409 ? `${camera} is not connected: the server refuses to cut to a lost camera`

@@ -8,6 +8,7 @@
 import { backoffMs, idOrder } from "./api.js";
 
 const AGES_KEPT = 600;
+const RESULT_SHOWN_MS = 12000;
 
 function el(tag, attrs = {}, ...children) {
   const node = document.createElement(tag);
@@ -215,7 +216,8 @@ export class Multiview {
       text("seen", ageText(seen ? app.serverNow() - seen : null));
       F.seen.className = cam.status !== "live" ? "bad" : "";
       this.renderLenses(tile, cam);
-      const result = app.results.get(camera);
+      let result = app.results.get(camera);
+      if (result && Date.now() - result.at > RESULT_SHOWN_MS) { app.results.delete(camera); result = null; }
       text("result", result ? result.text : "");
       F.result.className = "result" + (result && !result.ok ? " bad" : "");
     });
