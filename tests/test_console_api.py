@@ -197,3 +197,20 @@ def test_coverage_wrapping_and_full_circle():
     assert full["uncovered_arcs"] == [] and full["largest_uncovered"] is None and full["covered_deg"] == 360
     none = compute_coverage([])
     assert none["uncovered_arcs"][0]["width_deg"] == 360 and none["arcs"] == []
+
+
+def test_serve_prints_the_console_url_with_a_generated_token(tmp_path):
+    import subprocess
+
+    from .conftest import MMX, free_port
+
+    port = free_port()
+    proc = subprocess.Popen([*MMX, "serve", "--port", str(port), "--data", str(tmp_path / "d"), "--no-record"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env={**__import__("os").environ, "MMX_TOKEN": ""})  # fmt: skip
+    try:
+        lines = [proc.stderr.readline().decode().strip() for _ in range(3)]
+    finally:
+        proc.terminate()
+        proc.wait(15)
+    token = next(ln.split(": ", 1)[1] for ln in lines if ln.startswith("token: "))
+    assert f"console: http://127.0.0.1:{port}/?token={token}" in lines

@@ -57,6 +57,12 @@ def serve(
     Without --lan the server listens on 127.0.0.1 only. Every request needs the token:
     "Authorization: Bearer T" or ?token=T (for <img> MJPEG URLs).
 
+    The operator console (Live Director) is served at / : open the "console:" URL printed
+    at start (it carries the token when the token was generated), or open / and enter the
+    token once; it is kept in an HttpOnly, SameSite=Strict cookie. Keys: 1-9 cut to the Nth
+    camera, H hold/release, Enter/A accept and Esc/V veto the ghost's proposal. POST
+    /v1/ghost/PROPOSAL/accept and /veto answer a proposal from any client.
+
     GET /v1/events streams application/x-ndjson: with since=SEQ it first replays every
     kept event after SEQ (memory, then the capture files), without since only new ones;
     types=a.*,b filters (pose.sample only when named); follow=0 ends after the replay.
@@ -77,7 +83,7 @@ def serve(
 
     \b
         mmx serve --token s3cret | mmx ledger push
-        mmx serve --lan --data ~/shoots --fallback cam-1
+        mmx serve --lan --data ~/shoots --fallback cam-1     # then open the console: URL on an iPad
         curl -H 'Authorization: Bearer s3cret' localhost:8750/v1/state
         curl -N -H 'Authorization: Bearer s3cret' 'localhost:8750/v1/events?since=0&types=director.*'
 
@@ -166,6 +172,8 @@ async def _run(config: ServeConfig, *, events: str | None, lan: bool, interactiv
         if generated:
             console.print(f"token: {config.token}", markup=False, highlight=False, soft_wrap=True)
         console.print(f"listening on {url}", markup=False, highlight=False, soft_wrap=True)
+        console.print(f"console: {_console_url(config, server.port or config.port, lan=lan, with_token=generated)}",
+                      markup=False, highlight=False, soft_wrap=True)  # fmt: skip
         if lan:
             from mmx.serve.advertise import Advertiser, lan_addresses, service_info
 
@@ -197,6 +205,18 @@ async def _run(config: ServeConfig, *, events: str | None, lan: bool, interactiv
         if out is not None and out is not sys.stdout.buffer:
             out.close()
         log(f"stopped after {server.hub.seq - server.hub.first_seq + 1} events")
+
+
+def _console_url(config: ServeConfig, port: int, *, lan: bool, with_token: bool) -> str:
+    """The operator console's address: a LAN address with --lan; the token in it when generated
+    (a token given with --token or MMX_TOKEN is the operator's already and stays off the log)."""
+    host = config.host
+    if lan or host in ("0.0.0.0", "::"):
+        from mmx.serve.advertise import lan_addresses
+
+        host = next(iter(lan_addresses()), "127.0.0.1")
+    url = f"http://{host}:{port}/"
+    return f"{url}?token={config.token}" if with_token else url
 
 
 def _status(server: Server) -> Any:
