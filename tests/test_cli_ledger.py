@@ -79,8 +79,8 @@ def test_echo_writes_exactly_the_stored_events(tmp_path):
 def test_bad_lines_are_reported_stored_around_and_exit_65(tmp_path):
     p = Producer("serve", session="S")
     good = [encode(p.make("director.cut", {"to": f"cam-{i}"})) for i in range(4)]
-    bad = [b"{nope\n", b'[{"type":"x"}]\n', b'{"id":"a","ts":1}\n', b'{"type":"director.cut","id":"b","ts":1,"data":{"to":1}}\n',
-           b'{"type":"x","id":"\xc3\x28","ts":1}\n', b'{"type":"x","id":"c","ts":1,"d":"' + b"z" * (10 << 20) + b'"}\n']  # fmt: skip
+    bad = [b"{nope\n", b'[{"type":"x"}]\n', b'{"id":"a","ts":1795264001}\n', b'{"type":"director.cut","id":"b","ts":1795264001,"data":{"to":1}}\n',
+           b'{"type":"x","id":"\xc3\x28","ts":1795264001}\n', b'{"type":"x","id":"c","ts":1795264001,"d":"' + b"z" * (10 << 20) + b'"}\n']  # fmt: skip
     data = b"".join(x for pair in zip(good + [b""] * 2, bad, strict=True) for x in pair)
     src = tmp_path / "mixed.jsonl"
     src.write_bytes(data)

@@ -197,11 +197,11 @@ def test_camera_changes_apply_in_time_order(ledger):
 BAD_LINES = [
     (b"this is not json", "not JSON"),
     (b"[1, 2, 3]", "expected a JSON object, got an array"),
-    (b'{"id": "x1", "ts": 1.0, "data": {}}', "missing field 'type'"),
-    (b'{"type": "director.cut", "id": "x2", "ts": 1.0, "data": {"to": 7}}',
+    (b'{"id": "x1", "ts":1795264001.0, "data": {}}', "missing field 'type'"),
+    (b'{"type": "director.cut", "id": "x2", "ts":1795264001.0, "data": {"to": 7}}',
      "director.cut: data field 'to' must be a string, got a number"),
     (b'{"type": "director.cut", "id": "x3", "ts": "soon", "data": {"to": "cam-1"}}', "field 'ts' must be"),
-    (b'{"type": "still.marker", "id": "\xff\xfe", "ts": 1.0}', "not valid UTF-8"),
+    (b'{"type": "still.marker", "id": "\xff\xfe", "ts":1795264001.0}', "not valid UTF-8"),
 ]  # fmt: skip
 
 
@@ -215,7 +215,7 @@ def test_malformed_lines_are_reported_with_line_numbers_and_the_rest_is_stored(l
         lines.append(bad + b"\n")
         expected[len(lines)] = reason
     lines.append(b"   \r\n")  # blank lines are skipped, not errors
-    lines.append(b'{"type":"x","id":"big","ts":1,"data":{"blob":"' + b"a" * (10 * 1024 * 1024) + b'"}}\n')
+    lines.append(b'{"type":"x","id":"big","ts":1795264001,"data":{"blob":"' + b"a" * (10 * 1024 * 1024) + b'"}}\n')
     expected[len(lines)] = "line longer than 1048576 bytes"
     lines.extend(good[len(BAD_LINES):])
     errors: list[EventError] = []
@@ -243,30 +243,30 @@ def test_last_line_without_newline_and_crlf(ledger):
 
 
 TRICKY = [
-    {"type": "t", "id": "i", "ts": 1},
+    {"type": "t", "id": "i", "ts":1795264001},
     {"type": "t", "id": "i", "ts": True},
-    {"type": "t", "id": "i", "ts": 1, "seq": -1},
-    {"type": "t", "id": "i", "ts": 1, "seq": 1.5},
-    {"type": "t", "id": "i", "ts": 1, "v": "1"},
-    {"type": "t", "id": "i", "ts": 1, "data": None},
-    {"type": "t", "id": "i", "ts": 1, "data": []},
-    {"type": "t", "id": "i", "ts": 1, "src": None},
-    {"type": "t", "id": "i", "ts": 1, "session": 5},
-    {"type": "t", "id": "", "ts": 1},
-    {"type": "t", "id": "x" * 129, "ts": 1},
-    {"type": "", "id": "i", "ts": 1},
-    {"type": "camera.ack", "id": "i", "ts": 1, "data": {"camera": "c", "command_id": "k", "ok": 1}},
-    {"type": "camera.ack", "id": "i", "ts": 1, "data": {"camera": "c", "command_id": "k", "ok": True}},
-    {"type": "director.cut", "id": "i", "ts": 1, "data": {"from": "a"}},
-    {"type": "director.cut", "id": "i", "ts": 1, "data": {"to": None}},
-    {"type": "camera.joined", "id": "i", "ts": 1, "data": {"camera": "c", "placement": {"azimuth_deg": "x"}}},
-    {"type": "camera.joined", "id": "i", "ts": 1, "data": {"camera": "c", "placement": {"azimuth_deg": 3}}},
-    {"type": "camera.joined", "id": "i", "ts": 1, "data": {"camera": "c", "zoom": True}},
-    {"type": "pose.sample", "id": "i", "ts": 1, "data": {"camera": "c", "t": 2.5, "joints": None}},
-    {"type": "still.captured", "id": "i", "ts": 1, "data": {"still": "s"}},
-    {"type": "ghost.proposed", "id": "i", "ts": 1, "data": {"proposal": "p", "to": "c", "score": "high"}},
-    {"type": "ghost.proposed", "id": "i", "ts": 1, "data": {"proposal": "p", "to": "c", "reasons": [1]}},
-    {"type": "camera.ack", "id": "i", "ts": 1.5, "seq": 0, "session": None, "src": "s", "v": 2,
+    {"type": "t", "id": "i", "ts":1795264001, "seq": -1},
+    {"type": "t", "id": "i", "ts":1795264001, "seq": 1.5},
+    {"type": "t", "id": "i", "ts":1795264001, "v": "1"},
+    {"type": "t", "id": "i", "ts":1795264001, "data": None},
+    {"type": "t", "id": "i", "ts":1795264001, "data": []},
+    {"type": "t", "id": "i", "ts":1795264001, "src": None},
+    {"type": "t", "id": "i", "ts":1795264001, "session": 5},
+    {"type": "t", "id": "", "ts":1795264001},
+    {"type": "t", "id": "x" * 129, "ts":1795264001},
+    {"type": "", "id": "i", "ts":1795264001},
+    {"type": "camera.ack", "id": "i", "ts":1795264001, "data": {"camera": "c", "command_id": "k", "ok": 1}},
+    {"type": "camera.ack", "id": "i", "ts":1795264001, "data": {"camera": "c", "command_id": "k", "ok": True}},
+    {"type": "director.cut", "id": "i", "ts":1795264001, "data": {"from": "a"}},
+    {"type": "director.cut", "id": "i", "ts":1795264001, "data": {"to": None}},
+    {"type": "camera.joined", "id": "i", "ts":1795264001, "data": {"camera": "c", "placement": {"azimuth_deg": "x"}}},
+    {"type": "camera.joined", "id": "i", "ts":1795264001, "data": {"camera": "c", "placement": {"azimuth_deg": 3}}},
+    {"type": "camera.joined", "id": "i", "ts":1795264001, "data": {"camera": "c", "zoom": True}},
+    {"type": "pose.sample", "id": "i", "ts":1795264001, "data": {"camera": "c", "t": 2.5, "joints": None}},
+    {"type": "still.captured", "id": "i", "ts":1795264001, "data": {"still": "s"}},
+    {"type": "ghost.proposed", "id": "i", "ts":1795264001, "data": {"proposal": "p", "to": "c", "score": "high"}},
+    {"type": "ghost.proposed", "id": "i", "ts":1795264001, "data": {"proposal": "p", "to": "c", "reasons": [1]}},
+    {"type": "camera.ack", "id": "i", "ts":1795264001.5, "seq": 0, "session": None, "src": "s", "v": 2,
      "data": {"camera": "c", "command_id": "k", "ok": False, "latency_ms": None, "extra": {"x": 1}}},
     [],
     "str",

@@ -8,10 +8,10 @@ within ``interval_ms`` even when no further line arrives. On a pipe it waits wit
 no lock ping-pong between a reader thread and the writer.
 
 Lines are read in large ``os.read`` chunks and split in C. Each line is decoded once with
-orjson and checked by a fast acceptance test compiled from `mmx.events.VOCABULARY`; any
-line the fast test does not accept goes through `mmx.events.decode`, the one source of the
-envelope rules, which either raises the canonical ``line N: …`` error or accepts it (the fast
-test is only ever stricter). Line numbers count every line, blank lines included; blank lines
+orjson and checked by `mmx.events.certainly_valid`, the fast acceptance test of the one
+validation contract; any line it does not accept goes through `mmx.events.decode`, which
+either raises the canonical ``line N: …`` error or accepts it (the fast test is only ever
+stricter, and decode runs it first too). Line numbers count every line, blank lines included; blank lines
 are skipped; CRLF is accepted; a line longer than ``max_line_bytes`` is reported without
 being held in memory whole.
 """
@@ -29,7 +29,7 @@ from typing import IO, Any
 import orjson
 
 from mmx.errors import DataError, EventError
-from mmx.events import MAX_ID_LENGTH, MAX_LINE_BYTES, VOCABULARY, decode
+from mmx.events import MAX_LINE_BYTES, certainly_valid, decode
 from mmx.ledger.store import (
     DEFAULT_BATCH_SIZE,
     DEFAULT_INTERVAL_MS,
@@ -43,81 +43,17 @@ from mmx.ledger.projections import DIRECTOR_KINDS, STATE_SQL, Batch, director_ro
 #: Bytes asked of the OS per read.
 CHUNK_BYTES = 1 << 20
 
-_MISSING = object()
 _EMPTY: dict[str, Any] = {}
-
-_NUMBER_TYPES = frozenset({int, float})
-
-
-def _compile_data_check(etype: str) -> Callable[[dict[str, Any]], bool]:
-    """A function ``check(data) -> bool`` for one type of `mmx.events.VOCABULARY`.
-
-    True means the data certainly passes `mmx.events`' data check; False means "not sure"
-    (the caller falls back to `mmx.events.decode`). It is generated as straight-line code,
-    one test per field, because a loop over the field specs cost as much as parsing the
-    line. orjson yields exact built-in types, so ``type(v) in types`` is `mmx.events`'
-    isinstance test (bool is listed only where a boolean is allowed, as there). Placement
-    objects are always left to the full check.
-    """
-    namespace: dict[str, Any] = {"_MISSING": _MISSING}
-    body = []
-    for k, (name, fspec) in enumerate(VOCABULARY[etype].items()):
-        namespace[f"_T{k}"] = frozenset(fspec.types)
-        body.append(f"    v = get({name!r}, _MISSING)")
-        if fspec.required:
-            body.append(f"    if v is _MISSING or type(v) not in _T{k}: return False")
-        else:
-            body.append(f"    if v is not _MISSING and type(v) not in _T{k}: return False")
-    if etype in _PLACEMENT_TYPES:
-        body.append("    if data.get('placement'): return False")
-    source = "def check(data):\n    get = data.get\n" + "\n".join(body) + "\n    return True\n"
-    exec(compile(source, f"<fast data check of {etype}>", "exec"), namespace)  # noqa: S102 - our own text
-    return namespace["check"]
-
-
-#: Types whose data may carry a placement object (checked field by field by mmx.events).
-_PLACEMENT_TYPES = frozenset(etype for etype, spec in VOCABULARY.items() if "placement" in spec)
-#: type → its fast data check (`_compile_data_check`); types not listed are not checked.
-_DATA_CHECKS = {etype: _compile_data_check(etype) for etype in VOCABULARY}
 
 
 def fast_row(obj: Any, raw: bytes) -> tuple[Any, ...] | None:
     """The ``events`` row ``(id, type, session, ts, src, seq, raw)`` of a decoded line when
-    ``obj`` is certainly a valid envelope, else None.
-
-    None means "not sure": the caller falls back to `mmx.events.decode`, the one source of
-    the rules (the tests here are only ever stricter).
-    """
-    if type(obj) is not dict:
+    `mmx.events.certainly_valid` accepts it, else None ("not sure": the caller asks
+    `mmx.events.decode`, which runs the same test first and then the whole contract)."""
+    if not certainly_valid(obj, raw):
         return None
     get = obj.get
-    etype = get("type")
-    eid = get("id")
-    ts = get("ts")
-    if (
-        type(etype) is not str or not etype
-        or type(eid) is not str or not eid or len(eid) > MAX_ID_LENGTH
-        or type(ts) not in _NUMBER_TYPES or ts - ts != 0  # not inf/nan
-    ):  # fmt: skip
-        return None
-    seq = get("seq")
-    session = get("session")
-    src = get("src", "")
-    if (
-        (seq is not None and (type(seq) is not int or seq < 0))
-        or (session is not None and type(session) is not str)
-        or type(src) is not str
-        or type(get("v", 1)) is not int
-    ):
-        return None
-    data = get("data", _MISSING)
-    if data is not _MISSING:
-        if type(data) is not dict:
-            return None
-        check = _DATA_CHECKS.get(etype)
-        if check is not None and not check(data):
-            return None
-    return (eid, etype, session, ts, src, seq, raw.decode())
+    return (get("id"), get("type"), get("session"), get("ts"), get("src", ""), get("seq"), raw.decode())
 
 
 class BatchReader:
