@@ -269,3 +269,65 @@ def test_human_views_on_a_terminal(shoot, monkeypatch):
     tail = run("ledger", "tail", "--since", "78", "--ledger", str(shoot))
     lines = [ln for ln in tail.stderr.splitlines() if ln.strip()]
     assert len(lines) == 2 and "director.cut" in lines[0] and "session.ended" in lines[1] and tail.stdout == ""
+
+
+# -- issue 17: faults found by probing ---------------------------------------------------------
+
+
+def _camera_lines(n_good: int = 50) -> tuple[list[bytes], int]:
+    """Valid events with a session around one camera.joined that has a session and no data;
+    returns the lines and the bad one's line number."""
+    p = Producer("serve", session="01SESSIONITEM1")
+    lines = [encode(p.make("session.started", {"title": "item 1"}))]
+    lines += [encode(p.make("director.cut", {"to": f"cam-{i % 3}"})) for i in range(n_good)]
+    bad_at = len(lines) + 1
+    lines.append(b'{"v":1,"id":"cam-nodata","seq":999,"ts":1795264000.5,"type":"camera.joined","session":"01SESSIONITEM1","src":"serve"}\n')
+    lines += [encode(p.make("camera.joined", {"camera": f"cam-{i}"})) for i in range(n_good)]
+    return lines, bad_at
+
+
+@pytest.mark.parametrize("etype", ["camera.joined", "camera.left", "camera.changed"])
+def test_issue17_item1_camera_event_with_session_and_no_data_is_rejected_at_validation(tmp_path, etype):
+    lines, bad_at = _camera_lines()
+    lines[bad_at - 1] = lines[bad_at - 1].replace(b"camera.joined", etype.encode())
+    path = tmp_path / "l.sqlite"
+    # one batch holds all of it: before the fix the batch rolled back and the push exited 74
+    result = run("ledger", "push", "-", "--ledger", str(path), "--batch-size", "20000", input=b"".join(lines))
+    assert result.exit_code == 65, result.output
+    assert f"warning: line {bad_at}: {etype}: missing data field 'camera'" in result.stderr
+    assert f"{len(lines) - 1} new events stored" in result.stderr and "1 bad line" in result.stderr
+    db = sqlite3.connect(path)
+    assert db.execute("SELECT count(*) FROM events").fetchone()[0] == len(lines) - 1
+    assert db.execute("SELECT count(*) FROM events WHERE id = 'cam-nodata'").fetchone()[0] == 0
+
+
+def test_issue17_item1_a_batch_the_store_refuses_does_not_lose_the_rest_of_the_input(tmp_path):
+    lines, _ = _camera_lines()
+    lines = [line for line in lines if b"cam-nodata" not in line]
+    path = tmp_path / "l.sqlite"
+    assert run("ledger", "push", str(EXAMPLE), "--ledger", str(path)).exit_code == 0
+    # a row the store itself refuses (whatever the validator let through): the batch is split
+    poison = orjson.loads(lines[20])["id"]
+    db = sqlite3.connect(path)
+    db.execute(f"CREATE TRIGGER poison BEFORE INSERT ON events WHEN NEW.id = '{poison}' "
+               "BEGIN SELECT RAISE(ABORT, 'poisoned row'); END")  # fmt: skip
+    db.commit()
+    result = run("ledger", "push", "-", "--ledger", str(path), "--echo", input=b"".join(lines))
+    assert result.exit_code == 65, result.output
+    assert f"warning: line 21: the ledger refused event '{poison}': poisoned row" in result.stderr
+    assert db.execute("SELECT count(*) FROM events").fetchone()[0] == 80 + len(lines) - 1
+    # every other line is stored, echoed once, and projected
+    assert result.stdout.encode() == b"".join(line for i, line in enumerate(lines) if i != 20)
+    assert db.execute("SELECT count(*) FROM production_cameras WHERE session = '01SESSIONITEM1'").fetchone()[0] == 50
+
+
+def test_issue17_item2_the_fast_path_checks_missing_data_like_decode(tmp_path):
+    path = tmp_path / "l.sqlite"
+    lines = [b'{"v":1,"id":"c1","ts":1795264001,"type":"director.cut"}\n',
+             b'{"v":1,"id":"c2","ts":1795264001,"type":"director.cut","data":{}}\n',
+             b'{"v":1,"id":"c3","ts":1795264001,"type":"director.cut","data":{"to":"cam-1"}}\n']  # fmt: skip
+    result = run("ledger", "push", "-", "--ledger", str(path), input=b"".join(lines))
+    assert result.exit_code == 65
+    assert "warning: line 1: director.cut: missing data field 'to'" in result.stderr
+    assert "warning: line 2: director.cut: missing data field 'to'" in result.stderr
+    assert [r[0] for r in sqlite3.connect(path).execute("SELECT id FROM events")] == ["c3"]

@@ -595,3 +595,36 @@ def test_projections_do_not_depend_on_batching_and_duplicates_change_nothing(tmp
         assert stats.inserted == len(events) - len(events) // 2
         assert projections(dup) == expected
         assert dup.integrity_check() == "ok"
+
+
+def test_issue17_item1_projections_skip_camera_events_stored_without_a_camera(ledger):
+    # what a ledger holds when an older mmx let them in: neither a write nor a rebuild fails
+    p = Producer("serve", session="S-old")
+    ledger.write([p.make("session.started", {}), Event("camera.joined", session="S-old", src="serve"),
+                  Event("camera.changed", session="S-old", data={"camera": 7}), p.make("camera.joined", {"camera": "c"})])  # fmt: skip
+    assert [row[1] for row in ledger.conn.execute("SELECT session, camera FROM production_cameras")] == ["c"]
+    from mmx.ledger.projections import rebuild_projections
+
+    ledger.conn.execute("BEGIN")
+    assert rebuild_projections(ledger.conn) == 4
+    ledger.conn.execute("COMMIT")
+    assert ledger.conn.execute("SELECT count(*) FROM production_cameras").fetchone()[0] == 1
+
+
+def test_issue17_item1_a_refused_batch_is_split_and_only_the_refused_row_is_reported(ledger):
+    from mmx.ledger.ingest import write_splitting
+    from mmx.ledger.projections import Batch
+    from mmx.ledger.store import event_row
+
+    p = Producer("serve", session="S")
+    batch = Batch()
+    for i, event in enumerate([p.make("director.cut", {"to": f"cam-{i}"}) for i in range(9)]):
+        batch.add(event_row(event), event.data)
+        batch.lines.append(i + 1)
+    batch.rows[4] = (*batch.rows[4][:5], 1 << 64, batch.rows[4][6])  # a producer seq SQLite cannot hold
+    refused: list[EventError] = []
+    results = list(write_splitting(ledger, batch, refused.append))
+    assert [e.line for e in refused] == [5] and "integer" in refused[0].message.lower()
+    assert sum(r.inserted for r in results) == 8 == ledger.count()
+    cams = [r[0] for r in ledger.conn.execute("SELECT camera FROM production_director_events ORDER BY event_seq")]
+    assert cams == [f"cam-{i}" for i in range(9) if i != 4]

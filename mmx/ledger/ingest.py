@@ -33,6 +33,7 @@ from mmx.events import MAX_LINE_BYTES, certainly_valid, decode
 from mmx.ledger.store import (
     DEFAULT_BATCH_SIZE,
     DEFAULT_INTERVAL_MS,
+    BatchRefused,
     BatchResult,
     Ledger,
     PushStats,
@@ -134,7 +135,7 @@ class BatchReader:
         overlong = False  # discarding the remainder of a line longer than max_line
         deadline = 0.0
         pending = self.pending
-        rows, director, stills = pending.rows, pending.director, pending.stills
+        rows, director, stills, lines_of = pending.rows, pending.director, pending.stills, pending.lines
         while True:
             timeout = None
             if rows:
@@ -142,7 +143,7 @@ class BatchReader:
                 if timeout <= 0:
                     yield pending
                     pending = self.pending = Batch()
-                    rows, director, stills = pending.rows, pending.director, pending.stills
+                    rows, director, stills, lines_of = pending.rows, pending.director, pending.stills, pending.lines
                     continue
             chunk = self._read(timeout)
             if chunk is None:  # the deadline passed while the source stayed silent
@@ -206,11 +207,12 @@ class BatchReader:
                 if not rows:
                     deadline = monotonic() + self.interval_s
                 rows.append(row)
+                lines_of.append(line_no)
                 if len(rows) >= batch_size:
                     self.line_no = line_no
                     yield pending
                     pending = self.pending = Batch()
-                    rows, director, stills = pending.rows, pending.director, pending.stills
+                    rows, director, stills, lines_of = pending.rows, pending.director, pending.stills, pending.lines
             self.line_no = line_no
             if self.stopped_by is not None or not chunk:
                 break
@@ -232,6 +234,11 @@ def push_stream(
 ) -> PushStats:
     """Store the events of a JSON Lines stream in ``ledger``; returns the totals.
 
+    A batch the store refuses (`BatchRefused`: a row broke a constraint) is split until the
+    refused rows are alone; every other row is stored and each refused one is reported as a
+    bad line (``line N: the ledger refused …``): one bad event never costs the rest of the
+    input.
+
     Commits every ``batch_size`` events or ``interval_ms`` after the first pending event,
     whichever comes first; ``on_commit`` runs after each commit (after the ledger's own
     hooks) — ``--echo`` writes there, so what it writes is durable. Bad lines go to
@@ -243,22 +250,57 @@ def push_stream(
     stats = PushStats()
     reader = BatchReader(fp, batch_size=batch_size, interval_ms=interval_ms, max_line_bytes=max_line_bytes,
                          on_error=on_error, strict=strict)  # fmt: skip
+    refused: list[EventError] = []
+
+    def write(batch: Batch) -> None:
+        for result in write_splitting(ledger, batch, refused.append if on_error is None else _both(refused.append, on_error)):
+            stats.add(result)
+            if on_commit is not None:
+                on_commit(result)
+
     try:
         for batch in reader:
-            result = ledger.write_batch(batch)
-            stats.add(result)
-            if on_commit is not None:
-                on_commit(result)
+            write(batch)
+            if strict and refused:
+                break
     except KeyboardInterrupt:
         if reader.pending.rows:
-            result = ledger.write_batch(reader.pending)
-            stats.add(result)
-            if on_commit is not None:
-                on_commit(result)
+            write(reader.pending)
         raise
     finally:
-        stats.bad_lines = reader.bad_lines
+        stats.bad_lines = reader.bad_lines + len(refused)
+    if strict and refused and reader.stopped_by is None:
+        reader.stopped_by = refused[0]
     if reader.stopped_by is not None:
         raise DataError(f"stopped at the first bad line ({reader.stopped_by.message})",
                         hint="without --strict bad lines are reported and the rest is stored")  # fmt: skip
     return stats
+
+
+def _both(first: Callable[[EventError], None], second: Callable[[EventError], None]) -> Callable[[EventError], None]:
+    def call(error: EventError) -> None:
+        first(error)
+        second(error)
+
+    return call
+
+
+def write_splitting(ledger: Ledger, batch: Batch, on_refused: Callable[[EventError], None]) -> Iterator[BatchResult]:
+    """Write ``batch``; when the store refuses it, write its halves (recursively) instead.
+
+    Yields the result of each committed (sub-)batch in input order; each row the store
+    refuses on its own goes to ``on_refused`` as an EventError with its line number. Costs
+    one extra transaction per halving, only on the failure path (about 2·log2(n) for one
+    refused row in n).
+    """
+    try:
+        yield ledger.write_batch(batch)
+        return
+    except BatchRefused as exc:
+        if len(batch) == 1:
+            reason = str(exc.__cause__ or exc)
+            on_refused(EventError(f"the ledger refused event {batch.rows[0][0]!r}: {reason}", line=batch.line_of(0)))
+            return
+    half = len(batch) // 2
+    yield from write_splitting(ledger, batch.slice(0, half), on_refused)
+    yield from write_splitting(ledger, batch.slice(half, len(batch)), on_refused)
