@@ -331,3 +331,77 @@ def test_issue17_item2_the_fast_path_checks_missing_data_like_decode(tmp_path):
     assert "warning: line 1: director.cut: missing data field 'to'" in result.stderr
     assert "warning: line 2: director.cut: missing data field 'to'" in result.stderr
     assert [r[0] for r in sqlite3.connect(path).execute("SELECT id FROM events")] == ["c3"]
+
+
+_DEEP = b"[" * 300 + b"]" * 300
+
+
+def _extreme_lines() -> list[bytes]:
+    """What an older mmx stored: ts of 1e20 and +-1e308, data nested 300 deep."""
+    def line(i: int, etype: str, ts: str, data: bytes) -> bytes:
+        return (b'{"v":1,"id":"x%d","seq":%d,"ts":%s,"type":"%s","session":"01EXTREME","src":"serve","data":%s}'
+                % (i, i, ts.encode(), etype.encode(), data))  # fmt: skip
+
+    return [
+        line(1, "session.started", "1e20", b'{"title":"extreme"}'),
+        line(2, "camera.joined", "1795264000.0", b'{"camera":"cam-1","placement":{"azimuth_deg":"left"}}'),
+        line(3, "director.cut", "1e308", b'{"to":"cam-1"}'),
+        line(4, "director.cut", "-1e308", b'{"to":"cam-2"}'),
+        line(5, "director.cut", "1795264001.0", b'{"to":"cam-1","deep":' + _DEEP + b"}"),
+        line(6, "still.marker", "1795264002.0", b'{"label":' + _DEEP + b"}"),
+        line(7, "director.cut", "1795264003.0", b'{"to":"cam-2"}'),
+        line(8, "session.ended", "1e20", b'{"reason":"operator","state":{"deep":' + _DEEP + b"}}"),
+    ]
+
+
+@pytest.fixture
+def extreme(tmp_path) -> Path:
+    from mmx.events import Event
+    from mmx.ledger import Ledger
+
+    path = tmp_path / "extreme.sqlite"
+    with Ledger.open(path) as led:  # the library door takes events made in process as they are
+        led.write([Event(type=orjson.loads(raw)["type"], id=orjson.loads(raw)["id"], ts=orjson.loads(raw)["ts"],
+                         session="01EXTREME", src="serve", data=orjson.loads(raw)["data"], raw=raw)
+                   for raw in _extreme_lines()])  # fmt: skip
+    return path
+
+
+def test_issue17_item3_the_door_refuses_extreme_ts_and_deep_data(tmp_path):
+    lines = _extreme_lines()
+    result = run("ledger", "push", "-", "--ledger", str(tmp_path / "l.sqlite"), input=b"\n".join(lines) + b"\n")
+    assert result.exit_code == 65
+    for n, shown in ((1, "1e+20"), (3, "1e+308"), (4, "-1e+308"), (8, "1e+20")):
+        assert f"line {n}: field 'ts' must be Unix seconds from 946684800 to 4102444800 (years 2000 to 2100), got {shown}" in result.stderr
+    assert "line 5: nested deeper than 32 levels" in result.stderr
+    assert "line 6: still.marker: data field 'label' must be a string, got an array" in result.stderr
+    assert "line 2: placement field 'azimuth_deg' must be a number" in result.stderr
+    assert "1 new event stored" in result.stderr
+
+
+@pytest.mark.parametrize("terminal", [True, False], ids=["terminal", "piped"])
+@pytest.mark.parametrize(
+    "args",
+    [["sessions"], ["show", "--last"], ["tail", "--since", "0"], ["export", "--last", "-F", "otio"],
+     ["export", "--last", "-F", "jsonl"], ["export", "--last", "-F", "csv"], ["export", "--last", "-F", "edl"],
+     ["export", "--last", "-F", "fcp7"], ["export", "--last", "-F", "fcpx"]],
+    ids=lambda a: "-".join(a),
+)  # fmt: skip
+def test_issue17_item3_readers_render_extreme_stored_events_defensively(extreme, monkeypatch, args, terminal):
+    import mmx.commands._common as common
+
+    monkeypatch.setattr(common, "stdout_is_terminal", lambda: terminal)
+    result = run("ledger", *args, "--ledger", str(extreme))
+    assert result.exit_code == 0, result.output
+    assert "internal error" not in result.stderr
+    if args[0] == "tail" and terminal:
+        assert "ts=1e+20" in result.stderr and "ts=-1e+308" in result.stderr and 'deep=[[[[[[[["…"]]]]]]]]' in result.stderr
+    if args[0] == "sessions" and terminal:
+        assert "ts=1e+20" in result.stderr
+    if args[0] == "show" and not terminal:
+        summary = orjson.loads(result.stdout)
+        # the out-of-range times are shown as stored but not used: two real cuts, one shot of 2 s
+        assert summary["session"]["started_at"] == 1e20 and summary["counts"]["out_of_range_ts"] == 4
+        assert [s["camera"] for s in summary["shots"]] == ["cam-1", "cam-2"] and summary["program_time_s"] == 2.0
+    if args[-1] == "jsonl":
+        assert [s["camera"] for s in jsonl(result.stdout)] == ["cam-1", "cam-2"]

@@ -373,13 +373,13 @@ def shoot_with_cuts(store: Ledger, n_cuts: int = 20, session: str = SESSION) -> 
     serve = Producer("serve", session=session)
     ghost = Producer("ghost", session=session)
     cams = ["cam-1", "cam-2", "cam-3"]
-    t = 1000.0
+    t = 1_795_264_000.0
     events = [serve.make("session.started", {"title": "Twenty cuts"}, ts=t)]
     for i, cam in enumerate(cams):
         events.append(serve.make("camera.joined", {"camera": cam, "placement": {"azimuth_deg": -60 + 60 * i}},
                                  ts=t + 0.5 + i))  # fmt: skip
     program = "cam-1"
-    t = 1010.0
+    t = 1_795_264_010.0
     for i in range(n_cuts):
         to = cams[(cams.index(program) + 1 + (i // 3) % 2) % 3]
         t += 3.0 + (i % 5) * 1.37
@@ -405,7 +405,7 @@ def test_summary_of_a_shoot(ledger):
     s = queries.session_summary(ledger.conn, SESSION)
     assert s["counts"]["cameras"] == 3 and s["counts"]["cuts"] == 20 and len(s["shots"]) == 21
     assert s["shots"][0]["camera"] == "cam-1" and s["shots"][0]["cut_event"] is None  # on program from the start
-    assert s["program_start"] == 1000.0 and s["program_end"] == s["session"]["completed_at"]
+    assert s["program_start"] == 1_795_264_000.0 and s["program_end"] == s["session"]["completed_at"]
     assert sum(shot["duration_s"] for shot in s["shots"]) == pytest.approx(s["program_time_s"], abs=1e-9)
     assert s["proposal_counts"] == {"proposed": 22, "accepted": 20, "vetoed": 1, "expired": 1, "pending": 0}
     assert s["holds"] == [{"camera": s["shots"][-1]["camera"], "by": "operator", "start": s["holds"][0]["start"],

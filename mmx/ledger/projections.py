@@ -296,7 +296,18 @@ def _sql_value(value: Any) -> Any:
         return value
     if type(value) is bool:
         return int(value)
-    return orjson.dumps(value).decode()
+    return _dumps(value)
+
+
+def _dumps(value: Any) -> str:
+    """JSON text of a data value; nesting beyond what orjson encodes (stored before the
+    contract's MAX_DEPTH, or written in process) is clipped rather than failing the batch."""
+    try:
+        return orjson.dumps(value).decode()
+    except TypeError:
+        from mmx.ledger.text import clip_depth
+
+        return orjson.dumps(clip_depth(value), default=str).decode()
 
 
 def director_row(index: int, session: str | None, ts: float, etype: str, data: dict[str, Any]) -> tuple[Any, ...]:
@@ -420,7 +431,7 @@ def apply_projections(
             run_type, run = etype, []
         envelope = {"_session": session, "_ts": ts, "_seq": seq, "_id": eid, "_src": src}
         if etype == "session.ended":
-            envelope["data_json"] = orjson.dumps(data).decode()
+            envelope["data_json"] = _dumps(data)
         run.append([envelope[name] if name in envelope else _sql_value(data.get(name))
                     for name in _STATE_POSITIONAL[etype][3]])  # fmt: skip
     _upsert(conn, run_type, run)
