@@ -1,22 +1,25 @@
 """Benchmark: `mmx features` against a plain librosa script computing the same arrays.
 
-    /work/venv/bin/python bench/features_bench.py [--minutes 30] [--data ../shared/data]
+    /work/venv/bin/python bench/features_bench.py [--tracks 6] [--runs 5] [--baseline]
 
-Two workloads, each run three ways in fresh processes (imports included, as a user runs
-them): the plain librosa script (one file after another, every array computed from the
-waveform as a tutorial would: ``librosa.load`` at 22050 Hz and at 15360 Hz, melspectrogram,
-onset_strength, beat_track, chroma_stft, mfcc, and EDGE's baseline block), then
-``mmx features --force`` with ``--jobs 1`` and ``--jobs 2``.
+The workload is a library of ``--tracks`` files (default 6: the three real tracks of
+../shared/data/music, then copies of them under other names). Three sides, each in fresh
+processes (imports included, as a user runs them): the plain librosa script (one file after
+another, every array computed from the waveform as a tutorial would: ``librosa.load`` at
+22050 Hz, melspectrogram, onset_strength, beat_track, chroma_stft, mfcc), then
+``mmx features --force --no-baseline`` with ``--jobs 1`` and ``--jobs 2``. With
+``--baseline`` both sides also compute EDGE's baseline block (the plain script loads the
+audio a second time at 15360 Hz; mmx drops ``--no-baseline``).
 
-1. the three real tracks of ../shared/data/music (11.7 min of audio);
-2. copies of them up to ``--minutes`` of audio (default 30).
-
-Prints wall-clock and CPU seconds per audio minute for each, the ratios to the plain script
-(targets: ≤ 1.1× its time with one job, ≥ 1.7× faster with two), the peak RSS of the
-largest single process and the peak RSS summed over the process tree (workers included,
-sampled every 0.1 s), and checks that mmx's arrays equal the plain script's. Wall-clock
-ratios are only meaningful on an otherwise idle machine: the load average is printed with
-every run; CPU seconds are steadier under load but cannot show the parallel speed-up.
+Every side runs once untimed first (warm-up: numba compiles librosa's kernels into its cache
+on the first run, ~19 s that a user pays once), then the sides alternate A B C A B C for
+``--runs`` rounds; the figures are medians with the min–max over the rounds. Goals (issue
+18): ``--jobs 1`` ≤ 1.1× the plain script's wall time, ``--jobs 2`` ≥ 1.7× faster than it.
+Also printed: CPU seconds per audio minute, peak RSS of the largest process and of the
+process tree (workers included, sampled every 0.1 s), the load average before each run,
+and whether mmx's arrays equal the plain script's. Wall-clock ratios mean something only
+on an otherwise idle machine: CPU seconds are steadier under load but cannot show the
+parallel speed-up.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import argparse
 import os
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -47,8 +51,9 @@ PLAIN_SCRIPT = textwrap.dedent('''
     import numpy as np
 
     out = Path(sys.argv[1])
+    with_baseline = sys.argv[2] == "baseline"
     out.mkdir(parents=True, exist_ok=True)
-    for path in sys.argv[2:]:
+    for path in sys.argv[3:]:
         y, sr = librosa.load(path, sr=22050)
         mel = librosa.power_to_db(librosa.feature.melspectrogram(y=y, sr=sr), ref=np.max).T
         onset_env = librosa.onset.onset_strength(y=y, sr=sr)
@@ -56,6 +61,10 @@ PLAIN_SCRIPT = textwrap.dedent('''
         beat_times = librosa.frames_to_time(beat_frames, sr=sr)
         chroma = librosa.feature.chroma_stft(y=y, sr=sr).T
         mfcc = librosa.feature.mfcc(y=y, sr=sr, n_mfcc=20).T
+        if not with_baseline:
+            np.savez(out / (Path(path).stem + ".npz"), mel=mel, onset_env=onset_env, tempo=tempo,
+                     beat_frames=beat_frames, beat_times=beat_times, chroma=chroma, mfcc=mfcc)
+            continue
         # EDGE's baseline_features.py at 30 fps: sr = 30 * 512
         SR = 30 * 512
         data, _ = librosa.load(path, sr=SR)
@@ -128,25 +137,19 @@ def audio_minutes(paths: list[Path]) -> float:
     return sum(sf.info(str(p)).duration for p in paths) / 60.0
 
 
-def make_copies(tracks: list[Path], minutes: float, into: Path) -> list[Path]:
-    """Copies of ``tracks`` (distinct names, same bytes) until they hold ``minutes`` of audio."""
-    import soundfile as sf
-
+def make_library(tracks: list[Path], n: int, into: Path) -> list[Path]:
+    """``n`` files: the real ``tracks``, then copies of them under other names (same bytes)."""
     into.mkdir(parents=True, exist_ok=True)
     out: list[Path] = []
-    total = 0.0
-    i = 0
-    while total < minutes * 60:
+    for i in range(n):
         src = tracks[i % len(tracks)]
-        dst = into / f"copy{i:03d}-{src.name}"
+        dst = into / (src.name if i < len(tracks) else f"copy{i:02d}-{src.name}")
         shutil.copyfile(src, dst)
         out.append(dst)
-        total += sf.info(str(dst)).duration
-        i += 1
     return out
 
 
-def compare(plain_dir: Path, mmx_dir: Path) -> str:
+def compare(plain_dir: Path, mmx_dir: Path, keys: tuple[str, ...]) -> str:
     """Whether mmx's arrays equal the plain script's for every file (max abs difference)."""
     import numpy as np
 
@@ -158,7 +161,7 @@ def compare(plain_dir: Path, mmx_dir: Path) -> str:
         if not plain.exists():
             continue
         with np.load(npz) as a, np.load(plain) as b:
-            for key in ("mel", "onset_env", "beat_frames", "chroma", "mfcc", "baseline"):
+            for key in keys:
                 if a[key].shape != b[key].shape:
                     return f"{key} shape differs for {stem}: {a[key].shape} vs {b[key].shape}"
                 worst = max(worst, float(np.max(np.abs(a[key].astype(np.float64) - b[key]))) if a[key].size else 0.0)
@@ -166,48 +169,63 @@ def compare(plain_dir: Path, mmx_dir: Path) -> str:
     return f"{checked} files, max |difference| {worst:.3g}"
 
 
-def bench(label: str, files: list[Path], work: Path) -> dict[str, float]:
+def spread(values: list[float]) -> str:
+    return f"median {statistics.median(values):6.1f} s (min–max {min(values):.1f}–{max(values):.1f})"
+
+
+def verdict(ok: bool) -> str:
+    return "met" if ok else "short"
+
+
+def bench(files: list[Path], work: Path, *, runs: int, baseline: bool) -> None:
     minutes = audio_minutes(files)
-    listdir = work / f"{label}-audio"
-    if files[0].parent != listdir:
-        listdir.mkdir(parents=True, exist_ok=True)
-        for f in files:
-            link = listdir / f.name
-            if not link.exists():
-                shutil.copyfile(f, link)
-        files = sorted(listdir.iterdir())
+    listdir = files[0].parent
     script = work / "plain_librosa.py"
     script.write_text(PLAIN_SCRIPT)
-    print(f"\n{label}: {len(files)} files, {minutes:.1f} min of audio", flush=True)
-    results: dict[str, tuple[float, float, float, float]] = {}
-    runs = [
-        ("plain librosa", [sys.executable, str(script), str(work / f"{label}-plain"), *map(str, files)]),
-        ("mmx --jobs 1", [sys.executable, "-m", "mmx", "features", str(listdir), "-o", str(work / f"{label}-j1"), "--force", "--jobs", "1"]),
-        ("mmx --jobs 2", [sys.executable, "-m", "mmx", "features", str(listdir), "-o", str(work / f"{label}-j2"), "--force", "--jobs", "2"]),
-    ]  # fmt: skip
-    for name, cmd in runs:
-        load = os.getloadavg()[0]
-        wall, cpu, rss, tree = run_measured(cmd)
-        results[name] = (wall, cpu, rss, tree)
-        print(f"  {name:14s} wall {wall:6.1f} s = {wall / minutes:5.2f} s per audio minute; CPU {cpu:6.1f} s = "
-              f"{cpu / minutes:5.2f} s per audio minute; peak RSS {rss:4.0f} MiB (largest process), "
-              f"{tree:4.0f} MiB (process tree); load average {load:.1f} before", flush=True)  # fmt: skip
-    plain = results["plain librosa"][0]
-    j1, j2 = results["mmx --jobs 1"][0], results["mmx --jobs 2"][0]
-    cpu_plain, cpu_j1 = results["plain librosa"][1], results["mmx --jobs 1"][1]
-    print(f"  CPU time: mmx --jobs 1 uses {cpu_j1 / cpu_plain:.2f}x the plain script's CPU seconds")
-    ok1 = "meets" if j1 <= 1.1 * plain else "MISSES"
-    ok2 = "meets" if plain / j2 >= 1.7 else "MISSES"
-    print(f"  jobs 1: {j1 / plain:.2f}x the plain script's time ({ok1} the ≤ 1.1x target)")
-    print(f"  jobs 2: {plain / j2:.2f}x faster than the plain script ({ok2} the ≥ 1.7x target); "
-          f"{j1 / j2:.2f}x faster than mmx --jobs 1")  # fmt: skip
-    print(f"  same arrays: {compare(work / f'{label}-plain', work / f'{label}-j1')}")
-    return {"plain": plain, "j1": j1, "j2": j2, "minutes": minutes}
+    extra = [] if baseline else ["--no-baseline"]
+    block = "with" if baseline else "without"
+    print(f"\n{len(files)} files, {minutes:.1f} min of audio, {block} the EDGE baseline block", flush=True)
+    sides = {
+        "plain librosa": [sys.executable, str(script), str(work / "plain"), "baseline" if baseline else "-", *map(str, files)],
+        "mmx --jobs 1": [sys.executable, "-m", "mmx", "features", str(listdir), "-o", str(work / "j1"), "--force", "--jobs", "1", *extra],
+        "mmx --jobs 2": [sys.executable, "-m", "mmx", "features", str(listdir), "-o", str(work / "j2"), "--force", "--jobs", "2", *extra],
+    }  # fmt: skip
+    for name, cmd in sides.items():  # warm-up: numba's cache, the page cache
+        wall, *_ = run_measured(cmd)
+        print(f"  warm-up {name:14s} {wall:6.1f} s (not counted)", flush=True)
+    walls: dict[str, list[float]] = {name: [] for name in sides}
+    cpus: dict[str, list[float]] = {name: [] for name in sides}
+    peaks: dict[str, tuple[float, float]] = {}
+    for r in range(runs):
+        for name, cmd in sides.items():
+            load = os.getloadavg()[0]
+            wall, cpu, rss, tree = run_measured(cmd)
+            walls[name].append(wall)
+            cpus[name].append(cpu)
+            peaks[name] = (max(rss, peaks.get(name, (0, 0))[0]), max(tree, peaks.get(name, (0, 0))[1]))
+            print(f"  round {r + 1} {name:14s} wall {wall:6.1f} s, CPU {cpu:6.1f} s; load average {load:.1f} before", flush=True)
+    print()
+    for name in sides:
+        print(f"  {name:14s} wall {spread(walls[name])}, {statistics.median(walls[name]) / minutes:.2f} s per audio minute; "
+              f"CPU median {statistics.median(cpus[name]):.1f} s = {statistics.median(cpus[name]) / minutes:.2f} s per audio minute; "
+              f"peak RSS {peaks[name][0]:.0f} MiB (largest process), {peaks[name][1]:.0f} MiB (process tree)")  # fmt: skip
+    plain = statistics.median(walls["plain librosa"])
+    j1, j2 = statistics.median(walls["mmx --jobs 1"]), statistics.median(walls["mmx --jobs 2"])
+    ratio1 = [a / b for a, b in zip(walls["mmx --jobs 1"], walls["plain librosa"])]
+    ratio2 = [b / a for a, b in zip(walls["mmx --jobs 2"], walls["plain librosa"])]
+    print(f"  jobs 1: {j1 / plain:.2f}x the plain script's time (per round {min(ratio1):.2f}–{max(ratio1):.2f}); "
+          f"goal ≤ 1.1x: {verdict(j1 <= 1.1 * plain)}")  # fmt: skip
+    print(f"  jobs 2: {plain / j2:.2f}x faster than the plain script (per round {min(ratio2):.2f}–{max(ratio2):.2f}); "
+          f"goal ≥ 1.7x: {verdict(plain / j2 >= 1.7)}; {j1 / j2:.2f}x faster than mmx --jobs 1")  # fmt: skip
+    keys = ("mel", "onset_env", "beat_frames", "chroma", "mfcc", *(("baseline",) if baseline else ()))
+    print(f"  same arrays: {compare(work / 'plain', work / 'j1', keys)}")
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--minutes", type=float, default=30.0, help="audio minutes of the repeated workload (0 skips it)")
+    ap.add_argument("--tracks", type=int, default=6, help="files in the library (the real tracks, then copies)")
+    ap.add_argument("--runs", type=int, default=5, help="timed rounds of A B C after the warm-up")
+    ap.add_argument("--baseline", action="store_true", help="both sides also compute EDGE's baseline block")
     ap.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data", help="the shared real-data folder")
     args = ap.parse_args()
     tracks = sorted((args.data / "music").glob("*.ogg"))
@@ -216,10 +234,8 @@ def main() -> None:
     print(f"mmx features benchmark on {os.cpu_count()} CPUs; load average {os.getloadavg()[0]:.2f} at start")
     with tempfile.TemporaryDirectory(prefix="mmx-features-bench-") as tmp:
         work = Path(tmp)
-        bench("three-tracks", tracks, work)
-        if args.minutes > 0:
-            copies = make_copies(tracks, args.minutes, work / "repeated-audio")
-            bench("repeated", copies, work)
+        files = make_library(tracks, max(args.tracks, 1), work / "library")
+        bench(files, work, runs=max(args.runs, 1), baseline=args.baseline)
     print(f"\nload average {os.getloadavg()[0]:.2f} at the end (other work on the machine slows every figure)")
 
 

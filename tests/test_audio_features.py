@@ -14,6 +14,7 @@ from mmx.audio.batch import FeatureRun, collect_audio
 from mmx.audio.features import FeatureParams, extract_features, load_audio, tempo_from_beats
 from mmx.errors import DataError, InputMissingError
 
+
 from .audio_fixtures import click_signal, sha256, write_click, write_truncated_ogg
 
 FRAME_S = 512 / 22050  # one audio frame at sr 22050, hop 512
@@ -279,3 +280,20 @@ def test_real_tracks_with_two_jobs(shared_data, tmp_path):
     assert intro["tempo_librosa_bpm"] == pytest.approx(92, abs=2)  # README: librosa beat_track ≈ 92 BPM
     assert intro["tempo_bpm"] == pytest.approx(intro["tempo_librosa_bpm"], rel=0.05)
     assert not any(name.endswith(".tmp") for name in os.listdir(tmp_path / "features"))
+
+
+def test_workers_take_the_longest_files_first(tmp_path):
+    """Longest-first scheduling is by duration, not file size: a short WAV outweighs a long FLAC in bytes."""
+    from mmx.audio.batch import audio_seconds
+
+    write_click(tmp_path / "short.wav", seconds=1.0)
+    write_click(tmp_path / "long.flac", seconds=4.0)
+    (tmp_path / "junk.wav").write_bytes(b"not audio")
+    files = [tmp_path / "short.wav", tmp_path / "long.flac", tmp_path / "junk.wav"]
+    assert audio_seconds(files[0]) == pytest.approx(1.0) and audio_seconds(files[1]) == pytest.approx(4.0)
+    assert audio_seconds(files[2]) == 0.0
+    with FeatureRun(files, out_dir=tmp_path / "out", jobs=2) as run:
+        submitted = list(run._futures.values())
+        results = list(run)
+    assert [p.name for p in submitted] == ["long.flac", "short.wav", "junk.wav"]
+    assert sorted(r.error is None for r in results) == [False, True, True]

@@ -129,3 +129,21 @@ def test_ctrl_c_stops_the_workers_and_leaves_nothing_partial(tmp_path):
     # no artifact under its final name unless whole
     for npz in out.glob("*.npz") if out.exists() else []:
         read_features(npz)
+
+
+def test_no_baseline_skips_the_edge_block_and_keeps_the_rest(music, tmp_path):
+    runner = CliRunner()
+    full = runner.invoke(app, ["features", str(music / "one.wav"), "-o", str(tmp_path / "full")])
+    lean = runner.invoke(app, ["features", str(music / "one.wav"), "-o", str(tmp_path / "lean"), "--no-baseline"])
+    assert full.exit_code == 0 and lean.exit_code == 0, lean.stderr
+    a = read_features(_lines(full.stdout)[0]["npz"])
+    b = read_features(_lines(lean.stdout)[0]["npz"])
+    assert a["baseline"].shape[0] > 0 and a["baseline"].shape[1] == 35
+    assert b["baseline"].shape == (0, 35)
+    for key in ("mel", "onset_env", "chroma", "mfcc", "beat_frames"):
+        assert (a[key] == b[key]).all(), key
+    assert a["params_hash"] != b["params_hash"]
+    assert json.loads(b["params"])["baseline"] is False and "baseline" not in json.loads(a["params"])
+    # the lean artifact is not taken for a full one: asking again without the flag redoes it
+    again = runner.invoke(app, ["features", str(music / "one.wav"), "-o", str(tmp_path / "lean")])
+    assert [r["skipped"] for r in _lines(again.stdout)] == [False]

@@ -46,3 +46,13 @@ def test_man_pages_are_not_stale():
     result = subprocess.run([sys.executable, str(ROOT / "scripts" / "gen_man.py"), "--check"],
                             capture_output=True, text=True)  # fmt: skip
     assert result.returncode == 0, result.stderr
+
+
+
+@pytest.mark.parametrize("path", _commands(), ids=lambda p: " ".join(["mmx", *p]))
+def test_help_examples_keep_one_command_per_line(path):
+    """Click rewraps a paragraph unless \\b opens it: an 'Examples:' heading glued to its
+    \\b block squashes every example onto the heading's line."""
+    result = CliRunner().invoke(app, [*path, "--help"], terminal_width=200)
+    squashed = [ln for ln in result.output.splitlines() if ln.strip().startswith("Examples:") and ln.strip() != "Examples:"]
+    assert not squashed, squashed

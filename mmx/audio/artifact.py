@@ -18,7 +18,8 @@ audio frame ``k`` sits at ``t = k * hop_length / sr`` seconds from the start of 
     mfcc               (n_frames, 20)   float32  20 MFCC
     baseline           (n_base, 35)     float32  EDGE/FACT baseline block at baseline_fps:
                                                  onset envelope (1), MFCC (20), chroma_cens
-                                                 (12), onset-peak one-hot (1), beat one-hot (1)
+                                                 (12), onset-peak one-hot (1), beat one-hot (1);
+                                                 (0, 35) when analysed with --no-baseline
     baseline_fps       ()               float64  frame rate of ``baseline`` (frame k at k / fps)
     baseline_sr        ()               int64    baseline sample rate (``baseline_fps * 512``)
     sha256             ()               str      sha256 of the source file's bytes (hex)

@@ -216,8 +216,9 @@ class FeatureRun:
             self._pool = ProcessPoolExecutor(
                 max_workers=self.jobs, mp_context=_mp_context(), initializer=_init_worker, initargs=(threads,)
             )
-            # longest files first so one long file does not finish alone at the end
-            order = sorted(self.paths, key=_size_or_zero, reverse=True)
+            # longest first (by duration from the header) so one long file does not finish
+            # alone at the end while the other workers idle
+            order = sorted(self.paths, key=audio_seconds, reverse=True)
             self._futures = {
                 self._pool.submit(process_file, p, self.out_dir, self.params, self.force): p for p in order
             }
@@ -250,8 +251,13 @@ class FeatureRun:
                                  exit_code=70)  # fmt: skip
 
 
-def _size_or_zero(path: Path) -> int:
+def audio_seconds(path: Path) -> float:
+    """Duration in seconds from the file's header (soundfile, no decoding); 0 when unreadable
+    (such a file fails at once in its worker, so its place in the order does not matter)."""
+    import soundfile
+
     try:
-        return path.stat().st_size
-    except OSError:
-        return 0
+        info = soundfile.info(str(path))
+        return info.frames / info.samplerate if info.samplerate else 0.0
+    except (RuntimeError, OSError, ValueError, soundfile.LibsndfileError):
+        return 0.0

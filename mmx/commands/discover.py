@@ -91,6 +91,7 @@ def discover(
     summary. 66 when a ROOT does not exist.
 
     Examples:
+
     \b
         mmx discover sessions/ features/ > inventory.jsonl
         mmx discover music/ features/ sessions/ -o inventory.jsonl

@@ -21,6 +21,7 @@ def features(
     jobs: int = typer.Option(1, "-j", "--jobs", min=1, help="Files analysed in parallel, one worker process each."),
     force: bool = typer.Option(False, "--force", help="Recompute even when an artifact with the same content hash and parameters exists."),
     baseline_fps: float = typer.Option(30.0, "--baseline-fps", min=2.0, max=200.0, help="Frame rate of the 35-dim EDGE/FACT baseline block (its sample rate is fps * 512 Hz)."),
+    no_baseline: bool = typer.Option(False, "--no-baseline", help="Skip the EDGE/FACT baseline block (stored empty, shape (0, 35)); about a third faster."),
 ) -> None:  # fmt: skip
     """Compute music features (mel, onset envelope, beats, chroma, MFCC) into one .npz per audio file.
 
@@ -81,6 +82,7 @@ def features(
     OUT/<stem>-<sha256[:12]>.npz, one per audio file.
 
     Examples:
+
     \b
         mmx features music/ -o features/
         mmx features music/ -o features/ --jobs 2
@@ -102,7 +104,7 @@ def features(
     if not paths:
         raise DataError("no audio files found in " + ", ".join(inputs),
                         hint="give audio files or directories holding .wav/.flac/.ogg/.mp3 files")  # fmt: skip
-    params = FeatureParams(baseline_fps=baseline_fps)
+    params = FeatureParams(baseline_fps=baseline_fps, baseline=not no_baseline)
 
     failed: list[MmxError | str] = []
     codes: list[int] = []
