@@ -257,7 +257,7 @@ def _propose(shoot, pid: str, to: str, *, cut_in_s: float = 30.0) -> None:
 def test_a_posted_proposal_shows_in_the_banner_enter_accepts_esc_vetoes(shoot, browser):
     _propose(shoot, "prop-accept", "cam-3")
     wait_js(browser, "return document.querySelector('#ghost-banner').dataset.proposal === 'prop-accept'", 10, "the banner")
-    assert js(browser, "return document.querySelector('[data-camera=\"cam-3\"]').dataset.proposed") == "true"
+    wait_js(browser, "return document.querySelector('[data-camera=\"cam-3\"]').dataset.proposed === 'true'", 5, "green tally on cam-3")
     headline = js(browser, "return document.querySelector('#ghost-headline').textContent")
     assert "cam-1 → cam-3" in headline and "0.83" in headline
     reasons = js(browser, "return [...document.querySelectorAll('#ghost-reasons li')].map(l => l.textContent)")

@@ -41,6 +41,9 @@ export class CoverageMap {
     this.data = null;
     this.timer = null;
     this.drag = null;
+    this.marks = new Map();  // camera -> <g data-camera>
+    this.layer = svg("g", { "data-role": "map" });
+    this.svg.append(this.layer);
     this.svg.addEventListener("pointermove", (ev) => this.onMove(ev));
     this.svg.addEventListener("pointerup", (ev) => this.onUp(ev));
     this.svg.addEventListener("pointercancel", () => { this.drag = null; this.render(); });
@@ -77,6 +80,18 @@ export class CoverageMap {
     const d = (cam.placement || {}).distance_m;
     const m = typeof d === "number" && d > 0 ? d : DEFAULT_DISTANCE_M;
     return Math.max(R_MIN, Math.min(R_MAX, (m / this.scaleM()) * R_MAX));
+  }
+
+  mark(camera) {
+    let m = this.marks.get(camera);
+    if (m) return m;
+    m = svg("g", { "data-camera": camera });
+    const label = svg("text");
+    label.textContent = camera.replace(/^cam-/, "");
+    m.append(svg("title"), svg("circle", { r: 0.085 }), label, svg("text", { class: "caption", y: 0.145 }));
+    m.addEventListener("pointerdown", (ev) => this.onDown(ev, camera));
+    this.marks.set(camera, m);
+    return m;
   }
 
   toSvg(ev) {
@@ -162,25 +177,17 @@ export class CoverageMap {
       const [bx, by] = [x + -Math.sin(rad(back + fov / 2)) * len, y + Math.cos(rad(back + fov / 2)) * len];
       const cls = app.program === camera ? " program" : proposed === camera ? " proposed" : "";
       g.push(svg("path", { class: "wedge" + cls, d: `M ${x} ${y} L ${ax} ${ay} A ${len} ${len} 0 0 ${fov > 180 ? 1 : 0} ${bx} ${by} Z`, "data-wedge": camera }));
-      const mark = svg("g", {
-        class: "mark" + cls + (dup.has(camera) ? " duplicate" : "") + (cam.status === "live" ? "" : " lost"),
-        "data-camera": camera, transform: `translate(${x.toFixed(4)} ${y.toFixed(4)})`,
-      });
-      const title = svg("title");
-      title.textContent = `${camera}${cam.name ? " · " + cam.name : ""}: ${Math.round(az)}°, FOV ${Math.round(fov)}°${dup.has(camera) ? " (duplicate angle)" : ""}`;
-      mark.append(title, svg("circle", { r: 0.085 }));
-      const label = svg("text");
-      label.textContent = camera.replace(/^cam-/, "");
-      mark.append(label);
-      if (pl.label) {
-        const cap = svg("text", { class: "caption", y: 0.145 });
-        cap.textContent = pl.label;
-        mark.append(cap);
-      }
-      mark.addEventListener("pointerdown", (ev) => this.onDown(ev, camera));
+      // marks are kept across renders (a drag or a test holds on to them), only updated
+      const mark = this.mark(camera);
+      mark.setAttribute("class", "mark" + cls + (dup.has(camera) ? " duplicate" : "") + (cam.status === "live" ? "" : " lost"));
+      mark.setAttribute("transform", `translate(${x.toFixed(4)} ${y.toFixed(4)})`);
+      mark.querySelector("title").textContent = `${camera}${cam.name ? " · " + cam.name : ""}: ${Math.round(az)}°, FOV ${Math.round(fov)}°${dup.has(camera) ? " (duplicate angle)" : ""}`;
+      mark.querySelector(".caption").textContent = pl.label || "";
       marks.push(mark);
     }
-    this.svg.replaceChildren(...g, ...marks);
+    for (const [camera, m] of this.marks) if (!marks.includes(m)) { m.remove(); this.marks.delete(camera); }
+    this.layer.replaceChildren(...g);
+    for (const m of marks) if (m.parentNode !== this.svg) this.svg.append(m);
     // unplaced cameras: chips to drag onto the map (not [data-camera]: only placed cameras are marks)
     const chips = parked.sort().map((camera) => {
       const s = document.createElement("span");
