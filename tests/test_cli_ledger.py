@@ -79,8 +79,8 @@ def test_echo_writes_exactly_the_stored_events(tmp_path):
 def test_bad_lines_are_reported_stored_around_and_exit_65(tmp_path):
     p = Producer("serve", session="S")
     good = [encode(p.make("director.cut", {"to": f"cam-{i}"})) for i in range(4)]
-    bad = [b"{nope\n", b'[{"type":"x"}]\n', b'{"id":"a","ts":1}\n', b'{"type":"director.cut","id":"b","ts":1,"data":{"to":1}}\n',
-           b'{"type":"x","id":"\xc3\x28","ts":1}\n', b'{"type":"x","id":"c","ts":1,"d":"' + b"z" * (10 << 20) + b'"}\n']  # fmt: skip
+    bad = [b"{nope\n", b'[{"type":"x"}]\n', b'{"id":"a","ts":1795264001}\n', b'{"type":"director.cut","id":"b","ts":1795264001,"data":{"to":1}}\n',
+           b'{"type":"x","id":"\xc3\x28","ts":1795264001}\n', b'{"type":"x","id":"c","ts":1795264001,"d":"' + b"z" * (10 << 20) + b'"}\n']  # fmt: skip
     data = b"".join(x for pair in zip(good + [b""] * 2, bad, strict=True) for x in pair)
     src = tmp_path / "mixed.jsonl"
     src.write_bytes(data)
@@ -269,3 +269,139 @@ def test_human_views_on_a_terminal(shoot, monkeypatch):
     tail = run("ledger", "tail", "--since", "78", "--ledger", str(shoot))
     lines = [ln for ln in tail.stderr.splitlines() if ln.strip()]
     assert len(lines) == 2 and "director.cut" in lines[0] and "session.ended" in lines[1] and tail.stdout == ""
+
+
+# -- issue 17: faults found by probing ---------------------------------------------------------
+
+
+def _camera_lines(n_good: int = 50) -> tuple[list[bytes], int]:
+    """Valid events with a session around one camera.joined that has a session and no data;
+    returns the lines and the bad one's line number."""
+    p = Producer("serve", session="01SESSIONITEM1")
+    lines = [encode(p.make("session.started", {"title": "item 1"}))]
+    lines += [encode(p.make("director.cut", {"to": f"cam-{i % 3}"})) for i in range(n_good)]
+    bad_at = len(lines) + 1
+    lines.append(b'{"v":1,"id":"cam-nodata","seq":999,"ts":1795264000.5,"type":"camera.joined","session":"01SESSIONITEM1","src":"serve"}\n')
+    lines += [encode(p.make("camera.joined", {"camera": f"cam-{i}"})) for i in range(n_good)]
+    return lines, bad_at
+
+
+@pytest.mark.parametrize("etype", ["camera.joined", "camera.left", "camera.changed"])
+def test_issue17_item1_camera_event_with_session_and_no_data_is_rejected_at_validation(tmp_path, etype):
+    lines, bad_at = _camera_lines()
+    lines[bad_at - 1] = lines[bad_at - 1].replace(b"camera.joined", etype.encode())
+    path = tmp_path / "l.sqlite"
+    # one batch holds all of it: before the fix the batch rolled back and the push exited 74
+    result = run("ledger", "push", "-", "--ledger", str(path), "--batch-size", "20000", input=b"".join(lines))
+    assert result.exit_code == 65, result.output
+    assert f"warning: line {bad_at}: {etype}: missing data field 'camera'" in result.stderr
+    assert f"{len(lines) - 1} new events stored" in result.stderr and "1 bad line" in result.stderr
+    db = sqlite3.connect(path)
+    assert db.execute("SELECT count(*) FROM events").fetchone()[0] == len(lines) - 1
+    assert db.execute("SELECT count(*) FROM events WHERE id = 'cam-nodata'").fetchone()[0] == 0
+
+
+def test_issue17_item1_a_batch_the_store_refuses_does_not_lose_the_rest_of_the_input(tmp_path):
+    lines, _ = _camera_lines()
+    lines = [line for line in lines if b"cam-nodata" not in line]
+    path = tmp_path / "l.sqlite"
+    assert run("ledger", "push", str(EXAMPLE), "--ledger", str(path)).exit_code == 0
+    # a row the store itself refuses (whatever the validator let through): the batch is split
+    poison = orjson.loads(lines[20])["id"]
+    db = sqlite3.connect(path)
+    db.execute(f"CREATE TRIGGER poison BEFORE INSERT ON events WHEN NEW.id = '{poison}' "
+               "BEGIN SELECT RAISE(ABORT, 'poisoned row'); END")  # fmt: skip
+    db.commit()
+    result = run("ledger", "push", "-", "--ledger", str(path), "--echo", input=b"".join(lines))
+    assert result.exit_code == 65, result.output
+    assert f"warning: line 21: the ledger refused event '{poison}': poisoned row" in result.stderr
+    assert db.execute("SELECT count(*) FROM events").fetchone()[0] == 80 + len(lines) - 1
+    # every other line is stored, echoed once, and projected
+    assert result.stdout.encode() == b"".join(line for i, line in enumerate(lines) if i != 20)
+    assert db.execute("SELECT count(*) FROM production_cameras WHERE session = '01SESSIONITEM1'").fetchone()[0] == 50
+
+
+def test_issue17_item2_the_fast_path_checks_missing_data_like_decode(tmp_path):
+    path = tmp_path / "l.sqlite"
+    lines = [b'{"v":1,"id":"c1","ts":1795264001,"type":"director.cut"}\n',
+             b'{"v":1,"id":"c2","ts":1795264001,"type":"director.cut","data":{}}\n',
+             b'{"v":1,"id":"c3","ts":1795264001,"type":"director.cut","data":{"to":"cam-1"}}\n']  # fmt: skip
+    result = run("ledger", "push", "-", "--ledger", str(path), input=b"".join(lines))
+    assert result.exit_code == 65
+    assert "warning: line 1: director.cut: missing data field 'to'" in result.stderr
+    assert "warning: line 2: director.cut: missing data field 'to'" in result.stderr
+    assert [r[0] for r in sqlite3.connect(path).execute("SELECT id FROM events")] == ["c3"]
+
+
+_DEEP = b"[" * 300 + b"]" * 300
+
+
+def _extreme_lines() -> list[bytes]:
+    """What an older mmx stored: ts of 1e20 and +-1e308, data nested 300 deep."""
+    def line(i: int, etype: str, ts: str, data: bytes) -> bytes:
+        return (b'{"v":1,"id":"x%d","seq":%d,"ts":%s,"type":"%s","session":"01EXTREME","src":"serve","data":%s}'
+                % (i, i, ts.encode(), etype.encode(), data))  # fmt: skip
+
+    return [
+        line(1, "session.started", "1e20", b'{"title":"extreme"}'),
+        line(2, "camera.joined", "1795264000.0", b'{"camera":"cam-1","placement":{"azimuth_deg":"left"}}'),
+        line(3, "director.cut", "1e308", b'{"to":"cam-1"}'),
+        line(4, "director.cut", "-1e308", b'{"to":"cam-2"}'),
+        line(5, "director.cut", "1795264001.0", b'{"to":"cam-1","deep":' + _DEEP + b"}"),
+        line(6, "still.marker", "1795264002.0", b'{"label":' + _DEEP + b"}"),
+        line(7, "director.cut", "1795264003.0", b'{"to":"cam-2"}'),
+        line(8, "session.ended", "1e20", b'{"reason":"operator","state":{"deep":' + _DEEP + b"}}"),
+    ]
+
+
+@pytest.fixture
+def extreme(tmp_path) -> Path:
+    from mmx.events import Event
+    from mmx.ledger import Ledger
+
+    path = tmp_path / "extreme.sqlite"
+    with Ledger.open(path) as led:  # the library door takes events made in process as they are
+        led.write([Event(type=orjson.loads(raw)["type"], id=orjson.loads(raw)["id"], ts=orjson.loads(raw)["ts"],
+                         session="01EXTREME", src="serve", data=orjson.loads(raw)["data"], raw=raw)
+                   for raw in _extreme_lines()])  # fmt: skip
+    return path
+
+
+def test_issue17_item3_the_door_refuses_extreme_ts_and_deep_data(tmp_path):
+    lines = _extreme_lines()
+    result = run("ledger", "push", "-", "--ledger", str(tmp_path / "l.sqlite"), input=b"\n".join(lines) + b"\n")
+    assert result.exit_code == 65
+    for n, shown in ((1, "1e+20"), (3, "1e+308"), (4, "-1e+308"), (8, "1e+20")):
+        assert f"line {n}: field 'ts' must be Unix seconds from 946684800 to 4102444800 (years 2000 to 2100), got {shown}" in result.stderr
+    assert "line 5: nested deeper than 32 levels" in result.stderr
+    assert "line 6: still.marker: data field 'label' must be a string, got an array" in result.stderr
+    assert "line 2: placement field 'azimuth_deg' must be a number" in result.stderr
+    assert "1 new event stored" in result.stderr
+
+
+@pytest.mark.parametrize("terminal", [True, False], ids=["terminal", "piped"])
+@pytest.mark.parametrize(
+    "args",
+    [["sessions"], ["show", "--last"], ["tail", "--since", "0"], ["export", "--last", "-F", "otio"],
+     ["export", "--last", "-F", "jsonl"], ["export", "--last", "-F", "csv"], ["export", "--last", "-F", "edl"],
+     ["export", "--last", "-F", "fcp7"], ["export", "--last", "-F", "fcpx"]],
+    ids=lambda a: "-".join(a),
+)  # fmt: skip
+def test_issue17_item3_readers_render_extreme_stored_events_defensively(extreme, monkeypatch, args, terminal):
+    import mmx.commands._common as common
+
+    monkeypatch.setattr(common, "stdout_is_terminal", lambda: terminal)
+    result = run("ledger", *args, "--ledger", str(extreme))
+    assert result.exit_code == 0, result.output
+    assert "internal error" not in result.stderr
+    if args[0] == "tail" and terminal:
+        assert "ts=1e+20" in result.stderr and "ts=-1e+308" in result.stderr and 'deep=[[[[[[[["…"]]]]]]]]' in result.stderr
+    if args[0] == "sessions" and terminal:
+        assert "ts=1e+20" in result.stderr
+    if args[0] == "show" and not terminal:
+        summary = orjson.loads(result.stdout)
+        # the out-of-range times are shown as stored but not used: two real cuts, one shot of 2 s
+        assert summary["session"]["started_at"] == 1e20 and summary["counts"]["out_of_range_ts"] == 4
+        assert [s["camera"] for s in summary["shots"]] == ["cam-1", "cam-2"] and summary["program_time_s"] == 2.0
+    if args[-1] == "jsonl":
+        assert [s["camera"] for s in jsonl(result.stdout)] == ["cam-1", "cam-2"]

@@ -186,6 +186,9 @@ def test_the_local_ledger_gives_the_expected_projections(tmp_path):
 
 
 def _events(fp):  # noqa: ANN001, ANN202
-    from mmx.events import read_events
+    # The adversarial arrivals use small times (ts 100 … 2040) that the validation contract's
+    # door (ts in 2000-2100) now refuses; this test is about the projections, so the lines go
+    # in through the library door, as events made in process do.
+    from mmx.events import _event
 
-    return read_events(fp)
+    return (_event(orjson.loads(line), line.strip()) for line in fp if line.strip())

@@ -81,7 +81,7 @@ def test_every_type_round_trips(etype):
 
 
 def test_unknown_type_and_fields_pass_through_untouched():
-    line = b'{"v":1,"id":"x-1","seq":3,"ts":1.5,"type":"lights.dimmed","src":"dmx","data":{"level":0.3},"extra":[1]}'
+    line = b'{"v":1,"id":"x-1","seq":3,"ts":1795264001.5,"type":"lights.dimmed","src":"dmx","data":{"level":0.3},"extra":[1]}'
     event = decode(line)
     assert event.type == "lights.dimmed"
     assert encode(event) == line + b"\n"
@@ -101,19 +101,19 @@ def test_producer_numbers_seq_and_makes_unique_ulids():
     [
         (b"not json", "not JSON"),
         (b"[1, 2]", "expected a JSON object, got an array"),
-        (b'{"id":"a","ts":1}', "missing field 'type'"),
-        (b'{"id":"a","ts":1,"type":""}', "field 'type' must be a non-empty string"),
-        (b'{"ts":1,"type":"x"}', "missing field 'id'"),
-        (b'{"id":"' + b"a" * 129 + b'","ts":1,"type":"x"}', "field 'id' must be a string of 1 to 128 characters"),
+        (b'{"id":"a","ts":1795264001}', "missing field 'type'"),
+        (b'{"id":"a","ts":1795264001,"type":""}', "field 'type' must be a non-empty string"),
+        (b'{"ts":1795264001,"type":"x"}', "missing field 'id'"),
+        (b'{"id":"' + b"a" * 129 + b'","ts":1795264001,"type":"x"}', "field 'id' must be a string of 1 to 128 characters"),
         (b'{"id":"a","type":"x"}', "missing field 'ts'"),
         (b'{"id":"a","ts":"now","type":"x"}', "field 'ts' must be a finite number"),
-        (b'{"id":"a","ts":1,"type":"x","seq":"7"}', "field 'seq' must be a number, got a string"),
-        (b'{"id":"a","ts":1,"type":"x","data":[]}', "field 'data' must be an object, got an array"),
-        (b'{"id":"a","ts":1,"type":"director.cut","data":{"to":3}}', "director.cut: data field 'to' must be a string, got a number"),
-        (b'{"id":"a","ts":1,"type":"director.cut","data":{}}', "director.cut: missing data field 'to'"),
-        (b'{"id":"a","ts":1,"type":"camera.ack","data":{"camera":"c","command_id":"x","ok":1}}', "data field 'ok' must be a boolean"),
-        (b'{"id":"a","ts":1,"type":"camera.changed","data":{"camera":"c","placement":{"azimuth_deg":"left"}}}', "placement field 'azimuth_deg' must be a number"),
-        (b'{"id":"a","ts":1,"type":"x"}\xff', "not JSON: not valid UTF-8"),
+        (b'{"id":"a","ts":1795264001,"type":"x","seq":"7"}', "field 'seq' must be a number, got a string"),
+        (b'{"id":"a","ts":1795264001,"type":"x","data":[]}', "field 'data' must be an object, got an array"),
+        (b'{"id":"a","ts":1795264001,"type":"director.cut","data":{"to":3}}', "director.cut: data field 'to' must be a string, got a number"),
+        (b'{"id":"a","ts":1795264001,"type":"director.cut","data":{}}', "director.cut: missing data field 'to'"),
+        (b'{"id":"a","ts":1795264001,"type":"camera.ack","data":{"camera":"c","command_id":"x","ok":1}}', "data field 'ok' must be a boolean"),
+        (b'{"id":"a","ts":1795264001,"type":"camera.changed","data":{"camera":"c","placement":{"azimuth_deg":"left"}}}', "placement field 'azimuth_deg' must be a number"),
+        (b'{"id":"a","ts":1795264001,"type":"x"}\xff', "not JSON: not valid UTF-8"),
     ],
 )
 def test_bad_lines_are_reported_with_their_reason(line, reason):
@@ -175,6 +175,92 @@ def test_writer_flushes_every_record():
 
 
 def test_from_dict_defaults():
-    event = from_dict({"id": "u-1", "ts": 2, "type": "x"})
+    event = from_dict({"id": "u-1", "ts": 1795264002, "type": "x"})
     assert (event.data, event.seq, event.session, event.src, event.v) == ({}, None, None, "", 1)
     assert orjson.loads(event.encode())["type"] == "x"
+
+
+# -- the validation contract (issue 17) -------------------------------------------------------
+
+from mmx.events import (  # noqa: E402
+    MAX_DEPTH,
+    MAX_LINE_BYTES,
+    MAX_NAME_LENGTH,
+    MAX_STRING_LENGTH,
+    TS_MAX,
+    TS_MIN,
+    certainly_valid,
+    check_event,
+    validate,
+)
+
+
+def _nested(depth: int) -> object:
+    value: object = 1
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+def _line(**fields) -> bytes:
+    return orjson.dumps({"v": 1, "id": "c-1", "ts": 1795264000.5, "type": "x", **fields})
+
+
+@pytest.mark.parametrize(
+    ("line", "reason"),
+    [
+        (_line(ts=1e20), "field 'ts' must be Unix seconds from 946684800 to 4102444800 (years 2000 to 2100), got 1e+20"),
+        (_line(ts=1e308), "got 1e+308"),
+        (_line(ts=-1e308), "got -1e+308"),
+        (_line(ts=TS_MIN - 1), "field 'ts' must be Unix seconds from"),
+        (_line(ts=TS_MAX + 1), "field 'ts' must be Unix seconds from"),
+        (b'{"id":"d","ts":1795264000,"type":"x","data":{"deep":' + b"[" * 300 + b"]" * 300 + b"}}",
+         f"nested deeper than {MAX_DEPTH} levels"),
+        (_line(data={"deep": _nested(MAX_DEPTH - 1)}), f"nested deeper than {MAX_DEPTH} levels"),
+        (_line(extra=_nested(MAX_DEPTH)), f"nested deeper than {MAX_DEPTH} levels"),
+        (_line(data={"name": "n" * (MAX_STRING_LENGTH + 1)}), f"data.name: string longer than {MAX_STRING_LENGTH} characters"),
+        (_line(data={"k" * (MAX_STRING_LENGTH + 1): 1}), "object key longer than"),
+        (_line(type="t" * (MAX_NAME_LENGTH + 1)), f"field 'type' is longer than {MAX_NAME_LENGTH} characters"),
+        (_line(session="s" * (MAX_NAME_LENGTH + 1)), f"field 'session' is longer than {MAX_NAME_LENGTH} characters"),
+        (_line(src="s" * (MAX_NAME_LENGTH + 1)), f"field 'src' is longer than {MAX_NAME_LENGTH} characters"),
+        (_line(data={"bytes": 1 << 63}), "data.bytes: integer beyond 64 bits"),
+        (_line(seq=(1 << 64) - 1), "field 'seq': integer beyond 64 bits"),
+        (_line(type="camera.joined", session="S"), "camera.joined: missing data field 'camera'"),
+        (_line(type="camera.changed", session="S"), "camera.changed: missing data field 'camera'"),
+        (_line(type="camera.left", session="S"), "camera.left: missing data field 'camera'"),
+        (_line(type="director.cut"), "director.cut: missing data field 'to'"),
+        (b'{"v":1,"id":"x","ts":1795264000,"type":"x","data":{"s":"' + b"a" * MAX_LINE_BYTES + b'"}}',
+         f"line longer than {MAX_LINE_BYTES} bytes"),
+    ],
+)
+def test_the_validation_contract_names_the_limit_broken(line, reason):
+    with pytest.raises(EventError) as info:
+        decode(line, line_no=3)
+    assert info.value.message.startswith("line 3: ")
+    assert reason in info.value.message
+    if len(line) <= MAX_LINE_BYTES:
+        assert not certainly_valid(orjson.loads(line), line)
+        with pytest.raises(EventError):
+            validate(orjson.loads(line))
+
+
+def test_the_contract_accepts_what_is_just_within_its_limits():
+    for line in (
+        _line(ts=TS_MIN), _line(ts=TS_MAX), _line(data={"deep": _nested(MAX_DEPTH - 2)}),
+        _line(data={"name": "n" * MAX_STRING_LENGTH}), _line(data={"bytes": (1 << 63) - 1, "neg": -((1 << 63) - 1)}),
+        _line(type="director.cut", data={"to": None}), _line(type="t" * MAX_NAME_LENGTH),
+    ):  # fmt: skip
+        assert decode(line).raw == line
+
+
+def test_check_event_checks_what_a_producer_built_before_it_goes_on():
+    good = Producer("serve", session="S").make("camera.joined", {"camera": "cam-1", "name": "iPhone"})
+    assert check_event(good) == good.encode()
+    with pytest.raises(EventError, match=f"data.name: string longer than {MAX_STRING_LENGTH} characters"):
+        check_event(Producer("serve").make("camera.joined", {"camera": "cam-1", "name": "n" * 1_200_000}))
+    with pytest.raises(EventError, match=f"event longer than {MAX_LINE_BYTES} bytes encoded"):
+        check_event(Producer("serve").make("x", {f"k{i}": "v" * 60_000 for i in range(20)}))
+    with pytest.raises(EventError, match="field 'ts' must be Unix seconds"):
+        check_event(Event("x", ts=1e20))
+    with pytest.raises(EventError, match="nested deeper than 32 levels"):
+        check_event(Event("x", data={"d": _nested(40)}))

@@ -197,11 +197,11 @@ def test_camera_changes_apply_in_time_order(ledger):
 BAD_LINES = [
     (b"this is not json", "not JSON"),
     (b"[1, 2, 3]", "expected a JSON object, got an array"),
-    (b'{"id": "x1", "ts": 1.0, "data": {}}', "missing field 'type'"),
-    (b'{"type": "director.cut", "id": "x2", "ts": 1.0, "data": {"to": 7}}',
+    (b'{"id": "x1", "ts":1795264001.0, "data": {}}', "missing field 'type'"),
+    (b'{"type": "director.cut", "id": "x2", "ts":1795264001.0, "data": {"to": 7}}',
      "director.cut: data field 'to' must be a string, got a number"),
     (b'{"type": "director.cut", "id": "x3", "ts": "soon", "data": {"to": "cam-1"}}', "field 'ts' must be"),
-    (b'{"type": "still.marker", "id": "\xff\xfe", "ts": 1.0}', "not valid UTF-8"),
+    (b'{"type": "still.marker", "id": "\xff\xfe", "ts":1795264001.0}', "not valid UTF-8"),
 ]  # fmt: skip
 
 
@@ -215,7 +215,7 @@ def test_malformed_lines_are_reported_with_line_numbers_and_the_rest_is_stored(l
         lines.append(bad + b"\n")
         expected[len(lines)] = reason
     lines.append(b"   \r\n")  # blank lines are skipped, not errors
-    lines.append(b'{"type":"x","id":"big","ts":1,"data":{"blob":"' + b"a" * (10 * 1024 * 1024) + b'"}}\n')
+    lines.append(b'{"type":"x","id":"big","ts":1795264001,"data":{"blob":"' + b"a" * (10 * 1024 * 1024) + b'"}}\n')
     expected[len(lines)] = "line longer than 1048576 bytes"
     lines.extend(good[len(BAD_LINES):])
     errors: list[EventError] = []
@@ -243,30 +243,30 @@ def test_last_line_without_newline_and_crlf(ledger):
 
 
 TRICKY = [
-    {"type": "t", "id": "i", "ts": 1},
+    {"type": "t", "id": "i", "ts":1795264001},
     {"type": "t", "id": "i", "ts": True},
-    {"type": "t", "id": "i", "ts": 1, "seq": -1},
-    {"type": "t", "id": "i", "ts": 1, "seq": 1.5},
-    {"type": "t", "id": "i", "ts": 1, "v": "1"},
-    {"type": "t", "id": "i", "ts": 1, "data": None},
-    {"type": "t", "id": "i", "ts": 1, "data": []},
-    {"type": "t", "id": "i", "ts": 1, "src": None},
-    {"type": "t", "id": "i", "ts": 1, "session": 5},
-    {"type": "t", "id": "", "ts": 1},
-    {"type": "t", "id": "x" * 129, "ts": 1},
-    {"type": "", "id": "i", "ts": 1},
-    {"type": "camera.ack", "id": "i", "ts": 1, "data": {"camera": "c", "command_id": "k", "ok": 1}},
-    {"type": "camera.ack", "id": "i", "ts": 1, "data": {"camera": "c", "command_id": "k", "ok": True}},
-    {"type": "director.cut", "id": "i", "ts": 1, "data": {"from": "a"}},
-    {"type": "director.cut", "id": "i", "ts": 1, "data": {"to": None}},
-    {"type": "camera.joined", "id": "i", "ts": 1, "data": {"camera": "c", "placement": {"azimuth_deg": "x"}}},
-    {"type": "camera.joined", "id": "i", "ts": 1, "data": {"camera": "c", "placement": {"azimuth_deg": 3}}},
-    {"type": "camera.joined", "id": "i", "ts": 1, "data": {"camera": "c", "zoom": True}},
-    {"type": "pose.sample", "id": "i", "ts": 1, "data": {"camera": "c", "t": 2.5, "joints": None}},
-    {"type": "still.captured", "id": "i", "ts": 1, "data": {"still": "s"}},
-    {"type": "ghost.proposed", "id": "i", "ts": 1, "data": {"proposal": "p", "to": "c", "score": "high"}},
-    {"type": "ghost.proposed", "id": "i", "ts": 1, "data": {"proposal": "p", "to": "c", "reasons": [1]}},
-    {"type": "camera.ack", "id": "i", "ts": 1.5, "seq": 0, "session": None, "src": "s", "v": 2,
+    {"type": "t", "id": "i", "ts":1795264001, "seq": -1},
+    {"type": "t", "id": "i", "ts":1795264001, "seq": 1.5},
+    {"type": "t", "id": "i", "ts":1795264001, "v": "1"},
+    {"type": "t", "id": "i", "ts":1795264001, "data": None},
+    {"type": "t", "id": "i", "ts":1795264001, "data": []},
+    {"type": "t", "id": "i", "ts":1795264001, "src": None},
+    {"type": "t", "id": "i", "ts":1795264001, "session": 5},
+    {"type": "t", "id": "", "ts":1795264001},
+    {"type": "t", "id": "x" * 129, "ts":1795264001},
+    {"type": "", "id": "i", "ts":1795264001},
+    {"type": "camera.ack", "id": "i", "ts":1795264001, "data": {"camera": "c", "command_id": "k", "ok": 1}},
+    {"type": "camera.ack", "id": "i", "ts":1795264001, "data": {"camera": "c", "command_id": "k", "ok": True}},
+    {"type": "director.cut", "id": "i", "ts":1795264001, "data": {"from": "a"}},
+    {"type": "director.cut", "id": "i", "ts":1795264001, "data": {"to": None}},
+    {"type": "camera.joined", "id": "i", "ts":1795264001, "data": {"camera": "c", "placement": {"azimuth_deg": "x"}}},
+    {"type": "camera.joined", "id": "i", "ts":1795264001, "data": {"camera": "c", "placement": {"azimuth_deg": 3}}},
+    {"type": "camera.joined", "id": "i", "ts":1795264001, "data": {"camera": "c", "zoom": True}},
+    {"type": "pose.sample", "id": "i", "ts":1795264001, "data": {"camera": "c", "t": 2.5, "joints": None}},
+    {"type": "still.captured", "id": "i", "ts":1795264001, "data": {"still": "s"}},
+    {"type": "ghost.proposed", "id": "i", "ts":1795264001, "data": {"proposal": "p", "to": "c", "score": "high"}},
+    {"type": "ghost.proposed", "id": "i", "ts":1795264001, "data": {"proposal": "p", "to": "c", "reasons": [1]}},
+    {"type": "camera.ack", "id": "i", "ts":1795264001.5, "seq": 0, "session": None, "src": "s", "v": 2,
      "data": {"camera": "c", "command_id": "k", "ok": False, "latency_ms": None, "extra": {"x": 1}}},
     [],
     "str",
@@ -373,13 +373,13 @@ def shoot_with_cuts(store: Ledger, n_cuts: int = 20, session: str = SESSION) -> 
     serve = Producer("serve", session=session)
     ghost = Producer("ghost", session=session)
     cams = ["cam-1", "cam-2", "cam-3"]
-    t = 1000.0
+    t = 1_795_264_000.0
     events = [serve.make("session.started", {"title": "Twenty cuts"}, ts=t)]
     for i, cam in enumerate(cams):
         events.append(serve.make("camera.joined", {"camera": cam, "placement": {"azimuth_deg": -60 + 60 * i}},
                                  ts=t + 0.5 + i))  # fmt: skip
     program = "cam-1"
-    t = 1010.0
+    t = 1_795_264_010.0
     for i in range(n_cuts):
         to = cams[(cams.index(program) + 1 + (i // 3) % 2) % 3]
         t += 3.0 + (i % 5) * 1.37
@@ -405,7 +405,7 @@ def test_summary_of_a_shoot(ledger):
     s = queries.session_summary(ledger.conn, SESSION)
     assert s["counts"]["cameras"] == 3 and s["counts"]["cuts"] == 20 and len(s["shots"]) == 21
     assert s["shots"][0]["camera"] == "cam-1" and s["shots"][0]["cut_event"] is None  # on program from the start
-    assert s["program_start"] == 1000.0 and s["program_end"] == s["session"]["completed_at"]
+    assert s["program_start"] == 1_795_264_000.0 and s["program_end"] == s["session"]["completed_at"]
     assert sum(shot["duration_s"] for shot in s["shots"]) == pytest.approx(s["program_time_s"], abs=1e-9)
     assert s["proposal_counts"] == {"proposed": 22, "accepted": 20, "vetoed": 1, "expired": 1, "pending": 0}
     assert s["holds"] == [{"camera": s["shots"][-1]["camera"], "by": "operator", "start": s["holds"][0]["start"],
@@ -595,3 +595,36 @@ def test_projections_do_not_depend_on_batching_and_duplicates_change_nothing(tmp
         assert stats.inserted == len(events) - len(events) // 2
         assert projections(dup) == expected
         assert dup.integrity_check() == "ok"
+
+
+def test_issue17_item1_projections_skip_camera_events_stored_without_a_camera(ledger):
+    # what a ledger holds when an older mmx let them in: neither a write nor a rebuild fails
+    p = Producer("serve", session="S-old")
+    ledger.write([p.make("session.started", {}), Event("camera.joined", session="S-old", src="serve"),
+                  Event("camera.changed", session="S-old", data={"camera": 7}), p.make("camera.joined", {"camera": "c"})])  # fmt: skip
+    assert [row[1] for row in ledger.conn.execute("SELECT session, camera FROM production_cameras")] == ["c"]
+    from mmx.ledger.projections import rebuild_projections
+
+    ledger.conn.execute("BEGIN")
+    assert rebuild_projections(ledger.conn) == 4
+    ledger.conn.execute("COMMIT")
+    assert ledger.conn.execute("SELECT count(*) FROM production_cameras").fetchone()[0] == 1
+
+
+def test_issue17_item1_a_refused_batch_is_split_and_only_the_refused_row_is_reported(ledger):
+    from mmx.ledger.ingest import write_splitting
+    from mmx.ledger.projections import Batch
+    from mmx.ledger.store import event_row
+
+    p = Producer("serve", session="S")
+    batch = Batch()
+    for i, event in enumerate([p.make("director.cut", {"to": f"cam-{i}"}) for i in range(9)]):
+        batch.add(event_row(event), event.data)
+        batch.lines.append(i + 1)
+    batch.rows[4] = (*batch.rows[4][:5], 1 << 64, batch.rows[4][6])  # a producer seq SQLite cannot hold
+    refused: list[EventError] = []
+    results = list(write_splitting(ledger, batch, refused.append))
+    assert [e.line for e in refused] == [5] and "integer" in refused[0].message.lower()
+    assert sum(r.inserted for r in results) == 8 == ledger.count()
+    cams = [r[0] for r in ledger.conn.execute("SELECT camera FROM production_director_events ORDER BY event_seq")]
+    assert cams == [f"cam-{i}" for i in range(9) if i != 4]

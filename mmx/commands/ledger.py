@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sys
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +15,7 @@ from rich.table import Table
 from mmx.commands import ledger_sync
 from mmx.commands._common import console, open_input, open_output, report_line_error, wants_json, write_jsonl
 from mmx.errors import DataError, EventError
-from mmx.ledger import queries
+from mmx.ledger import queries, text
 from mmx.ledger.export import DEFAULT_FPS, FORMATS, export_session, format_from_path
 from mmx.ledger.follow import follow as follow_events
 from mmx.ledger.ingest import push_stream
@@ -40,21 +39,16 @@ def _ledger_path(path: Path | None) -> Path:
     return path if path is not None else default_ledger_path()
 
 
-def _when(ts: float | None) -> str:
-    if ts is None:
-        return "—"
-    return datetime.fromtimestamp(ts).astimezone().strftime("%Y-%m-%d %H:%M:%S")
+def _summary_of(event: StoredEvent) -> str:
+    try:
+        data = orjson.loads(event.raw).get("data")
+    except (orjson.JSONDecodeError, AttributeError):
+        return event.raw[: text.MAX_VALUE_CHARS]
+    return text.data_summary(data or {})
 
 
-def _clock(ts: float) -> str:
-    return datetime.fromtimestamp(ts).astimezone().strftime("%H:%M:%S.%f")[:-3]
+_when, _clock, _dur = text.when, text.clock, text.duration
 
-
-def _dur(seconds: float | None) -> str:
-    if seconds is None:
-        return "—"
-    minutes, sec = divmod(seconds, 60)
-    return f"{int(minutes)}:{sec:04.1f}" if minutes else f"{sec:.1f}s"
 
 
 @app.command("push")
@@ -133,18 +127,6 @@ def ledger_push(
     if stats.bad_lines:
         raise DataError(f"{stats.bad_lines} bad line{'s' if stats.bad_lines != 1 else ''} in {file} skipped",
                         hint="the other lines are stored; fix the bad lines and push again")  # fmt: skip
-
-
-def _summary_of(event: StoredEvent) -> str:
-    data = orjson.loads(event.raw).get("data") or {}
-    parts = []
-    for key, value in data.items():
-        if isinstance(value, dict | list):
-            value = orjson.dumps(value).decode()
-            if len(value) > 40:
-                value = value[:39] + "…"
-        parts.append(f"{key}={value}")
-    return " ".join(parts)
 
 
 @app.command("tail")
@@ -240,7 +222,7 @@ def ledger_sessions(
         table.add_column(name.replace("_", " "), min_width=6)
     for s in sessions:
         status = s["status"] + (" (inferred)" if s["inferred"] else "")
-        started = datetime.fromtimestamp(s["started_at"]).astimezone().strftime("%m-%d %H:%M") if s["started_at"] else "—"
+        started = text.day_minute(s["started_at"])
         table.add_row(
             _e(s["session"]), _e(s["title"] or ""), status, started, _dur(s["duration_s"]),
             str(s["cuts"]), str(s["events"]),
@@ -249,34 +231,13 @@ def ledger_sessions(
     console.print(table)
 
 
-def _placement(p: dict[str, Any] | None) -> str:
-    if not p:
-        return "—"
-    parts = [str(p["label"])] if p.get("label") else []
-    if p.get("azimuth_deg") is not None:
-        parts.append(f"{p['azimuth_deg']:g}°")
-    if p.get("elevation_deg") is not None:
-        parts.append(f"↑{p['elevation_deg']:g}°")
-    if p.get("distance_m") is not None:
-        parts.append(f"{p['distance_m']:g} m")
-    return " ".join(parts) or "—"
-
-
-def _end_when(started_at: float | None, completed_at: float | None) -> str:
-    """The end time, without its date when the session ended on the day it started."""
-    if completed_at is None:
-        return "still active"
-    end = _when(completed_at)
-    return end[11:] if end[:10] == _when(started_at)[:10] else end
-
-
 def _render_summary(summary: dict[str, Any]) -> None:
     info = summary["session"]
     status = info["status"] + (" (inferred: no session.started)" if info["inferred"] else "")
     console.print(f"[bold]{_e(info['title'] or 'untitled session')}[/]  [dim]{_e(info['session'])}[/]")
     console.print(
         f"{_e(info['kind'])} · {status} · {_when(info['started_at'])} → "
-        f"{_end_when(info['started_at'], info['completed_at'])}"
+        f"{text.end_when(info['started_at'], info['completed_at'])}"
         f"{' (' + _e(info['end_reason']) + ')' if info['end_reason'] else ''}",
         highlight=False,
     )
@@ -298,8 +259,8 @@ def _render_summary(summary: dict[str, Any]) -> None:
         pct = f"{_dur(on)} ({100 * on / summary['program_time_s']:.0f}%)" if on and summary["program_time_s"] else "—"
         device = cam["model"] or cam["name"] or cam["device"] or "—"
         camera = _e(cam["camera"]) + (" [dim](left)[/]" if cam["status"] == "left" else "")
-        cams.add_row(camera, _e(device), _e(cam["role"] or "—"), f"{cam['zoom']:g}×" if cam["zoom"] is not None else "—",
-                     _e(_placement(cam["placement"])), pct)  # fmt: skip
+        cams.add_row(camera, _e(device), _e(cam["role"] or "—"), f"{text.number(cam['zoom'])}×" if cam["zoom"] is not None else "—",
+                     _e(text.placement(cam["placement"])), pct)  # fmt: skip
     console.print(cams)
 
     shots = Table(title="cut list", title_justify="left")

@@ -44,6 +44,8 @@ import orjson
 
 from mmx import __version__
 from mmx.errors import DataError
+from mmx.events import TS_MAX, TS_MIN
+from mmx.ledger.text import in_range
 
 if TYPE_CHECKING:
     import opentimelineio as otio
@@ -53,6 +55,8 @@ FORMATS = ("jsonl", "csv", "otio", "edl", "fcp7", "fcpx")
 ADAPTERS = {"otio": "otio_json", "edl": "cmx_3600", "fcp7": "fcp_xml", "fcpx": "fcpx_xml"}
 #: Frame rate of the OTIO/EDL/XML timeline (phone cameras record at 30 fps).
 DEFAULT_FPS = 30.0
+#: Largest offset on the session clock a timeline holds (the contract's whole ts range).
+MAX_OFFSET_S = TS_MAX - TS_MIN
 SHOT_FIELDS = ("shot", "camera", "start_s", "end_s", "duration_s", "start", "end", "by", "proposal", "cut_event")
 PROGRAM_TRACK = "program"
 RECORDED_PROGRAM_TRACK = "program (recorded)"
@@ -87,13 +91,19 @@ def _target_url(path: str) -> str:
 
 def _span(rec: dict[str, Any], fallback_end_s: float) -> tuple[float, float] | None:
     """``(start_s, end_s)`` of a recording on the session clock, or None without a start."""
-    start = rec.get("start_s")
+    start, end, length = (_seconds(rec.get(k)) for k in ("start_s", "end_s", "duration_s"))
     if start is None:
         return None
-    end = rec.get("end_s")
-    if end is None and rec.get("duration_s") is not None:
-        end = start + rec["duration_s"]
+    if end is None and length is not None:
+        end = start + length
     return start, end if end is not None and end >= start else max(start, fallback_end_s)
+
+
+def _seconds(value: Any) -> float | None:
+    """A session-clock offset a timeline can hold: a finite number of at most a century."""
+    if type(value) not in (int, float) or not abs(value) <= MAX_OFFSET_S:
+        return None
+    return value
 
 
 def _media(otio: Any, rec: dict[str, Any], span: tuple[float, float], frame: Any, fps: float) -> Any:
@@ -117,7 +127,7 @@ def to_timeline(summary: dict[str, Any], *, fps: float = DEFAULT_FPS) -> otio.sc
     if not shots:
         raise DataError(f"session {info['session']} has no cuts to export")
     origin = info.get("started_at")
-    if origin is None or origin > shots[0]["start"]:
+    if not in_range(origin) or origin > shots[0]["start"]:
         origin = shots[0]["start"]
     program_end_s = summary["program_end"] - origin
 
@@ -284,5 +294,8 @@ def export_session(summary: dict[str, Any], fmt: str, *, fps: float = DEFAULT_FP
     timeline = to_timeline(summary, fps=fps)
     if fmt == "edl":
         timeline = _program_only(otio, timeline)
+        if not any(isinstance(item, otio.schema.Clip) for item in timeline.tracks[0]):
+            # OTIO's cmx_3600 writer fails on a track without clips
+            raise DataError(f"session {summary['session']['session']} has no shot of a frame or longer to export as EDL")
     text = otio.adapters.write_to_string(timeline, ADAPTERS[fmt])
     return text.encode() + (b"\n" if not text.endswith("\n") else b"")

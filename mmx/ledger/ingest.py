@@ -8,10 +8,10 @@ within ``interval_ms`` even when no further line arrives. On a pipe it waits wit
 no lock ping-pong between a reader thread and the writer.
 
 Lines are read in large ``os.read`` chunks and split in C. Each line is decoded once with
-orjson and checked by a fast acceptance test compiled from `mmx.events.VOCABULARY`; any
-line the fast test does not accept goes through `mmx.events.decode`, the one source of the
-envelope rules, which either raises the canonical ``line N: …`` error or accepts it (the fast
-test is only ever stricter). Line numbers count every line, blank lines included; blank lines
+orjson and checked by `mmx.events.certainly_valid`, the fast acceptance test of the one
+validation contract; any line it does not accept goes through `mmx.events.decode`, which
+either raises the canonical ``line N: …`` error or accepts it (the fast test is only ever
+stricter, and decode runs it first too). Line numbers count every line, blank lines included; blank lines
 are skipped; CRLF is accepted; a line longer than ``max_line_bytes`` is reported without
 being held in memory whole.
 """
@@ -29,10 +29,11 @@ from typing import IO, Any
 import orjson
 
 from mmx.errors import DataError, EventError
-from mmx.events import MAX_ID_LENGTH, MAX_LINE_BYTES, VOCABULARY, decode
+from mmx.events import MAX_LINE_BYTES, certainly_valid, decode
 from mmx.ledger.store import (
     DEFAULT_BATCH_SIZE,
     DEFAULT_INTERVAL_MS,
+    BatchRefused,
     BatchResult,
     Ledger,
     PushStats,
@@ -43,81 +44,17 @@ from mmx.ledger.projections import DIRECTOR_KINDS, STATE_SQL, Batch, director_ro
 #: Bytes asked of the OS per read.
 CHUNK_BYTES = 1 << 20
 
-_MISSING = object()
 _EMPTY: dict[str, Any] = {}
-
-_NUMBER_TYPES = frozenset({int, float})
-
-
-def _compile_data_check(etype: str) -> Callable[[dict[str, Any]], bool]:
-    """A function ``check(data) -> bool`` for one type of `mmx.events.VOCABULARY`.
-
-    True means the data certainly passes `mmx.events`' data check; False means "not sure"
-    (the caller falls back to `mmx.events.decode`). It is generated as straight-line code,
-    one test per field, because a loop over the field specs cost as much as parsing the
-    line. orjson yields exact built-in types, so ``type(v) in types`` is `mmx.events`'
-    isinstance test (bool is listed only where a boolean is allowed, as there). Placement
-    objects are always left to the full check.
-    """
-    namespace: dict[str, Any] = {"_MISSING": _MISSING}
-    body = []
-    for k, (name, fspec) in enumerate(VOCABULARY[etype].items()):
-        namespace[f"_T{k}"] = frozenset(fspec.types)
-        body.append(f"    v = get({name!r}, _MISSING)")
-        if fspec.required:
-            body.append(f"    if v is _MISSING or type(v) not in _T{k}: return False")
-        else:
-            body.append(f"    if v is not _MISSING and type(v) not in _T{k}: return False")
-    if etype in _PLACEMENT_TYPES:
-        body.append("    if data.get('placement'): return False")
-    source = "def check(data):\n    get = data.get\n" + "\n".join(body) + "\n    return True\n"
-    exec(compile(source, f"<fast data check of {etype}>", "exec"), namespace)  # noqa: S102 - our own text
-    return namespace["check"]
-
-
-#: Types whose data may carry a placement object (checked field by field by mmx.events).
-_PLACEMENT_TYPES = frozenset(etype for etype, spec in VOCABULARY.items() if "placement" in spec)
-#: type → its fast data check (`_compile_data_check`); types not listed are not checked.
-_DATA_CHECKS = {etype: _compile_data_check(etype) for etype in VOCABULARY}
 
 
 def fast_row(obj: Any, raw: bytes) -> tuple[Any, ...] | None:
     """The ``events`` row ``(id, type, session, ts, src, seq, raw)`` of a decoded line when
-    ``obj`` is certainly a valid envelope, else None.
-
-    None means "not sure": the caller falls back to `mmx.events.decode`, the one source of
-    the rules (the tests here are only ever stricter).
-    """
-    if type(obj) is not dict:
+    `mmx.events.certainly_valid` accepts it, else None ("not sure": the caller asks
+    `mmx.events.decode`, which runs the same test first and then the whole contract)."""
+    if not certainly_valid(obj, raw):
         return None
     get = obj.get
-    etype = get("type")
-    eid = get("id")
-    ts = get("ts")
-    if (
-        type(etype) is not str or not etype
-        or type(eid) is not str or not eid or len(eid) > MAX_ID_LENGTH
-        or type(ts) not in _NUMBER_TYPES or ts - ts != 0  # not inf/nan
-    ):  # fmt: skip
-        return None
-    seq = get("seq")
-    session = get("session")
-    src = get("src", "")
-    if (
-        (seq is not None and (type(seq) is not int or seq < 0))
-        or (session is not None and type(session) is not str)
-        or type(src) is not str
-        or type(get("v", 1)) is not int
-    ):
-        return None
-    data = get("data", _MISSING)
-    if data is not _MISSING:
-        if type(data) is not dict:
-            return None
-        check = _DATA_CHECKS.get(etype)
-        if check is not None and not check(data):
-            return None
-    return (eid, etype, session, ts, src, seq, raw.decode())
+    return (get("id"), get("type"), get("session"), get("ts"), get("src", ""), get("seq"), raw.decode())
 
 
 class BatchReader:
@@ -198,7 +135,7 @@ class BatchReader:
         overlong = False  # discarding the remainder of a line longer than max_line
         deadline = 0.0
         pending = self.pending
-        rows, director, stills = pending.rows, pending.director, pending.stills
+        rows, director, stills, lines_of = pending.rows, pending.director, pending.stills, pending.lines
         while True:
             timeout = None
             if rows:
@@ -206,7 +143,7 @@ class BatchReader:
                 if timeout <= 0:
                     yield pending
                     pending = self.pending = Batch()
-                    rows, director, stills = pending.rows, pending.director, pending.stills
+                    rows, director, stills, lines_of = pending.rows, pending.director, pending.stills, pending.lines
                     continue
             chunk = self._read(timeout)
             if chunk is None:  # the deadline passed while the source stayed silent
@@ -270,11 +207,12 @@ class BatchReader:
                 if not rows:
                     deadline = monotonic() + self.interval_s
                 rows.append(row)
+                lines_of.append(line_no)
                 if len(rows) >= batch_size:
                     self.line_no = line_no
                     yield pending
                     pending = self.pending = Batch()
-                    rows, director, stills = pending.rows, pending.director, pending.stills
+                    rows, director, stills, lines_of = pending.rows, pending.director, pending.stills, pending.lines
             self.line_no = line_no
             if self.stopped_by is not None or not chunk:
                 break
@@ -296,6 +234,11 @@ def push_stream(
 ) -> PushStats:
     """Store the events of a JSON Lines stream in ``ledger``; returns the totals.
 
+    A batch the store refuses (`BatchRefused`: a row broke a constraint) is split until the
+    refused rows are alone; every other row is stored and each refused one is reported as a
+    bad line (``line N: the ledger refused …``): one bad event never costs the rest of the
+    input.
+
     Commits every ``batch_size`` events or ``interval_ms`` after the first pending event,
     whichever comes first; ``on_commit`` runs after each commit (after the ledger's own
     hooks) — ``--echo`` writes there, so what it writes is durable. Bad lines go to
@@ -307,22 +250,57 @@ def push_stream(
     stats = PushStats()
     reader = BatchReader(fp, batch_size=batch_size, interval_ms=interval_ms, max_line_bytes=max_line_bytes,
                          on_error=on_error, strict=strict)  # fmt: skip
+    refused: list[EventError] = []
+
+    def write(batch: Batch) -> None:
+        for result in write_splitting(ledger, batch, refused.append if on_error is None else _both(refused.append, on_error)):
+            stats.add(result)
+            if on_commit is not None:
+                on_commit(result)
+
     try:
         for batch in reader:
-            result = ledger.write_batch(batch)
-            stats.add(result)
-            if on_commit is not None:
-                on_commit(result)
+            write(batch)
+            if strict and refused:
+                break
     except KeyboardInterrupt:
         if reader.pending.rows:
-            result = ledger.write_batch(reader.pending)
-            stats.add(result)
-            if on_commit is not None:
-                on_commit(result)
+            write(reader.pending)
         raise
     finally:
-        stats.bad_lines = reader.bad_lines
+        stats.bad_lines = reader.bad_lines + len(refused)
+    if strict and refused and reader.stopped_by is None:
+        reader.stopped_by = refused[0]
     if reader.stopped_by is not None:
         raise DataError(f"stopped at the first bad line ({reader.stopped_by.message})",
                         hint="without --strict bad lines are reported and the rest is stored")  # fmt: skip
     return stats
+
+
+def _both(first: Callable[[EventError], None], second: Callable[[EventError], None]) -> Callable[[EventError], None]:
+    def call(error: EventError) -> None:
+        first(error)
+        second(error)
+
+    return call
+
+
+def write_splitting(ledger: Ledger, batch: Batch, on_refused: Callable[[EventError], None]) -> Iterator[BatchResult]:
+    """Write ``batch``; when the store refuses it, write its halves (recursively) instead.
+
+    Yields the result of each committed (sub-)batch in input order; each row the store
+    refuses on its own goes to ``on_refused`` as an EventError with its line number. Costs
+    one extra transaction per halving, only on the failure path (about 2·log2(n) for one
+    refused row in n).
+    """
+    try:
+        yield ledger.write_batch(batch)
+        return
+    except BatchRefused as exc:
+        if len(batch) == 1:
+            reason = str(exc.__cause__ or exc)
+            on_refused(EventError(f"the ledger refused event {batch.rows[0][0]!r}: {reason}", line=batch.line_of(0)))
+            return
+    half = len(batch) // 2
+    yield from write_splitting(ledger, batch.slice(0, half), on_refused)
+    yield from write_splitting(ledger, batch.slice(half, len(batch)), on_refused)

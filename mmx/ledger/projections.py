@@ -198,6 +198,9 @@ ON CONFLICT (session, path) DO UPDATE SET
 """,
 }
 
+#: State types keyed by ``data.camera`` (production_cameras' NOT NULL ``camera``).
+_CAMERA_KEYED = frozenset({"camera.joined", "camera.changed", "camera.left"})
+
 _PARAM = re.compile(r":([A-Za-z_]\w*)")
 
 
@@ -276,16 +279,35 @@ def _str(value: Any) -> str | None:
 
 
 def _num(value: Any) -> int | float | None:
+    if type(value) is int and not -_MAX_INT <= value <= _MAX_INT:
+        return float(value)
     return value if type(value) in (int, float) else None
 
 
+_MAX_INT = (1 << 63) - 1  # SQLite's INTEGER
+
+
 def _sql_value(value: Any) -> Any:
-    """A data field as SQLite stores it (as json_extract would give it)."""
-    if value is None or type(value) in (str, int, float):
+    """A data field as SQLite stores it (as json_extract would give it); an integer beyond
+    SQLite's 64 bits (stored before the contract refused it) as a float."""
+    if type(value) is int:
+        return value if -_MAX_INT <= value <= _MAX_INT else float(value)
+    if value is None or type(value) in (str, float):
         return value
     if type(value) is bool:
         return int(value)
-    return orjson.dumps(value).decode()
+    return _dumps(value)
+
+
+def _dumps(value: Any) -> str:
+    """JSON text of a data value; nesting beyond what orjson encodes (stored before the
+    contract's MAX_DEPTH, or written in process) is clipped rather than failing the batch."""
+    try:
+        return orjson.dumps(value).decode()
+    except TypeError:
+        from mmx.ledger.text import clip_depth
+
+        return orjson.dumps(clip_depth(value), default=str).decode()
 
 
 def director_row(index: int, session: str | None, ts: float, etype: str, data: dict[str, Any]) -> tuple[Any, ...]:
@@ -330,15 +352,30 @@ class Batch:
     ``(id, type, session, ts, src, producer_seq, raw)``) and, per projected event, what it
     contributes, each entry starting with the event's index ``i`` in ``rows``: ``director``
     `director_row` tuples, ``stills`` `still_row` tuples (their projection rows with ``i`` in
-    place of the seq), ``state`` ``(i, data)``."""
+    place of the seq), ``state`` ``(i, data)``. ``lines`` holds each row's input line number
+    when the batch was read from a stream (empty otherwise), to report a row the store
+    refused."""
 
     rows: list[tuple[Any, ...]] = field(default_factory=list)
     director: list[tuple[Any, ...]] = field(default_factory=list)
     stills: list[tuple[Any, ...]] = field(default_factory=list)
     state: list[tuple[int, dict[str, Any]]] = field(default_factory=list)
+    lines: list[int] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.rows)
+
+    def line_of(self, index: int) -> int | None:
+        """The input line number of ``rows[index]``, when known."""
+        return self.lines[index] if index < len(self.lines) else None
+
+    def slice(self, start: int, stop: int) -> Batch:
+        """The rows ``start:stop`` as a batch of their own (projection entries re-indexed)."""
+        def part(entries: list[Any]) -> list[Any]:
+            return [(entry[0] - start, *entry[1:]) for entry in entries if start <= entry[0] < stop]
+
+        return Batch(rows=self.rows[start:stop], director=part(self.director), stills=part(self.stills),
+                     state=part(self.state), lines=self.lines[start:stop])  # fmt: skip
 
     def add(self, row: tuple[Any, ...], data: dict[str, Any] | None) -> None:
         """Append one event row and what its type projects."""
@@ -387,12 +424,14 @@ def apply_projections(
         if seq is None:
             continue
         eid, etype, session, ts, src = rows[index][:5]
+        if etype in _CAMERA_KEYED and type(data.get("camera")) is not str:
+            continue  # stored before the contract required it (issue 17 item 1): no camera row to update
         if etype != run_type:
             _upsert(conn, run_type, run)
             run_type, run = etype, []
         envelope = {"_session": session, "_ts": ts, "_seq": seq, "_id": eid, "_src": src}
         if etype == "session.ended":
-            envelope["data_json"] = orjson.dumps(data).decode()
+            envelope["data_json"] = _dumps(data)
         run.append([envelope[name] if name in envelope else _sql_value(data.get(name))
                     for name in _STATE_POSITIONAL[etype][3]])  # fmt: skip
     _upsert(conn, run_type, run)

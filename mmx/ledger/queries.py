@@ -26,6 +26,8 @@ from typing import Any
 import orjson
 
 from mmx.errors import DataError, InputMissingError
+from mmx.events import TS_MAX, TS_MIN
+from mmx.ledger.text import clip_depth, compact, in_range
 
 #: Extra per-session fields for `list_sessions`, by name: ``fn(conn, session_ids) ->
 #: {session_id: value}``. The Convex sync registers its sync state here; the ``sessions``
@@ -39,7 +41,32 @@ _SESSION_COLUMNS = (
 
 
 def _json(text: str | None) -> Any:
-    return orjson.loads(text) if text is not None else None
+    if text is None:
+        return None
+    try:
+        return clip_depth(orjson.loads(text))
+    except orjson.JSONDecodeError:
+        return text
+
+
+def _text(value: Any) -> str | None:
+    """A data field meant to be text (a marker's label): other JSON shown compactly."""
+    return value if value is None or isinstance(value, str) else compact(value, 200)
+
+
+def _data(raw: str) -> dict[str, Any]:
+    """An event's data from its stored JSON, nesting clipped to the contract's depth."""
+    try:
+        data = orjson.loads(raw).get("data")
+    except (orjson.JSONDecodeError, AttributeError):
+        return {}
+    return clip_depth(data) if isinstance(data, dict) else {}
+
+
+#: SQL condition keeping the events whose ``ts`` the contract accepts (a ledger written by an
+#: older mmx may hold others: they are counted, never used for times).
+_TS_OK = f"ts BETWEEN {TS_MIN!r} AND {TS_MAX!r}"
+_CAPTURED_OK = f"captured_at BETWEEN {TS_MIN!r} AND {TS_MAX!r}"
 
 
 def _session_dict(row: tuple[Any, ...]) -> dict[str, Any]:
@@ -90,7 +117,7 @@ def list_sessions(conn: sqlite3.Connection) -> list[dict[str, Any]]:
         f"SELECT {_SESSION_COLUMNS} FROM production_sessions ORDER BY coalesce(started_at, 0), first_seq")]  # fmt: skip
     counts: dict[str, dict[str, Any]] = {s["session"]: {} for s in sessions}
     for sid, n, last_ts in conn.execute(
-        "SELECT session, count(*), max(ts) FROM events WHERE session IS NOT NULL GROUP BY session"
+        f"SELECT session, count(*), max(ts) FILTER (WHERE {_TS_OK}) FROM events WHERE session IS NOT NULL GROUP BY session"
     ):
         if sid in counts:
             counts[sid].update(events=n, last_event_at=last_ts)
@@ -115,7 +142,8 @@ def list_sessions(conn: sqlite3.Connection) -> list[dict[str, Any]]:
         s["stills"] = c.get("stills", 0)
         s["last_event_at"] = c.get("last_event_at")
         end = s["completed_at"] if s["status"] == "completed" else s["last_event_at"]
-        s["duration_s"] = end - s["started_at"] if end is not None and s["started_at"] is not None else None
+        ok = in_range(end) and in_range(s["started_at"])
+        s["duration_s"] = end - s["started_at"] if ok else None
         for name, values in extras.items():
             s[name] = values.get(s["session"])
     return sessions
@@ -135,10 +163,10 @@ def _director_events(conn: sqlite3.Connection, session: str) -> list[dict[str, A
     for seq, ts, kind, camera, from_camera, by, proposal, mode, eid, raw in conn.execute(
         "SELECT d.event_seq, d.ts, d.kind, d.camera, d.from_camera, d.by, d.proposal, d.mode, e.id, e.raw"
         " FROM production_director_events d JOIN events e ON e.seq = d.event_seq"
-        " WHERE d.session = ? ORDER BY d.ts, d.event_seq",
+        f" WHERE d.session = ? AND d.{_TS_OK} ORDER BY d.ts, d.event_seq",
         (session,),
     ):
-        data = orjson.loads(raw).get("data") or {}
+        data = _data(raw)
         out.append({"seq": seq, "event": eid, "ts": ts, "kind": kind, "camera": camera, "from": from_camera,
                     "by": by, "proposal": proposal, "mode": mode, "data": data})  # fmt: skip
     return out
@@ -193,11 +221,15 @@ def session_summary(conn: sqlite3.Connection, session: str) -> dict[str, Any]:
     Raises InputMissingError for an unknown session.
     """
     info = get_session(conn, session)
-    last_event_at, n_events = conn.execute(
-        "SELECT max(ts), count(*) FROM events WHERE session = ?", (session,)
+    last_event_at, n_events, n_ok = conn.execute(
+        f"SELECT max(ts) FILTER (WHERE {_TS_OK}), count(*), count(*) FILTER (WHERE {_TS_OK}) FROM events WHERE session = ?",
+        (session,),
     ).fetchone()
-    program_end = info["completed_at"] if info["status"] == "completed" and info["completed_at"] else last_event_at
-    program_end = program_end if program_end is not None else info["started_at"] or 0.0
+    # times outside the contract's range (stored by an older mmx) are unknown times here
+    started_at = info["started_at"] if in_range(info["started_at"]) else None
+    completed_at = info["completed_at"] if in_range(info["completed_at"]) else None
+    program_end = completed_at if info["status"] == "completed" and completed_at else last_event_at
+    program_end = program_end if program_end is not None else started_at or 0.0
 
     cameras = []
     for row in conn.execute(
@@ -216,7 +248,7 @@ def session_summary(conn: sqlite3.Connection, session: str) -> dict[str, Any]:
 
     director = _director_events(conn, session)
     cuts = [d for d in director if d["kind"] == "cut"]
-    shots, program_start, program_time_s = compute_shots(cuts, session_start=info["started_at"], program_end=program_end)
+    shots, program_start, program_time_s = compute_shots(cuts, session_start=started_at, program_end=program_end)
     total = {}
     for shot in shots:
         total[shot["camera"]] = total.get(shot["camera"], 0.0) + shot["duration_s"]
@@ -235,7 +267,7 @@ def session_summary(conn: sqlite3.Connection, session: str) -> dict[str, Any]:
 
     modes = [{"ts": d["ts"], "mode": d["mode"], "previous": d["data"].get("previous"), "by": d["by"]}
              for d in director if d["kind"] == "mode"]  # fmt: skip
-    markers = [{"ts": d["ts"], "label": d["data"].get("label"), "camera": d["camera"], "event": d["event"]}
+    markers = [{"ts": d["ts"], "label": _text(d["data"].get("label")), "camera": d["camera"], "event": d["event"]}
                for d in director if d["kind"] == "marker"]  # fmt: skip
 
     proposals: dict[str, dict[str, Any]] = {}
@@ -268,7 +300,8 @@ def session_summary(conn: sqlite3.Connection, session: str) -> dict[str, Any]:
          "height": height, "captured_at": captured_at, "event": eid}
         for still, camera, path, sha256, nbytes, width, height, captured_at, eid in conn.execute(
             "SELECT s.still, s.camera, s.path, s.sha256, s.bytes, s.width, s.height, s.captured_at, e.id"
-            " FROM production_stills s JOIN events e ON e.seq = s.event_seq WHERE s.session = ? ORDER BY s.captured_at",
+            " FROM production_stills s JOIN events e ON e.seq = s.event_seq"
+            f" WHERE s.session = ? AND s.{_CAPTURED_OK} ORDER BY s.captured_at",
             (session,),
         )
     ]  # fmt: skip
@@ -293,6 +326,8 @@ def session_summary(conn: sqlite3.Connection, session: str) -> dict[str, Any]:
         "counts": {
             "events": n_events, "cameras": len(cameras), "cuts": len(cuts), "shots": len(shots),
             "holds": len(holds), "stills": len(stills), "markers": len(markers), "recordings": len(recordings),
+            # events whose ts lies outside 2000-2100 (TS_MIN..TS_MAX): kept, but no time of theirs is used
+            "out_of_range_ts": n_events - n_ok,
         },  # fmt: skip
     }
 

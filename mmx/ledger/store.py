@@ -21,7 +21,7 @@ from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
-from mmx.errors import InputMissingError, LedgerError, TemporaryFailure
+from mmx.errors import DataError, InputMissingError, LedgerError, TemporaryFailure
 from mmx.events import Event, decode
 from mmx.ledger.projections import Batch, apply_projections, infer_sessions, insert_rows
 from mmx.ledger.schema import MIGRATIONS, Migration, migrate, schema_version
@@ -113,6 +113,12 @@ class StoredEvent:
 CommitHook = Callable[[BatchResult], None]
 
 
+class BatchRefused(DataError):
+    """SQLite refused a row of a batch (a constraint failed, a value it cannot hold); the
+    batch was rolled back, nothing of it stored. Exit 65. `mmx.ledger.ingest.push_stream`
+    splits such a batch to store every other row and report the refused one by line."""
+
+
 @dataclass
 class Ledger:
     """An open ledger file. Use `Ledger.open`; close with `close` or a ``with`` block."""
@@ -192,7 +198,8 @@ class Ledger:
         seq; sessions first seen here are created (inferred) — all in the same transaction.
         Every row of the batch is durable when this returns. Raises TemporaryFailure when
         another process held the write lock longer than the busy timeout, LedgerError on any
-        other SQLite failure (disk full, I/O error); then nothing of the batch was stored.
+        other SQLite failure (disk full, I/O error), BatchRefused when a row broke a constraint
+        or held a value SQLite cannot store; then nothing of the batch was stored.
         """
         conn = self.conn
         rows = batch.rows
@@ -214,6 +221,8 @@ class Ledger:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
                 raise
+        except (sqlite3.IntegrityError, OverflowError) as exc:
+            raise BatchRefused(f"the ledger refused an event of the batch: {exc}") from exc
         except sqlite3.OperationalError as exc:
             if "locked" in str(exc) or "busy" in str(exc):
                 raise TemporaryFailure(f"ledger {self.path} is locked by another writer: {exc}",
