@@ -30,6 +30,12 @@ from .pair_fixtures import (
 )
 
 
+def windows(ds: Path) -> list[dict]:
+    import pyarrow.parquet as pq
+
+    return pq.read_table(ds / "windows.parquet").to_pylist()
+
+
 def runner() -> CliRunner:
     try:
         return CliRunner(mix_stderr=False)  # type: ignore[call-arg]
@@ -51,13 +57,13 @@ def inventory(tmp_path) -> Path:
 
 def test_pair_writes_a_dataset_and_one_json_summary_line(inventory, tmp_path):
     out = tmp_path / "ds"
-    result = runner().invoke(app, ["pair", str(inventory), "-o", str(out), "--shard-size", "8"])
+    result = runner().invoke(app, ["pair", str(inventory), "-o", str(out)])
     assert result.exit_code == 0, result.stderr
     lines = result.stdout.splitlines()
     assert len(lines) == 1
     summary = json.loads(lines[0])
     assert summary["dir"] == str(out)
-    assert sum(summary["windows"].values()) == len(open(out / "samples.jsonl").readlines()) > 0
+    assert sum(summary["windows"].values()) == len(windows(out)) > 0
     assert set(summary["windows"]) == {"train", "val", "test"}
     assert all(summary["windows"][s] > 0 for s in ("train", "val", "test"))  # 3 sessions → one per side
     assert "windows (train" in result.stderr
@@ -93,6 +99,34 @@ def test_bad_lines_are_warned_with_line_numbers_and_exit_65(tmp_path):
     assert "Error: 3 input problem(s), reported above; the rest was paired into" in err
     summary = json.loads(result.stdout.splitlines()[0])
     assert summary["problems"] == 3 and summary["windows"]["train"] > 0
+
+
+def test_one_session_warns_that_val_and_test_are_empty_and_time_split_fills_them(tmp_path):
+    npz, sha = write_features(tmp_path / "features", "song", duration_s=110.0)
+    sd = write_session(tmp_path, "only", duration_s=100.0, rate_hz=10.0, cues=[{"track": sha, "at_s": 0.0}])
+    inv = write_inventory(tmp_path / "inv.jsonl", [features_item(npz, sha), session_item(sd)])
+    result = runner().invoke(app, ["pair", str(inv), "-o", str(tmp_path / "ds")])
+    assert result.exit_code == 0, result.stderr
+    warning = ("only 1 session for the 0.8/0.1/0.1 split by session: val and test are empty; "
+               "--split-by time cuts each session into contiguous blocks instead")  # fmt: skip
+    assert f"warning: {warning}" in " ".join(result.stderr.split())
+    summary = json.loads(result.stdout)
+    assert summary["warnings"] == [warning] and summary["windows"]["val"] == summary["windows"]["test"] == 0
+    m = json.loads((tmp_path / "ds" / "manifest.json").read_text())
+    assert m["splits"]["warnings"] == [warning]
+
+    result = runner().invoke(app, ["pair", str(inv), "-o", str(tmp_path / "timed"), "--split-by", "time"])
+    assert result.exit_code == 0, result.stderr
+    assert "warning" not in result.stderr
+    summary = json.loads(result.stdout)
+    assert all(summary["windows"][s] > 0 for s in ("train", "val", "test")) and summary["dropped"]["split_boundary"] > 0
+    rows = windows(tmp_path / "timed")
+    frames = {s: set() for s in ("train", "val", "test")}
+    for r in rows:
+        frames[r["split"]] |= set(range(r["start_frame"], r["start_frame"] + r["frames"]))
+    assert not frames["train"] & frames["val"] and not frames["val"] & frames["test"] and not frames["train"] & frames["test"]
+    # contiguous blocks in time order: train, then val, then test
+    assert max(frames["train"]) < min(frames["val"]) and max(frames["val"]) < min(frames["test"])
 
 
 def test_missing_inventory_is_exit_66(tmp_path):
@@ -141,7 +175,7 @@ def test_split_by_track_and_seed_options(tmp_path):
     result = runner().invoke(app, ["pair", str(inv), "-o", str(tmp_path / "ds"), "--split-by", "track",
                                    "--split", "0.34/0.33/0.33", "--seed", "5"])  # fmt: skip
     assert result.exit_code == 0, result.stderr
-    rows = [orjson.loads(x) for x in (tmp_path / "ds" / "samples.jsonl").read_bytes().splitlines()]
+    rows = windows(tmp_path / "ds")
     by_track: dict[str, set[str]] = {}
     for r in rows:
         by_track.setdefault(r["track"], set()).add(r["split"])
@@ -209,7 +243,7 @@ def test_discover_piped_into_pair(tmp_path):
     assert discover.wait(timeout=60) == 0
     assert pair.returncode == 0, pair.stderr.decode()
     summary = orjson.loads(pair.stdout.splitlines()[0])
-    rows = [orjson.loads(x) for x in (tmp_path / "ds" / "samples.jsonl").read_bytes().splitlines()]
+    rows = windows(tmp_path / "ds")
     assert {r["session"] for r in rows} == {"S0", "S1"} and {r["camera"] for r in rows} == {"cam-1", "cam-2"}
     assert sum(summary["windows"].values()) == len(rows) > 0
     m = json.loads((tmp_path / "ds" / "manifest.json").read_text())

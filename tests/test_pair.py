@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +19,6 @@ from mmx.dataset.pair import (
     parse_split,
     resample_pose,
     window_starts,
-    write_npz,
 )
 
 from .pair_fixtures import (
@@ -142,7 +140,7 @@ def test_windows_below_min_observed_are_dropped_and_counted(one_session, tmp_pat
 
 def test_loader_returns_the_documented_shapes(one_session, tmp_path):
     inv, _ = one_session(cameras=("cam-1", "cam-2"))
-    summary, _ = run_pair(inv, tmp_path / "ds", shard_size=16)
+    summary, _ = run_pair(inv, tmp_path / "ds")
     data = mmx.dataset.load(tmp_path / "ds", "train")
     n, t = summary["windows"]["train"], round(5.0 * FPS)
     assert data["audio"].shape == (n, t, 33) and data["audio"].dtype == np.float32
@@ -152,9 +150,8 @@ def test_loader_returns_the_documented_shapes(one_session, tmp_path):
     assert data["beat"].shape == (n, t) and set(np.unique(data["beat"])) == {0.0, 1.0}
     assert len(data["samples"]) == n and {r["camera"] for r in data["samples"]} == {"cam-1", "cam-2"}
     assert data["manifest"]["arrays"]["audio"]["columns"][:2] == ["onset_env", "mfcc[0]"]
-    shards = sorted((tmp_path / "ds" / "shards").glob("*.npz"))
-    assert len(shards) == -(-n // 16)
-    assert all(np.load(s)["audio"].shape[0] == 16 for s in shards[:-1])
+    segments = sorted((tmp_path / "ds" / "segments").glob("*.parquet"))
+    assert len(segments) == 2  # one session x two cameras x one cue
     # audio rows are the artifact's frames: onset_env column equals the artifact's onset_env
     art = np.load(next((tmp_path / "features").glob("*.npz")))
     row = data["samples"][3]
@@ -188,7 +185,9 @@ def many_sessions(tmp_path: Path, n: int, *, tracks: int = 1, duration_s: float 
 
 
 def read_rows(ds: Path) -> list[dict]:
-    return [orjson.loads(line) for line in (ds / "samples.jsonl").read_bytes().splitlines()]
+    import pyarrow.parquet as pq
+
+    return pq.read_table(ds / "windows.parquet").to_pylist()
 
 
 def test_split_by_session_keeps_each_session_on_one_side(tmp_path):
@@ -240,102 +239,38 @@ def test_assign_splits_is_deterministic_and_fills_every_side():
 
 def test_rerun_is_byte_identical_and_a_changed_parameter_changes_the_hash(one_session, tmp_path):
     inv, _ = one_session(cameras=("cam-1", "cam-2"))
-    s1, _ = run_pair(inv, tmp_path / "a", shard_size=32)
-    s2, _ = run_pair(inv, tmp_path / "b", shard_size=32)
+    s1, _ = run_pair(inv, tmp_path / "a")
+    s2, _ = run_pair(inv, tmp_path / "b")
     files_a = sorted(p.relative_to(tmp_path / "a") for p in (tmp_path / "a").rglob("*") if p.is_file())
     files_b = sorted(p.relative_to(tmp_path / "b") for p in (tmp_path / "b").rglob("*") if p.is_file())
     assert files_a == files_b and len(files_a) > 5
     for rel in files_a:
         assert (tmp_path / "a" / rel).read_bytes() == (tmp_path / "b" / rel).read_bytes(), rel
     # rerunning into the same directory replaces it whole, same bytes again
-    before = (tmp_path / "a" / "shards" / "train-00000.npz").read_bytes()
-    run_pair(inv, tmp_path / "a", shard_size=32)
-    assert (tmp_path / "a" / "shards" / "train-00000.npz").read_bytes() == before
-    s3, _ = run_pair(inv, tmp_path / "c", shard_size=32, stride_s=1.0)
+    before = (tmp_path / "a" / "windows.parquet").read_bytes()
+    run_pair(inv, tmp_path / "a")
+    assert (tmp_path / "a" / "windows.parquet").read_bytes() == before
+    s3, _ = run_pair(inv, tmp_path / "c", stride_s=1.0)
     assert s1["manifest_hash"] == s2["manifest_hash"]
     assert s3["manifest_hash"] != s1["manifest_hash"] and s3["params_hash"] != s1["params_hash"]
 
 
-def test_write_npz_has_fixed_zip_dates_and_loads(tmp_path):
-    arrays = {"a": np.arange(6, dtype=np.float32).reshape(2, 3), "m": np.array([True, False])}
-    write_npz(tmp_path / "x.npz", arrays)
-    with zipfile.ZipFile(tmp_path / "x.npz") as zf:
-        assert [i.date_time for i in zf.infolist()] == [(1980, 1, 1, 0, 0, 0)] * 2
-    with np.load(tmp_path / "x.npz") as npz:
-        np.testing.assert_array_equal(npz["a"], arrays["a"])
-        np.testing.assert_array_equal(npz["m"], arrays["m"])
-
-
-def test_a_failed_shard_write_is_an_io_failure_and_leaves_no_partial_dataset(one_session, tmp_path, monkeypatch):
-    """Full shards are written by a background thread: its error still reaches the caller."""
+def test_a_failed_segment_write_is_an_io_failure_and_leaves_no_partial_dataset(one_session, tmp_path, monkeypatch):
     import errno
 
-    import mmx.dataset.pair as pair_mod
+    import mmx.dataset.store as store
     from mmx.errors import IOFailure
 
     inv, _ = one_session(cameras=("cam-1", "cam-2"))
 
-    def full_disk(self, path):
+    def full_disk(self):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(pair_mod.NpzImage, "save", full_disk)
+    monkeypatch.setattr(store.SegmentWriter, "close", full_disk)
     with pytest.raises(IOFailure, match="No space left on device"):
-        run_pair(inv, tmp_path / "ds", shard_size=4)
+        run_pair(inv, tmp_path / "ds")
     assert not (tmp_path / "ds").exists()
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".ds")] == []
-
-
-@pytest.mark.parametrize("how", ["o_direct", "no_o_direct", "o_direct_refused"])
-def test_npz_image_writes_the_same_bytes_with_or_without_o_direct(tmp_path, monkeypatch, how):
-    """Shards go out with O_DIRECT where the file system takes it, else (no O_DIRECT on the
-    platform, or EINVAL on the write) through the page cache: the file is the same."""
-    import errno
-    import os
-
-    import mmx.dataset.pair as pair_mod
-
-    arrays = {"audio": np.arange(3 * 5 * 7, dtype=np.float32).reshape(3, 5, 7), "observed": np.ones((3, 5), bool)}
-    write_npz(tmp_path / "reference.npz", arrays)
-    if how == "no_o_direct":
-        monkeypatch.delattr(os, "O_DIRECT", raising=False)
-    elif how == "o_direct_refused":
-        calls = []
-        real = pair_mod._write_all
-
-        def refuse_first(fd, data):
-            calls.append(len(data))
-            if len(calls) == 1:
-                raise OSError(errno.EINVAL, "Invalid argument")
-            real(fd, data)
-
-        monkeypatch.setattr(pair_mod, "_write_all", refuse_first)
-    write_npz(tmp_path / "x.npz", arrays)
-    assert (tmp_path / "x.npz").read_bytes() == (tmp_path / "reference.npz").read_bytes()
-    with np.load(tmp_path / "x.npz") as npz:
-        np.testing.assert_array_equal(npz["audio"], arrays["audio"])
-    if how == "o_direct_refused" and hasattr(os, "O_DIRECT"):
-        assert len(calls) == 2 and calls[0] % pair_mod._PAGE == 0  # whole pages, then the exact size
-
-
-@pytest.mark.parametrize("zip64_from", [0xFFFFFFFF, 64], ids=["zip32", "zip64"])
-def test_write_npz_is_a_valid_zip_numpy_and_zipfile_read_back(tmp_path, monkeypatch, zip64_from):
-    """The hand-written zip: CRCs, sizes and offsets check out; with the ZIP64 threshold
-    lowered, sizes and offsets past it go into ZIP64 records that readers accept."""
-    import mmx.dataset.pair as pair_mod
-
-    monkeypatch.setattr(pair_mod, "_ZIP64_FROM", zip64_from)
-    rng = np.random.default_rng(1)
-    arrays = {"audio": rng.random((3, 5, 7), dtype=np.float32), "empty": np.zeros((0, 4), dtype=np.float32),
-              "observed": rng.random((3, 5)) > 0.5, "beat": np.arange(5, dtype=np.int64)}  # fmt: skip
-    write_npz(tmp_path / "x.npz", arrays)
-    with zipfile.ZipFile(tmp_path / "x.npz") as zf:
-        assert zf.testzip() is None  # every CRC-32 matches
-        assert zf.namelist() == [f"{k}.npy" for k in arrays]
-        assert all(i.compress_type == zipfile.ZIP_STORED and i.external_attr >> 16 == 0o644 for i in zf.infolist())
-    with np.load(tmp_path / "x.npz") as npz:
-        for key, arr in arrays.items():
-            assert npz[key].dtype == arr.dtype
-            np.testing.assert_array_equal(npz[key], arr)
 
 
 def test_manifest_records_inputs_parameters_and_assumptions(one_session, tmp_path):
@@ -494,10 +429,16 @@ def test_events_with_missing_joints_and_non_numeric_values(tmp_path):
     assert pose[0, wrist, 2] == pytest.approx(0.4) and obs.all()
 
 
-def test_chunked_processing_gives_the_same_arrays_whatever_the_shard_size(one_session, tmp_path):
+def test_chunked_processing_gives_the_same_bytes_whatever_the_chunk_size(one_session, tmp_path, monkeypatch):
+    import mmx.dataset.segments as segments
+
     inv, _ = one_session(cameras=("cam-1", "cam-2"))
-    run_pair(inv, tmp_path / "small", shard_size=7)
-    run_pair(inv, tmp_path / "big", shard_size=10_000)
+    monkeypatch.setattr(segments, "_CHUNK_FRAMES", 37)  # chunks that cut row groups and windows anywhere
+    run_pair(inv, tmp_path / "small")
+    monkeypatch.setattr(segments, "_CHUNK_FRAMES", 1 << 20)
+    run_pair(inv, tmp_path / "big")
+    for p in sorted((tmp_path / "big" / "segments").iterdir()):
+        assert (tmp_path / "small" / "segments" / p.name).read_bytes() == p.read_bytes()
     a, b = mmx.dataset.load(tmp_path / "small", "train"), mmx.dataset.load(tmp_path / "big", "train")
     for key in ("audio", "pose", "dynamics", "observed", "beat"):
         np.testing.assert_array_equal(a[key], b[key], err_msg=key)

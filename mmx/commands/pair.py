@@ -20,10 +20,12 @@ def pair(
     min_observed: float = typer.Option(0.5, "--min-observed", help="Drop windows whose observed share of frames is below this (0..1)."),
     clock_offset: float = typer.Option(0.0, "--clock-offset", help="Seconds added to every track time computed from pose timestamps."),
     split: str = typer.Option("0.8/0.1/0.1", "--split", help="Train/val/test fractions of sessions (or tracks)."),
-    split_by: str = typer.Option("session", "--split-by", help="Keep every window of a 'session' or of a 'track' on one side."),
+    split_by: str = typer.Option("session", "--split-by", help="Keep every window of a 'session' or of a 'track' on one side, or cut each session into contiguous 'time' blocks."),
     seed: int = typer.Option(0, "--seed", help="Seed of the split shuffle."),
     cues: Path | None = typer.Option(None, "--cues", help="Cue file pairing standalone pose files with tracks: JSON Lines {pose, track, offset_s}."),
-    shard_size: int = typer.Option(256, "--shard-size", help="Windows per shard file."),
+    jobs: int = typer.Option(1, "-j", "--jobs", min=1, help="Sessions paired in parallel on this machine, one worker process each."),
+    cluster: str | None = typer.Option(None, "--cluster", metavar="tcp://HOST:8786",
+                                       help="Pair on this Dask scheduler's workers (extra mmx[cluster]); they must see -o's directory at the same path."),
     audio_features: str = typer.Option("onset_env,mfcc,chroma", "--audio-features",
                                        help="Feature-artifact arrays concatenated into the audio columns, in order (onset_env, mfcc, chroma, mel)."),
     preview: Path | None = typer.Option(None, "--preview", help="Also plot the first window to this PNG (onset envelope and beats over kinetic energy)."),
@@ -31,8 +33,8 @@ def pair(
     """Pair recorded pose with music features into a windowed training dataset.
 
     Reads the inventory that `mmx discover` wrote (feature artifacts, session capture
-    directories, standalone pose files) and pairs every session x camera x music cue. A
-    pose sample taken at wall time w sits at track time
+    directories, standalone pose files) and pairs every session x camera x music cue (a
+    segment). A pose sample taken at wall time w sits at track time
     w - started_at + offset_s + clock_offset (started_at and offset_s from the session's
     music.cue event); a cue lasts until the next cue or the end of the session. Pose is
     linearly interpolated (every joint coordinate and confidence) onto the audio frame times
@@ -40,47 +42,68 @@ def pair(
     --max-gap seconds from a real pose sample (joints not null) are unobserved. Windows of
     --window seconds start every --stride seconds inside each cue; windows with less than
     --min-observed observed frames are dropped and counted. Sessions (or, with --split-by
-    track, tracks) are shuffled with --seed into train/val/test, never single windows.
+    track, tracks) are shuffled with --seed into train/val/test, never single windows; when
+    there are fewer sessions than splits asked for, a warning says which splits stay empty
+    (also in the manifest), and --split-by time instead cuts each session's cued time into
+    three contiguous blocks by the fractions, dropping the windows that straddle a boundary.
     Standalone pose files (the vtest.pose.jsonl format) are paired through --cues: one
     JSON object per line, {"pose": PATH, "track": AUDIO_SHA256, "offset_s": S}, where
     offset_s is the track position at the pose file's t = 0.
 
-    The same inputs and parameters give byte-identical output. Sessions are processed one at
-    a time; memory does not grow with their number.
+    The same inputs and parameters give byte-identical output, however the work is spread.
+    Each session is one task: --jobs N runs N at a time on this machine; --cluster
+    tcp://HOST:8786 sends them to a Dask distributed scheduler (pip install 'mmx[cluster]'
+    on every worker), whose workers write the segment files straight into the output's
+    temporary sibling directory: it must be on a file system every worker sees at the same
+    path. A worker lost mid-run has its tasks redone elsewhere. Memory does not grow with
+    the number of sessions.
 
-    Dataset format. DIR/manifest.json: parameters and params_hash, every input's path and
-    sha256, library versions, windows per split, dropped windows by reason, skipped cues,
-    statistics (observed share, kinetic energy, Beat Alignment Score per split), the
-    alignment assumptions in plain words, and manifest_hash. DIR/samples.jsonl: one row per
-    window: id, session, camera, track (audio sha256), title, track_start_s, track_end_s,
-    start_frame, observed_share, split, shard, index. DIR/splits/train.txt, val.txt,
-    test.txt: the session ids (track hashes with --split-by track) of each split, one per
-    line. DIR/shards/SPLIT-NNNNN.npz: --shard-size windows each (the last of a split fewer),
-    window i of a shard is row index=i of samples.jsonl, with T = round(window * sr /
-    hop_length) frames (215 for 5 s):
+    Dataset format (Apache Parquet, readable with pyarrow, polars or DuckDB).
+    DIR/segments/NAME.parquet: one file per session x camera x cue, one row per audio frame
+    of the cue's span, stored once: frame (track frame index), time_s, audio (list of F
+    float32: the manifest's columns, default onset_env, mfcc[0..19], chroma[C..B], F = 33),
+    pose (19 x [x, y, confidence] float32, Apple Vision order, zeros where unobserved), speed
+    and accel (19 float32, image units/s and /s^2), kinetic_energy (float32), observed
+    (bool: a real pose sample within --max-gap seconds), beat (float32, 1.0 on the feature
+    artifact's beat frames). DIR/windows.parquet: one row per window: id, split, session,
+    camera, track (audio sha256), title, segment (file name without .parquet), row (first
+    row in the segment), frames (T = round(window * sr / hop_length), 215 for 5 s),
+    start_frame, track_start_s, track_end_s, observed_share, torso_length. Window w is rows
+    [w.row, w.row + w.frames) of its segment. DIR/splits/train.txt, val.txt, test.txt: the
+    session ids (track hashes with --split-by track) of each split. DIR/manifest.json:
+    parameters and params_hash, every input's path and sha256, library versions, windows per
+    split, dropped windows by reason, skipped cues, split warnings, statistics (observed
+    share, kinetic energy, Beat Alignment Score per split), the alignment assumptions in
+    plain words, and manifest_hash.
+
+    In Python, mmx.dataset.open(DIR, "train")[i] gives window i as numpy arrays (memory-mapped,
+    one row group decoded at a time):
 
     \b
-        audio     (N, T, F) float32: the manifest's columns; default onset_env, mfcc[0..19], chroma[C..B] (F = 33)
-        pose      (N, T, 19, 3) float32: x, y, confidence per joint, Apple Vision order, zeros where unobserved
-        dynamics  (N, T, 39) float32: joint speeds (torso lengths/s), accelerations (torso lengths/s^2), kinetic energy
-        observed  (N, T) bool: a real pose sample lies within --max-gap seconds
-        beat      (N, T) float32: 1.0 on the feature artifact's beat frames
+        audio     (T, F) float32
+        pose      (T, 19, 3) float32
+        dynamics  (T, 39) float32: speeds (torso lengths/s), accelerations (torso lengths/s^2), kinetic energy
+        observed  (T,) bool
+        beat      (T,) float32
 
     Torso length: shoulder midpoint to hip midpoint, median over the window's observed
-    frames; kinetic energy = 0.5 * mean over joints of speed^2. Beat Alignment Score (Bailando/EDGE): motion beats are local minima of the
-    smoothed mean joint speed; the score is the mean over music beats of
-    exp(-d^2 / (2 sigma^2)), d the distance to the nearest motion beat, sigma = 0.05 s
-    (3 frames at 60 fps); the manifest also gives FACT's direction (mean over motion
-    beats). Read a split in Python with mmx.dataset.load(DIR, "train").
+    frames; kinetic energy = 0.5 * mean over joints of speed^2. mmx.dataset.torch (extra
+    mmx[torch]) has PyTorch datasets, a collate function and augmentations. Beat Alignment
+    Score (Bailando/EDGE): motion beats are local minima of the smoothed mean joint speed;
+    the score is the mean over music beats of exp(-d^2 / (2 sigma^2)), d the distance to the
+    nearest motion beat, sigma = 0.05 s (3 frames at 60 fps); the manifest also gives FACT's
+    direction (mean over motion beats).
 
-    Progress and a summary go to stderr; one JSON summary line goes to stdout: dir, windows
-    per split, dropped, problems, manifest_hash, params_hash, beat_alignment_score.
+    Progress, warnings and a summary go to stderr; one JSON summary line goes to stdout:
+    dir, windows per split, dropped, problems, manifest_hash, params_hash,
+    beat_alignment_score, warnings.
 
     Exit status:
 
     65 when an inventory line, an events or pose line, a cue or a feature artifact was bad
     (each reported as a warning with its line number); the rest was processed and the
-    dataset written.
+    dataset written. 69 when the --cluster scheduler cannot be reached or mmx[cluster] is
+    not installed.
 
     Examples:
 
@@ -90,6 +113,8 @@ def pair(
         mmx pair inventory.jsonl -o dataset/ --preview window.png
         mmx discover sessions/ features/ | mmx pair - -o dataset/ --split-by track --seed 1
         mmx pair inventory.jsonl -o dataset/ --cues cues.jsonl
+        mmx pair inventory.jsonl -o dataset/ --split-by time --split 0.8/0.1/0.1
+        mmx pair inventory.jsonl -o /shared/dataset/ --cluster tcp://10.0.0.5:8786
 
     See also:
 
@@ -103,7 +128,6 @@ def pair(
         raise typer.BadParameter(str(exc), param_hint="--split") from None
     params = PairParams(window_s=window, stride_s=stride, max_gap_s=max_gap, min_observed=min_observed,
                         clock_offset_s=clock_offset, split=fractions, split_by=split_by, seed=seed,
-                        shard_size=shard_size,
                         audio_features=tuple(k.strip() for k in audio_features.split(",") if k.strip()))  # fmt: skip
     try:
         params.check()
@@ -117,6 +141,9 @@ def pair(
         warnings += 1
         console.print(f"[yellow]warning:[/] {escape(exc.message)}", markup=True, soft_wrap=True, highlight=False)
 
+    def on_warning(text: str) -> None:
+        console.print(f"[yellow]warning:[/] {escape(text)}", markup=True, soft_wrap=True, highlight=False)
+
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     with open_input(inventory) as fp, Progress(
@@ -129,7 +156,8 @@ def pair(
             progress.update(task, completed=done, total=total, description=label)
 
         summary = pair_dataset(fp, out, params=params, inventory_name=inventory, cue_file=cues,
-                               on_problem=on_problem, on_progress=on_progress)  # fmt: skip
+                               on_problem=on_problem, on_progress=on_progress, on_warning=on_warning,
+                               jobs=jobs, cluster=cluster)  # fmt: skip
     w = summary["windows"]
     bas = summary["beat_alignment_score"]
     console.print(

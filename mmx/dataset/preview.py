@@ -8,30 +8,22 @@ from typing import Any
 import numpy as np
 
 from mmx.dataset.loader import read_manifest
-from mmx.errors import DataError, InputMissingError, IOFailure
+from mmx.errors import DataError, IOFailure
 
 
 def _window(directory: Path, index: int) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-    import orjson
+    from mmx.dataset.reader import open as open_dataset
 
-    with open(directory / "samples.jsonl", "rb") as fp:
-        rows = [orjson.loads(line) for line in fp if line.strip()]
-    if not rows:
+    ds = open_dataset(directory)
+    if len(ds) == 0:
         raise DataError(f"{directory}: the dataset has no windows to preview")
-    if not 0 <= index < len(rows):
-        raise DataError(f"window {index} does not exist; the dataset has {len(rows)}")
-    row = rows[index]
-    path = directory / "shards" / f"{row['shard']}.npz"
-    try:
-        with np.load(path, allow_pickle=False) as npz:
-            arrays = {k: npz[k][row["index"]] for k in ("audio", "dynamics", "observed", "beat")}
-    except FileNotFoundError:
-        raise InputMissingError(f"shard {path} is missing") from None
-    return row, arrays
+    if not 0 <= index < len(ds):
+        raise DataError(f"window {index} does not exist; the dataset has {len(ds)}")
+    return ds.row(index), ds.window(index)
 
 
 def plot_window(directory: str | Path, out_png: str | Path, *, index: int = 0) -> dict[str, Any]:
-    """Write a PNG of window ``index`` (0 = first row of ``samples.jsonl``).
+    """Write a PNG of window ``index`` (0 = first row of ``windows.parquet``).
 
     Top: the onset envelope (the ``onset_env`` audio column) with the music beats as vertical
     lines. Bottom: the kinetic-energy proxy (last dynamics column, torso lengths²/s²) with
