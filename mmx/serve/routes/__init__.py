@@ -7,6 +7,8 @@
 - `previews`: the latest JPEG, MJPEG per camera, and all cameras over one WebSocket.
 - `stills`: ``POST /v1/stills``.
 - `devices`: the device WebSocket of docs/device-protocol.md.
+- `ghost`: the proposals of `mmx ghost` as the server sees them, ``POST /v1/ghost/{p}/accept|veto``.
+- `console`: the operator console page (``/``, ``/console``, ``/static/console/*``) and its login.
 
 Each module holds one mixin class whose ``_add_*_routes(router)`` registers its routes; the
 state they share (registry, hub, director state, session) lives on the `Server`.

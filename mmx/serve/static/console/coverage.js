@@ -170,8 +170,8 @@ export class CoverageMap {
       if (az == null) { parked.push(camera); continue; }
       const fov = (arcs.get(camera) || {}).fov_deg || 70;
       const [x, y] = pos(az, r);
-      // the wedge: from the camera towards the subject, half-angle fov/2, reaching past the centre
-      const len = r + 0.25;
+      // the wedge: from the camera towards the subject, half-angle fov/2, reaching just past it
+      const len = r + 0.06;
       const back = az + 180;  // direction from the camera to the subject
       const [ax, ay] = [x + -Math.sin(rad(back - fov / 2)) * len, y + Math.cos(rad(back - fov / 2)) * len];
       const [bx, by] = [x + -Math.sin(rad(back + fov / 2)) * len, y + Math.cos(rad(back + fov / 2)) * len];
