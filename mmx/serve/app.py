@@ -22,7 +22,7 @@ import orjson
 from aiohttp import web
 
 from mmx import __version__
-from mmx.errors import IOFailure, MmxError
+from mmx.errors import EventError, IOFailure, MmxError
 from mmx.fileio import atomic_write
 from mmx.serve.api import ApiError, cam_order, id_order, json_response
 from mmx.serve.auth import PRINCIPAL, Authenticator
@@ -37,6 +37,7 @@ from mmx.serve.routes.director import DirectorRoutes
 from mmx.serve.routes.events import EventRoutes
 from mmx.serve.routes.ghost import GhostRoutes
 from mmx.serve.recording import ServeRecording
+from mmx.serve.routes.pose import PoseRoutes
 from mmx.serve.routes.previews import PreviewRoutes
 from mmx.serve.routes.record import RecordRoutes
 from mmx.serve.routes.session import SessionRoutes
@@ -48,7 +49,7 @@ Log = Callable[[str], None]
 
 
 class Server(EventRoutes, SessionRoutes, DirectorRoutes, CameraRoutes, PreviewRoutes, StillRoutes,
-             DeviceRoutes, RecordRoutes, GhostRoutes, ConsoleRoutes):
+             DeviceRoutes, RecordRoutes, GhostRoutes, ConsoleRoutes, PoseRoutes):
     """One running `mmx serve`.
 
     Use ``await start()`` (returns the URL), then ``await stop()``; or `run` for both around
@@ -93,6 +94,7 @@ class Server(EventRoutes, SessionRoutes, DirectorRoutes, CameraRoutes, PreviewRo
         self.auth = Authenticator(config.token)
         self._init_ghost()
         self._init_console()
+        self._init_pose()
         self._stopped = False
 
     # ------------------------------------------------------------------------------------
@@ -113,6 +115,7 @@ class Server(EventRoutes, SessionRoutes, DirectorRoutes, CameraRoutes, PreviewRo
         self._add_record_routes(r)
         self._add_ghost_routes(r)
         self._add_console_routes(r)
+        self._add_pose_routes(r)
         return app
 
     async def start(self) -> str:
@@ -252,6 +255,10 @@ class Server(EventRoutes, SessionRoutes, DirectorRoutes, CameraRoutes, PreviewRo
                 raise
             text = {404: "no such endpoint", 405: f"method {request.method} not allowed here"}.get(exc.status, exc.reason)
             return json_response({"error": f"{text}: {request.method} {request.path}"}, exc.status)
+        except EventError as exc:
+            # input that would make an event outside the contract, caught at the hub
+            self.log(f"refused: {request.method} {request.path}: {exc.reason}")
+            return json_response({"error": exc.reason}, 422)
         except MmxError as exc:
             self.log(f"error: {request.method} {request.path}: {exc.message}")
             return json_response({"error": exc.message}, 500)
@@ -277,7 +284,7 @@ class Server(EventRoutes, SessionRoutes, DirectorRoutes, CameraRoutes, PreviewRo
             "cameras": [c.public() for c in sorted(self.registry.cameras.values(), key=cam_order)],
             "seq": self.hub.seq, "session_info": self.session_info, "recording": self.recording.status(),
             "session_counts": dict(self._session_counts) if self.capture else None, "music": self.music_cue,
-            "now": time.time(),
+            "now": time.time(), "pose_fps": self.pose_rates.fps(), "pose_dropped": dict(self.pose_rates.dropped),
             "server": {"version": __version__, "url": self.url, "started_at": self.started_at,
                        "event_subscribers": self.hub.subscribers, "event_lag_recoveries": self.hub.lag_recoveries},
         }  # fmt: skip
