@@ -134,13 +134,43 @@ _NOISE = (b"INFO: Created TensorFlow Lite", b"WARNING: All log messages before a
           b"W0000 ", b"I0000 ")  # fmt: skip
 
 
+class _NoiseFilter:
+    """Drops whole `_NOISE` lines from a byte stream that may arrive in any pieces.
+
+    Native loggers write a line in several calls ("INFO: ", then the text), so a piece at
+    the start of a line that could still become a noise line is held until its line ends;
+    anything else is passed on at once (a progress bar redraws without newlines).
+    """
+
+    def __init__(self) -> None:
+        self._held = b""
+        self._at_start = True
+
+    def feed(self, chunk: bytes) -> bytes:
+        data, self._held = self._held + chunk, b""
+        out: list[bytes] = []
+        for piece in data.splitlines(keepends=True):
+            complete = piece.endswith((b"\n", b"\r"))
+            if self._at_start:
+                if complete and piece.startswith(_NOISE):
+                    continue
+                if not complete and any(n.startswith(piece) or piece.startswith(n) for n in _NOISE):
+                    self._held = piece
+                    continue
+            out.append(piece)
+            self._at_start = complete
+        return b"".join(out)
+
+
 class NativeLogFilter:
     """Drop MediaPipe's native start-up chatter from file descriptor 2, pass everything else.
 
     TFLite and absl write straight to fd 2 (not through Python), each time a graph or model
     starts; no setting silences them in this release. While active, fd 2 is a pipe whose
     reader thread forwards every line that is not one of those to the real stderr at once
-    (partial lines such as a progress bar's too). Use it in a command only, never in tests
+    (partial lines such as a progress bar's too). When stderr is a terminal the stand-in is a
+    pseudo-terminal of the same size without output translation, so whatever asks
+    ``isatty(2)`` (rich's progress bar) still sees a terminal. Use it in a command only, never in tests
     under a captured stderr; ``MMX_DEBUG=1`` leaves stderr alone.
     """
 
@@ -156,7 +186,7 @@ class NativeLogFilter:
             self._saved = os.dup(2)
         except (OSError, ValueError):
             return self
-        read_fd, write_fd = os.pipe()
+        read_fd, write_fd = _terminal_pair() if os.isatty(2) else os.pipe()
         os.dup2(write_fd, 2)
         os.close(write_fd)
         self._thread = threading.Thread(target=self._pump, args=(read_fd, self._saved), daemon=True)
@@ -165,9 +195,16 @@ class NativeLogFilter:
 
     @staticmethod
     def _pump(read_fd: int, out_fd: int) -> None:
+        noise = _NoiseFilter()
         with os.fdopen(read_fd, "rb", buffering=0) as pipe:
-            while chunk := pipe.read(65536):
-                kept = b"".join(line for line in chunk.splitlines(keepends=True) if not line.startswith(_NOISE))
+            while True:
+                try:
+                    chunk = pipe.read(65536)
+                except OSError:  # a pseudo-terminal whose other end closed (EIO)
+                    break
+                if not chunk:
+                    break
+                kept = noise.feed(chunk)
                 if kept:
                     try:
                         os.write(out_fd, kept)
@@ -186,3 +223,19 @@ class NativeLogFilter:
             self._thread.join(1.0)
         os.close(self._saved)
         self._saved = None
+
+
+def _terminal_pair() -> tuple[int, int]:
+    """(master, slave) of a pseudo-terminal sized like fd 2, passing bytes through unchanged."""
+    import fcntl
+    import termios
+
+    master, slave = os.openpty()
+    attrs = termios.tcgetattr(slave)
+    attrs[1] &= ~termios.OPOST  # no "\n" → "\r\n": the real terminal does its own
+    termios.tcsetattr(slave, termios.TCSANOW, attrs)
+    try:
+        fcntl.ioctl(slave, termios.TIOCSWINSZ, fcntl.ioctl(2, termios.TIOCGWINSZ, b"\0" * 8))
+    except OSError:
+        pass
+    return master, slave

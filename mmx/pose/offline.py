@@ -160,9 +160,13 @@ def estimate_video(video: Path, target: Path, *, params: EstimatorParams, sha256
             raise IOFailure(f"cannot write {target}: {exc.strerror}") from None
     if progress is not None:
         progress(frames, frames)
-    return VideoResult(video=str(video), output=str(target), status="done", sha256=sha256, frames=frames,
-                       detected=detected, duration_s=round(frames / fps, 3) if fps else None,
-                       seconds=round(time.monotonic() - started, 3))  # fmt: skip
+    result = VideoResult(video=str(video), output=str(target), status="done", sha256=sha256, frames=frames,
+                         detected=detected, duration_s=round(frames / fps, 3) if fps else None,
+                         seconds=round(time.monotonic() - started, 3))  # fmt: skip
+    if stream.frames and frames < stream.frames:
+        # the container announced more: a truncated file decodes to its end without an error
+        result.extra["warning"] = f"decoded {frames} of the {stream.frames} frames {video.name} announces (truncated?)"
+    return result
 
 
 def _why(exc: BaseException) -> str:
