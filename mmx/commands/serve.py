@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import secrets
 import signal
 import sys
@@ -11,9 +10,6 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 import typer
-from rich.live import Live
-from rich.table import Table
-from rich.text import Text
 
 from mmx.commands._common import console
 from mmx.errors import IOFailure
@@ -23,6 +19,8 @@ from mmx.serve.config import ServeConfig
 from mmx.serve.config import DEFAULT_HOST, DEFAULT_PORT
 
 if TYPE_CHECKING:
+    from rich.live import Live
+
     from mmx.serve.app import Server
 
 
@@ -122,6 +120,8 @@ def serve(
     if events is None and not sys.stdout.isatty():
         events = "-"
     interactive = sys.stderr.isatty()
+    import asyncio
+
     asyncio.run(_run(config, events=events, lan=lan, interactive=interactive, generated=generated))
 
 
@@ -146,6 +146,8 @@ async def _run(config: ServeConfig, *, events: str | None, lan: bool, interactiv
         else:
             console.print(f"{stamp} {message}", markup=False, highlight=False, soft_wrap=True)
 
+    from rich.live import Live
+
     from mmx.serve.app import Server
 
     server = Server(config, log=log)
@@ -161,6 +163,8 @@ async def _run(config: ServeConfig, *, events: str | None, lan: bool, interactiv
                 log(f"warning: event output closed ({type(exc).__name__}); events still go to the capture files")
 
         server.hub.add_sink(to_stream)
+
+    import asyncio
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -186,6 +190,8 @@ async def _run(config: ServeConfig, *, events: str | None, lan: bool, interactiv
                 advertiser = None
                 log(f"warning: cannot advertise over mDNS: {exc}")
         if interactive:
+            from rich.live import Live
+
             with Live(_status(server), console=console, refresh_per_second=2, transient=True) as live_view:
                 live = live_view
                 while not stop.is_set():
@@ -226,6 +232,9 @@ def _status(server: Server) -> Any:
         f"   session: {state['session'] or '-'}   program: {state['program'] or '-'}"
         f"   hold: {state['hold'] or '-'}   mode: {state['mode']}   events: {state['seq']}",
     )  # fmt: skip
+    from rich.table import Table
+    from rich.text import Text
+
     table = Table(title=head, title_justify="left", expand=False)
     for column in ("camera", "name", "status", "facing", "zoom", "battery", "placement", "seen"):
         table.add_column(column)
