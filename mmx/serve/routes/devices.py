@@ -33,11 +33,16 @@ class DeviceRoutes:
         await ws.prepare(request)
         self._sockets.add(ws)
         cam: Camera | None = None
+        if not self._pairing_socket_opened(request, ws):
+            self._sockets.discard(ws)
+            await self._close_ws(ws, CLOSE_BAD_TOKEN, "pairing revoked")
+            return ws
         try:
             hello = await self._read_hello(ws)
             if hello is None:
                 return ws
             cam, changed = self._join(ws, hello)
+            await self._pairing_joined(request, cam)
             if changed:
                 # the camera id is durable before the device hears it
                 await self.persist_registry()
@@ -67,6 +72,7 @@ class DeviceRoutes:
             pass
         finally:
             self._sockets.discard(ws)
+            self._pairing_socket_closed(request, ws)
             if cam is not None and cam.ws is ws:
                 self._leave(cam, "shutdown" if self.closing.is_set() else "disconnected")
         return ws
