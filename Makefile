@@ -3,6 +3,10 @@ PY ?= python3
 VENV ?= .venv
 PIP = $(VENV)/bin/pip
 PYTEST = $(VENV)/bin/python -m pytest
+# torch for the mmx[torch] tests (tests/test_dataset_torch.py): the CPU wheel, exactly, because
+# a plain `torch` from PyPI pulls ~3 GB of CUDA; about 25 s to install from the local wheel.
+# `make test TORCH=` leaves it out (those tests are then skipped).
+TORCH ?= torch==2.13.0+cpu
 
 .PHONY: install test test-python test-convex system-deps man bench
 
@@ -12,6 +16,7 @@ $(VENV)/bin/python:
 install: $(VENV)/bin/python
 	$(PIP) install --quiet --upgrade pip
 	$(PIP) install --quiet -e '.[dev]'
+	$(if $(TORCH),$(PIP) install --quiet '$(TORCH)')
 
 # Debian's Chromium and ChromeDriver for the browser tests (root only; skipped otherwise).
 system-deps:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import secrets
 import signal
 import sys
@@ -11,9 +10,6 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 import typer
-from rich.live import Live
-from rich.table import Table
-from rich.text import Text
 
 from mmx.commands._common import console
 from mmx.errors import IOFailure
@@ -23,6 +19,8 @@ from mmx.serve.config import ServeConfig
 from mmx.serve.config import DEFAULT_HOST, DEFAULT_PORT
 
 if TYPE_CHECKING:
+    from rich.live import Live
+
     from mmx.serve.app import Server
     from mmx.serve.tls import Certificate
 
@@ -161,6 +159,8 @@ def serve(
     certificate = None
     if lan:
         certificate = _lan_tls(config, cert=cert, key=key)
+    import asyncio
+
     asyncio.run(_run(config, events=events, certificate=certificate, interactive=interactive, generated=generated,
                      qr=interactive if qr is None else qr))  # fmt: skip
 
@@ -202,6 +202,8 @@ async def _run(config: ServeConfig, *, events: str | None, certificate: Certific
         else:
             console.print(f"{stamp} {message}", markup=False, highlight=False, soft_wrap=True)
 
+    from rich.live import Live
+
     from mmx.serve.app import Server
 
     server = Server(config, log=log)
@@ -217,6 +219,8 @@ async def _run(config: ServeConfig, *, events: str | None, certificate: Certific
                 log(f"warning: event output closed ({type(exc).__name__}); events still go to the capture files")
 
         server.hub.add_sink(to_stream)
+
+    import asyncio
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -256,6 +260,8 @@ async def _run(config: ServeConfig, *, events: str | None, certificate: Certific
                 advertiser = None
                 log(f"warning: cannot advertise over mDNS: {exc}")
         if interactive:
+            from rich.live import Live
+
             with Live(_status(server), console=console, refresh_per_second=2, transient=True) as live_view:
                 live = live_view
                 while not stop.is_set():
@@ -283,6 +289,9 @@ def say(text: str) -> None:
 
 
 def _status(server: Server) -> Any:
+    from rich.table import Table
+    from rich.text import Text
+
     state = server.state()
     head = Text.assemble(
         ("mmx serve ", "bold"), (server.url or "", "cyan"),

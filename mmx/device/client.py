@@ -372,6 +372,15 @@ class DeviceClient:
             else:
                 await ws.send_str(orjson.dumps(obj).decode())
 
+    async def _send_frame(self, jpeg: bytes, captured: float) -> None:
+        """A preview frame, preceded by its capture time (``frame`` message), with nothing between."""
+        ws = self._ws
+        if ws is None or ws.closed:
+            return
+        async with self._send_lock:
+            await ws.send_str(orjson.dumps({"t": "frame", "ts": captured}).decode())
+            await ws.send_bytes(jpeg)
+
     # -- periodic senders ----------------------------------------------------------------
 
     async def _heartbeats(self) -> None:
@@ -405,6 +414,7 @@ class DeviceClient:
     async def _previews(self) -> None:
         n, warned = 0, False
         async for _ in self._ticks(self.config.fps):
+            captured = time.time()  # the moment this view is taken (device clock)
             if self.preview_jpegs:
                 jpeg = self.preview_jpegs[n % len(self.preview_jpegs)]
             else:
@@ -417,7 +427,7 @@ class DeviceClient:
                     continue
             n += 1
             self._last_jpeg = jpeg
-            await self._send(jpeg)
+            await self._send_frame(jpeg, captured)
             self.frames_sent += 1
 
     async def _poses(self) -> None:

@@ -38,6 +38,7 @@ from mmx.serve.routes.events import EventRoutes
 from mmx.serve.routes.ghost import GhostRoutes
 from mmx.serve.routes.pairings import PairingRoutes
 from mmx.serve.recording import ServeRecording
+from mmx.serve.routes.pose import PoseRoutes
 from mmx.serve.routes.previews import PreviewRoutes
 from mmx.serve.routes.record import RecordRoutes
 from mmx.serve.routes.session import SessionRoutes
@@ -49,7 +50,7 @@ Log = Callable[[str], None]
 
 
 class Server(EventRoutes, SessionRoutes, DirectorRoutes, CameraRoutes, PreviewRoutes, StillRoutes,
-             DeviceRoutes, RecordRoutes, GhostRoutes, ConsoleRoutes, PairingRoutes):
+             DeviceRoutes, RecordRoutes, GhostRoutes, ConsoleRoutes, PoseRoutes, PairingRoutes):
     """One running `mmx serve`.
 
     Use ``await start()`` (returns the URL), then ``await stop()``; or `run` for both around
@@ -96,6 +97,7 @@ class Server(EventRoutes, SessionRoutes, DirectorRoutes, CameraRoutes, PreviewRo
         self.auth = Authenticator(config.token)
         self._init_ghost()
         self._init_console()
+        self._init_pose()
         self._init_pairings()
         self._stopped = False
 
@@ -117,6 +119,7 @@ class Server(EventRoutes, SessionRoutes, DirectorRoutes, CameraRoutes, PreviewRo
         self._add_record_routes(r)
         self._add_ghost_routes(r)
         self._add_console_routes(r)
+        self._add_pose_routes(r)
         self._add_pairing_routes(r)
         return app
 
@@ -301,7 +304,7 @@ class Server(EventRoutes, SessionRoutes, DirectorRoutes, CameraRoutes, PreviewRo
             "cameras": [c.public() for c in sorted(self.registry.cameras.values(), key=cam_order)],
             "seq": self.hub.seq, "session_info": self.session_info, "recording": self.recording.status(),
             "session_counts": dict(self._session_counts) if self.capture else None, "music": self.music_cue,
-            "now": time.time(),
+            "now": time.time(), "pose_fps": self.pose_rates.fps(), "pose_dropped": dict(self.pose_rates.dropped),
             "server": {"version": __version__, "url": self.url, "started_at": self.started_at,
                        "event_subscribers": self.hub.subscribers, "event_lag_recoveries": self.hub.lag_recoveries},
         }  # fmt: skip

@@ -93,6 +93,11 @@ class Camera:
     frame: bytes | None = None
     frame_seq: int = 0
     frame_ts: float | None = None
+    #: capture time of the current frame on the server clock: the device's ``frame.ts``
+    #: mapped with the clock offset, or the receive time when the device sent none
+    frame_capture_t: float | None = None
+    #: a ``frame`` message's capture time, waiting for its binary frame
+    next_capture_t: float | None = None
     _frame_event: asyncio.Event | None = None
 
     @property
@@ -134,9 +139,16 @@ class Camera:
     # -- preview frames --------------------------------------------------------------------
 
     def set_frame(self, data: bytes, ts: float) -> None:
-        """Keep only the newest JPEG and wake every viewer waiting for one."""
+        """Keep only the newest JPEG (received at ``ts``, server clock) and wake every viewer.
+
+        Its capture time is the pending ``frame`` message's (`next_capture_t`, already on the
+        server clock) when the device sent one, else ``ts``.
+        """
         self.frame = data
         self.frame_ts = ts
+        capture_t, self.next_capture_t = self.next_capture_t, None
+        # a capture time after the receipt is a clock estimate off by the one-way delay
+        self.frame_capture_t = min(capture_t, ts) if capture_t is not None else ts
         self.frame_seq += 1
         self.wake_viewers()
 

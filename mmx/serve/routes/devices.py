@@ -197,6 +197,11 @@ class DeviceRoutes:
                 self._apply_state(cam, msg)
             elif t == "pose":
                 self._on_pose(cam, msg, now)
+            elif t == "frame":
+                ts = msg.get("ts")
+                if isinstance(ts, bool) or not isinstance(ts, (int, float)):
+                    raise ValueError("frame: missing 'ts' (the next preview frame's capture time, device clock)")
+                cam.next_capture_t = cam.clock.to_server(float(ts))
             elif t == "ack":
                 command_id = msg.get("command_id")
                 future = cam.pending.get(command_id) if isinstance(command_id, str) else None
