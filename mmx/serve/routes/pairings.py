@@ -178,12 +178,18 @@ class PairingRoutes:
                 if not sockets:
                     self._pairing_sockets.pop(principal.pairing, None)
 
-    async def _pairing_joined(self, request: web.Request, cam: Camera) -> None:
-        """Bind ``cam`` to the pairing its socket was opened with (stills are allowed for it)."""
+    def _pairing_joined(self, request: web.Request, cam: Camera) -> None:
+        """Bind ``cam`` to the pairing its socket was opened with (stills are allowed for it at once).
+
+        No await here (the welcome must go out first); the file is written in the background.
+        """
         principal = request.get(PRINCIPAL)
         if principal is None or principal.kind != "camera" or principal.pairing is None:
             return
         self.pairings.used(principal.pairing, cam.camera)
+        self._spawn(self._persist_pairings_logged())
+
+    async def _persist_pairings_logged(self) -> None:
         try:
             await self.persist_pairings()
         except MmxError as exc:
