@@ -22,7 +22,7 @@ import orjson
 from aiohttp import web
 
 from mmx import __version__
-from mmx.errors import IOFailure, MmxError
+from mmx.errors import EventError, IOFailure, MmxError
 from mmx.fileio import atomic_write
 from mmx.serve.api import ApiError, cam_order, id_order, json_response
 from mmx.serve.auth import PRINCIPAL, Authenticator
@@ -255,6 +255,10 @@ class Server(EventRoutes, SessionRoutes, DirectorRoutes, CameraRoutes, PreviewRo
                 raise
             text = {404: "no such endpoint", 405: f"method {request.method} not allowed here"}.get(exc.status, exc.reason)
             return json_response({"error": f"{text}: {request.method} {request.path}"}, exc.status)
+        except EventError as exc:
+            # input that would make an event outside the contract, caught at the hub
+            self.log(f"refused: {request.method} {request.path}: {exc.reason}")
+            return json_response({"error": exc.reason}, 422)
         except MmxError as exc:
             self.log(f"error: {request.method} {request.path}: {exc.message}")
             return json_response({"error": exc.message}, 500)
