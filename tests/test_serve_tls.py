@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import os
 import ssl
 import time
 
@@ -21,6 +22,7 @@ from mmx.errors import DataError, InputMissingError
 from mmx.serve import tls
 from mmx.serve.tls import ensure_certificate, load_certificate
 
+from .browser_fixtures import CHROMEDRIVER, CHROMIUM, chromium, wait_for
 from .test_serve import AUTH, TOKEN, ServerThread
 
 pytest.importorskip("cryptography")
@@ -162,4 +164,75 @@ def test_lan_serving_keeps_loopback_plain_on_the_same_port(tmp_path):
             made = http.post(f"https://127.0.0.2:{port}/v1/pairings", headers=AUTH, json={}).json()
         assert made["url"].startswith(f"https://127.0.0.2:{port}/camera#token=")
     finally:
+        srv.stop()
+
+
+# -- Chromium over https:// and wss:// with the certificate's SPKI pinned -------------------
+
+
+def _spki_flag(certificate) -> str:
+    return f"--ignore-certificate-errors-spki-list={certificate.spki_sha256}"
+
+
+@pytest.mark.browser
+@pytest.mark.slow
+@pytest.mark.skipif(not (os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER)), reason="no Debian chromium")
+def test_chromium_pinned_to_the_spki_opens_the_console_pairs_over_wss_and_is_revoked(tmp_path):
+    from PIL import Image
+
+    zxingcpp = pytest.importorskip("zxingcpp")
+    certificate = ensure_certificate(tmp_path / "tls", addresses=[], names=["studio.local"])
+    stranger = ensure_certificate(tmp_path / "other-tls", addresses=[], names=["other.local"])
+    srv = TlsServer(tmp_path / "data", certificate).start()
+    unpinned = TlsServer(tmp_path / "data-2", stranger).start()
+    http = httpx.Client(base_url=srv.url, verify=pinned(certificate), headers=AUTH, timeout=10)
+    try:
+        with chromium(tmp_path / "profile", _spki_flag(certificate)) as driver:
+            # a certificate whose SPKI is not pinned is refused: the pin is what lets Chromium in
+            driver.get(unpinned.url + "/")
+            assert "Live Director" not in driver.title
+
+            driver.get(f"{srv.url}/?token={TOKEN}")  # the console link: the cookie, then /
+            wait_for(lambda: driver.execute_script("return location.protocol === 'https:' && document.querySelector('#login').hidden"
+                                                   " && document.querySelector('#connection').dataset.state === 'live'"),
+                     15, "the console live over https")  # fmt: skip
+            assert driver.execute_script("return window.isSecureContext") is True
+            wait_for(lambda: driver.execute_script("return !document.querySelector('#pair').hidden"), 10, "the pair button")
+            from selenium.webdriver.common.action_chains import ActionChains
+
+            ActionChains(driver).send_keys("p").perform()
+            wait_for(lambda: driver.execute_script("const i = document.querySelector('#pair-qr');"
+                                                   " return document.querySelector('#pair-dialog').open && i.complete && i.naturalWidth > 0"),
+                     10, "the pairing QR code")  # fmt: skip
+            link = driver.execute_script("return document.querySelector('#pair-url').textContent")
+            assert link.startswith(f"{srv.url}/camera#token=mmxcam_")
+            shot = tmp_path / "pairing.png"
+            driver.find_element("css selector", "#pair-dialog").screenshot(str(shot))
+            found = zxingcpp.read_barcodes(Image.open(shot).convert("L"))
+            assert [f.text for f in found] == [link]  # the code on screen is the link
+            token = link.split("#token=")[1]
+            pairing = next(p for p in http.get("/v1/pairings").json()["pairings"] if p["name"] == "phone")
+
+            # the page's origin joins the device socket over wss:// with the camera token
+            driver.execute_script("""
+              const ws = new WebSocket(`wss://${location.host}/v1/devices/ws?token=${arguments[0]}`);
+              window.cam = {messages: [], close: null};
+              ws.onopen = () => ws.send(JSON.stringify({t: "hello", token: arguments[0], device: "dev-chromium",
+                                                        name: "Chromium", ts: Date.now() / 1000}));
+              ws.onmessage = (ev) => window.cam.messages.push(JSON.parse(ev.data));
+              ws.onclose = (ev) => { window.cam.close = {code: ev.code, reason: ev.reason, at: Date.now() / 1000}; };
+            """, token)  # fmt: skip
+            welcome = wait_for(lambda: driver.execute_script("return window.cam.messages.find(m => m.t === 'welcome')"), 10, "welcome")
+            state = http.get("/v1/state").json()
+            assert [(c["camera"], c["status"]) for c in state["cameras"]] == [(welcome["camera"], "live")]
+            assert http.get(f"/v1/pairings/{pairing['id']}").json()["connected"] == 1
+
+            assert http.delete(f"/v1/pairings/{pairing['id']}").status_code == 200
+            answered = time.time()
+            closed = wait_for(lambda: driver.execute_script("return window.cam.close"), 10, "the socket closed")
+            assert (closed["code"], closed["reason"]) == (4401, "pairing revoked")
+            assert closed["at"] - answered < 1.0, closed
+    finally:
+        http.close()
+        unpinned.stop()
         srv.stop()
