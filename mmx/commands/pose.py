@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -150,6 +149,8 @@ def _live(server: str, token: str | None, named: list[str] | None, params: Any) 
     load_mediapipe()
     runner = LivePose(server, token, cameras=named, params=params, notify=notify, on_stats=on_stats)
     with NativeLogFilter():
+        import asyncio
+
         interrupted = asyncio.run(run_until_signal(runner.run(), runner.stop))
     if interrupted:
         raise typer.Exit(EX_INTERRUPTED)

@@ -35,6 +35,10 @@ class DeviceRoutes:
         await ws.prepare(request)
         self._sockets.add(ws)
         cam: Camera | None = None
+        if not self._pairing_socket_opened(request, ws):
+            self._sockets.discard(ws)
+            await self._close_ws(ws, CLOSE_BAD_TOKEN, "pairing revoked")
+            return ws
         try:
             hello = await self._read_hello(ws)
             if hello is None:
@@ -44,6 +48,7 @@ class DeviceRoutes:
                 # the camera id is durable before the device hears it
                 await self.persist_registry()
             changed = self._join(ws, cam, hello)
+            self._pairing_joined(request, cam)
             # welcome goes out before anything else can reach this socket: from here to the
             # frame's write there is no await, so no command, tally or placement of another
             # task can overtake it (a device ignores commands before its welcome)
@@ -75,6 +80,7 @@ class DeviceRoutes:
             pass
         finally:
             self._sockets.discard(ws)
+            self._pairing_socket_closed(request, ws)
             if cam is not None and cam.ws is ws:
                 self._leave(cam, "shutdown" if self.closing.is_set() else "disconnected")
         return ws
