@@ -93,6 +93,10 @@ def serve(
     --fallback (or to nothing). Devices silent for --device-timeout seconds are
     camera.left with reason "timeout".
 
+    Pose for cameras without their own: POST /v1/pose {"camera", "t", "joints", ...}
+    (what mmx pose sends) becomes a pose.sample; GET /v1/state's "pose_fps" is every
+    camera's pose rate (device-sent ones too), "pose_dropped" what mmx pose skipped.
+
     Recording: each production session is recorded unless --no-record (POST
     /v1/record/start and /v1/record/stop start and stop a take by hand, also outside a
     session). The server writes every camera's preview JPEGs into
