@@ -165,3 +165,30 @@ def test_nothing_is_written_unarmed_and_a_bad_directory_is_reported(tmp_path):
     assert not ok and not list(tmp_path.rglob("*.mkv"))
     (err,) = [r for r in reports if r["status"] == "record_error"]
     assert err["take"] == "T" and "cannot make" in err["error"]
+
+
+def test_a_restarted_relay_arms_from_the_state_into_numbered_files_and_stops_when_serve_has_no_take(tmp_path):
+    video = tmp_path / "video"
+    video.mkdir()
+    (video / "cam-1.mkv").write_bytes(b"left by a killed relay")
+
+    async def main():
+        posted = []
+        rec = RelayRecording(FakeHub(), post=lambda t, d: posted.append((t, d)))
+        pub = rec.publisher("cam-1", "s1", [FakeQueue()])
+        state = {"armed": True, "take": "T", "session": "S", "path": str(video), "origin_ts": T0}
+        rec.handle_state({"recording": state})
+        await rec.settled()
+        for i, (data, key) in enumerate(encoded(30)):
+            rec.frame(pub, "VP8", data, i * 3000, key, arrival=T0 + i / FPS)
+        rec.handle_state({"recording": state})  # the same take again: nothing changes
+        rec.handle_state({"recording": {"armed": False}})
+        await rec.settled()
+        assert not rec.armed
+        await rec.close()
+        return posted
+
+    posted = run(main())
+    assert [(t, Path(d["path"]).name) for t, d in posted] == [("recording.started", "cam-1.2.mkv"),
+                                                              ("recording.stopped", "cam-1.2.mkv")]
+    assert posted[1][1]["reason"] == "server_disarmed" and posted[1][1]["frames"] == 30
