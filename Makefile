@@ -7,6 +7,10 @@ PYTEST = $(VENV)/bin/python -m pytest
 # a plain `torch` from PyPI pulls ~3 GB of CUDA; about 25 s to install from the local wheel.
 # `make test TORCH=` leaves it out (those tests are then skipped).
 TORCH ?= torch==2.13.0+cpu
+# mediapipe for the mmx[pose] tests (tests/test_pose*.py): --no-deps, since its numpy<2 pin would downgrade numpy
+# for everything (the rest of what it imports is in the dev extra); ~35 MB, the model inside.
+# `make test MEDIAPIPE=` leaves it out (those tests are then skipped).
+MEDIAPIPE ?= mediapipe==0.10.21
 
 .PHONY: install test test-python test-convex system-deps man bench
 
@@ -17,6 +21,7 @@ install: $(VENV)/bin/python
 	$(PIP) install --quiet --upgrade pip
 	$(PIP) install --quiet -e '.[dev]'
 	$(if $(TORCH),$(PIP) install --quiet '$(TORCH)')
+	$(if $(MEDIAPIPE),$(PIP) install --quiet --no-deps '$(MEDIAPIPE)')
 
 # Debian's Chromium and ChromeDriver for the browser tests (root only; skipped otherwise).
 system-deps:

@@ -9,6 +9,7 @@ import hashlib
 import io
 import signal
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -78,22 +79,39 @@ class Serve:
 
 
 class Device:
-    """A `mmx device` subprocess with --json events on stdout."""
+    """A `mmx device` subprocess with --json events on stdout (read as they come: `lines`)."""
 
     def __init__(self, serve: Serve, name: str, state_dir: Path, *extra: str) -> None:
         self.proc = subprocess.Popen([*MMX, "device", "--server", serve.url, "--token", TOKEN, "--name", name,
                                       "--state-dir", str(state_dir), "--fps", "5", *extra],
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+        self.lines: list[bytes] = []
+        self._err: list[bytes] = []
+        self._readers = [threading.Thread(target=self._read, args=(self.proc.stdout, self.lines), daemon=True),
+                         threading.Thread(target=self._read, args=(self.proc.stderr, self._err), daemon=True)]
+        for reader in self._readers:
+            reader.start()
+
+    @staticmethod
+    def _read(stream, into: list[bytes]) -> None:
+        for line in stream:
+            into.append(line)
+
+    def events(self) -> list[str]:
+        """The ``event`` of each --json line printed so far."""
+        return [orjson.loads(line)["event"] for line in list(self.lines) if line.strip()]
 
     def stop(self, sig=signal.SIGTERM) -> tuple[int, bytes, bytes]:
         if self.proc.poll() is None:
             self.proc.send_signal(sig)
         try:
-            out, err = self.proc.communicate(timeout=15)
+            self.proc.wait(timeout=15)
         except subprocess.TimeoutExpired:
             self.proc.kill()
-            out, err = self.proc.communicate(timeout=5)
-        return self.proc.returncode, out, err
+            self.proc.wait(timeout=5)
+        for reader in self._readers:
+            reader.join(5)
+        return self.proc.returncode, b"".join(self.lines), b"".join(self._err)
 
 
 @pytest.fixture
@@ -180,7 +198,7 @@ def test_device_reconnects_when_the_server_restarts(tmp_path, devices):
         first.stop()
     finally:
         first.stop()
-    time.sleep(1.0)  # a few failed attempts while the server is down
+    _wait(lambda: "retry" in devices[0].events(), what="a failed attempt while the server is down")
     second = Serve(tmp_path, port=first.port)
     try:
         _wait(lambda: second.live() == [cam], timeout=15, what="reconnected")

@@ -637,7 +637,7 @@ def test_coverage_follows_placement_changes(tmp_path):
                 assert cov["duplicates"] == []
                 assert cov["largest_gap"]["width_deg"] == 135.0
                 status, err = await call(http, server, "PUT", "/v1/cameras/cam-3/placement", {"azimuth_deg": "north"})
-                assert (status, err["error"]) == (400, "placement field 'azimuth_deg' must be a number, got a string")
+                assert (status, err["error"]) == (422, "placement field 'azimuth_deg' must be a number, got a string")
                 changed = [e["data"] for e in await events(http, server) if e["type"] == "camera.changed"]
                 assert changed[-1] == {"camera": "cam-3", "placement": {"azimuth_deg": 180}}
                 # a lost camera leaves the live coverage
@@ -907,7 +907,7 @@ def test_posted_events_keep_their_envelope_and_get_the_server_seq(srv):
             status, err = await call(http, srv, "POST", "/v1/events", {"type": "director.cut", "data": {"to": "cam-1"}})
             assert (status, err["error"]) == (422, "director.cut is made by the server itself; use its endpoint instead of POST /v1/events")
             status, err = await call(http, srv, "POST", "/v1/events", {"type": "music.cue", "data": {"track": 5}})
-            assert (status, err["error"]) == (400, "music.cue: data field 'track' must be a string, got a number")
+            assert (status, err["error"]) == (422, "music.cue: data field 'track' must be a string, got a number")
             async with http.post(srv.url + "/v1/events", data=b"{nope", headers=AUTH) as resp:
                 assert resp.status == 400 and (await resp.json())["error"].startswith("the body is not JSON")
 

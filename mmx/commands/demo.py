@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 import typer
-from rich.table import Table
 
 from mmx.commands._common import console, write_jsonl
 
@@ -19,6 +18,8 @@ def _render_report(report: dict[str, Any]) -> None:
     console.rule("[bold]mmx demo report[/]" + ("" if ok else " — [red]FAILED[/]"))
     if not ok:
         console.print(f"[red]stage {report['failed_stage']} failed:[/] {report['error']}", soft_wrap=True)
+    from rich.table import Table
+
     cams = Table(title="cameras", show_edge=False)
     for col in ("camera", "name", "placement", "lenses"):
         cams.add_column(col)

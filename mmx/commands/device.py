@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -128,6 +127,8 @@ def device(
 
     client = DeviceClient(config, source=source, pose=track, on_event=on_event)
     console.print(f"device {config.device_id} ({name}) → {server}")
+    import asyncio
+
     interrupted = asyncio.run(run_until_signal(client.run(), client.stop))
     source.close()
     if interrupted:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import ipaddress
 import secrets
 from typing import Any
@@ -96,6 +95,8 @@ def relay(
     def on_error(exc: Any) -> None:
         report_line_error(exc, events or "server")
 
+    import asyncio
+
     interrupted = asyncio.run(_run(run_relay, dict(
         server=server, host=host, port=port, token=token, ice_hosts=ice_host, ice_servers=ice_server, events=events,
         on_status=_render, on_error=on_error)))
@@ -105,5 +106,7 @@ def relay(
 
 async def _run(run_relay: Any, kwargs: dict[str, Any]) -> bool:
     """Run until SIGINT/SIGTERM; returns whether SIGINT stopped it."""
+    import asyncio
+
     stop = asyncio.Event()
     return await run_until_signal(run_relay(stop=stop, **kwargs), stop.set)

@@ -174,7 +174,11 @@ class Relay:
             auth = request.headers.get("Authorization", "")
             if auth.lower().startswith("bearer "):
                 given = auth[7:].strip()
-            if not hmac.compare_digest(given.encode(), self.token.encode()):
+            try:
+                raw = given.encode("utf-8")
+            except UnicodeEncodeError:  # a non-UTF-8 header (aiohttp keeps its bytes surrogate-escaped): wrong
+                raw = None
+            if raw is None or not hmac.compare_digest(raw, self.token.encode()):
                 return _json_error(401, "missing or wrong token")
         try:
             return await handler(request)

@@ -118,6 +118,8 @@ class Camera:
 
     def lenses_for(self, facing: str | None) -> list[float]:
         values = self.lenses.get(facing or "", [])
+        if not isinstance(values, list):  # normalised at hello (mmx.serve.limits); never iterate a number
+            return []
         return sorted(float(v) for v in values if isinstance(v, (int, float)) and not isinstance(v, bool))
 
     def zoom_refusal(self, zoom: Any) -> str | None:
