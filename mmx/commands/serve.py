@@ -42,6 +42,8 @@ def serve(
     fallback: str = typer.Option(None, "--fallback", help="Camera to cut to when the program camera is lost [default: none]."),
     duplicate_angle_deg: float = typer.Option(15.0, "--duplicate-angle-deg", min=0.0, help="Cameras closer than this azimuth are duplicate coverage."),
     record: bool = typer.Option(True, "--record/--no-record", help="Record every production session (proxy files of the previews here; mmx relay records the ISOs and the program)."),
+    relay: str = typer.Option(None, "--relay", help="URL of the mmx relay that camera pages publish their hero feed to (WHIP through this server) [default: none]."),
+    relay_token: str = typer.Option(None, "--relay-token", envvar="MMX_RELAY_TOKEN", help="The relay's token, kept on this server (camera pages never see it)."),
     record_min_free_mb: float = typer.Option(256.0, "--record-min-free-mb", min=0.0, help="Stop recording (reason disk_full) when the disk has less than this many MB free."),
 ) -> None:
     """Run the live multi-camera coordination server.
@@ -148,6 +150,8 @@ def serve(
         raise typer.BadParameter("--cert/--key serve the LAN over HTTPS: add --lan", param_hint="--cert/--key")
     if public_url is not None and not public_url.startswith(("http://", "https://")):
         raise typer.BadParameter("must start with http:// or https://", param_hint="--public-url")
+    if relay is not None and not relay.startswith(("http://", "https://")):
+        raise typer.BadParameter("must start with http:// or https://", param_hint="--relay")
     data_dir = data if data is not None else mmx_home() / "serve"
     generated = not token
     token = token or secrets.token_urlsafe(24)
@@ -155,7 +159,7 @@ def serve(
         data_dir=data_dir, token=token, host=host, port=port, public_url=public_url, device_timeout_s=device_timeout,
         ack_timeout_s=ack_timeout, max_still_bytes=max_still_bytes, fallback_camera=fallback,
         duplicate_angle_deg=duplicate_angle_deg, record=record,
-        record_min_free_bytes=int(record_min_free_mb * 1024 * 1024),
+        record_min_free_bytes=int(record_min_free_mb * 1024 * 1024), relay_url=relay, relay_token=relay_token,
     )  # fmt: skip
     if events is None and not sys.stdout.isatty():
         events = "-"

@@ -31,6 +31,7 @@ from mmx.serve.config import ServeConfig
 from mmx.serve.hub import EventHub, last_seq_in
 from mmx.serve.registry import Camera, Registry
 from mmx.serve.routes.cameras import CameraRoutes
+from mmx.serve.routes.camera import CameraPageRoutes
 from mmx.serve.routes.console import ConsoleRoutes
 from mmx.serve.routes.devices import CLOSE_TIMEOUT, DeviceRoutes
 from mmx.serve.routes.director import DirectorRoutes
@@ -50,7 +51,8 @@ Log = Callable[[str], None]
 
 
 class Server(EventRoutes, SessionRoutes, DirectorRoutes, CameraRoutes, PreviewRoutes, StillRoutes,
-             DeviceRoutes, RecordRoutes, GhostRoutes, ConsoleRoutes, PoseRoutes, PairingRoutes):
+             DeviceRoutes, RecordRoutes, GhostRoutes, ConsoleRoutes, PoseRoutes, PairingRoutes,
+             CameraPageRoutes):
     """One running `mmx serve`.
 
     Use ``await start()`` (returns the URL), then ``await stop()``; or `run` for both around
@@ -121,6 +123,7 @@ class Server(EventRoutes, SessionRoutes, DirectorRoutes, CameraRoutes, PreviewRo
         self._add_console_routes(r)
         self._add_pose_routes(r)
         self._add_pairing_routes(r)
+        self._add_camera_page_routes(r)
         return app
 
     async def start(self) -> str:

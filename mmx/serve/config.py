@@ -34,6 +34,8 @@ class ServeConfig:
     - ``tls_ca``: the local CA's certificate (PEM) served at ``GET /ca.crt`` for phones to trust.
     - ``public_url``: the base of the camera links in pairings (default: the first HTTPS URL,
       else the server's URL).
+    - ``relay_url`` / ``relay_token``: the `mmx relay` that camera pages publish their hero feed
+      to, through ``POST /v1/relay/whip/{camera}`` (None: no relay; ``welcome.relay`` false).
     - ``ring_size`` / ``pose_ring_size``: events (other than pose / pose samples) kept in memory
       for ``GET /v1/events?since=``; older ones are read back from the capture files.
     """
@@ -47,6 +49,8 @@ class ServeConfig:
     tls_key: Path | None = None
     tls_ca: Path | None = None
     public_url: str | None = None
+    relay_url: str | None = None
+    relay_token: str | None = None
     device_timeout_s: float = 3.0
     heartbeat_s: float = 1.0
     ack_timeout_s: float = 2.0

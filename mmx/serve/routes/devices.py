@@ -55,7 +55,8 @@ class DeviceRoutes:
             welcome = {"t": "welcome", "camera": cam.camera, "session": self.capture.session if self.capture else None,
                        "placement": cam.placement, "heartbeat_s": self.config.heartbeat_s,
                        "timeout_s": self.config.device_timeout_s, "server_time": time.time(),
-                       "program": self.program == cam.camera, "clock_offset_s": cam.clock.offset_s}  # fmt: skip
+                       "program": self.program == cam.camera, "clock_offset_s": cam.clock.offset_s,
+                       "relay": bool(self.config.relay_url)}  # fmt: skip
             await send_json(ws, welcome)
             if changed:
                 self._spawn(self.persist_registry())  # name, model or the hello's placement
