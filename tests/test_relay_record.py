@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import fractions
 import random
+import time
 from pathlib import Path
 
 import av
@@ -156,6 +157,11 @@ def test_nothing_is_written_unarmed_and_a_bad_directory_is_reported(tmp_path):
         pub = rec.publisher("cam-1", "s1", [FakeQueue()])
         for i, (data, key) in enumerate(encoded(10)):
             rec.frame(pub, "VP8", data, i * 3000, key)
+        # a replayed events file arms nothing: its takes are history
+        rec.handle(Event(type="recording.armed", ts=time.time() - 3600,
+                         data={"take": "OLD", "path": str(tmp_path / "old"), "origin_ts": T0}))  # fmt: skip
+        await rec.settled()
+        assert not rec.armed
         (tmp_path / "file").write_text("x")
         ok = await rec.arm(take="T", session=None, path=str(tmp_path / "file" / "video"), origin_ts=T0)
         await rec.close()

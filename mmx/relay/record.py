@@ -68,6 +68,9 @@ RESET_CONFIRM_S = 1.0
 CUT_WAIT_S = 1.0
 #: Keyframe requests (PLI) to one publisher at most this often (s).
 KEYFRAME_REQUEST_INTERVAL_S = 0.5
+#: A ``recording.armed`` older than this (s) is history (a replayed file), not a take to
+#: record now; a live take missed while away comes from ``GET /v1/state`` (`sync`).
+STALE_ARM_S = 30.0
 #: aiortc codec names → `mmx.mkv` codec names.
 CODECS = {"VP8": "vp8", "H264": "h264"}
 PROGRAM = "program"
@@ -408,9 +411,12 @@ class RelayRecording:
             await asyncio.gather(self._last_op, return_exceptions=True)
 
     async def apply(self, event: Any) -> None:
-        """Follow serve's ``recording.armed`` / ``recording.disarmed`` (other events are ignored)."""
+        """Follow serve's ``recording.armed`` / ``recording.disarmed`` (other events are ignored;
+        so is an armed event older than `STALE_ARM_S`)."""
         data = event.data or {}
         if event.type == "recording.armed":
+            if isinstance(event.ts, (int, float)) and time.time() - event.ts > STALE_ARM_S:
+                return
             if isinstance(data.get("take"), str) and isinstance(data.get("path"), str) and _number(data.get("origin_ts")):
                 await self.arm(take=data["take"], session=data.get("session"), path=data["path"],
                                origin_ts=data["origin_ts"])  # fmt: skip
