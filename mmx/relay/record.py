@@ -15,7 +15,9 @@ video directory (the ``path`` of ``recording.armed``; the relay and serve share 
   the ``director.cut`` time; the exported timeline's program track, cut from the ISOs at the
   ledger's cut times, is exact). Until the keyframe comes the previous camera goes on; a
   camera that sends none within `CUT_WAIT_S` leaves a gap. A cut to a camera of another
-  codec starts a new numbered file (``program.2.mkv``). The viewers' hero feed is the
+  codec starts a new numbered file (``program.2.mkv``). A frame just after a switch may sit a
+  few ms later in the program than in its ISO (timestamps stay increasing across cameras
+  whose path delays differ). The viewers' hero feed is the
   relay's own VP8 encode and is not what is recorded.
 
 Time. Every frame is stamped with a wall time on the relay's clock and written on the
