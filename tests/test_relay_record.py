@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import fractions
 import random
+import time
 from pathlib import Path
 
 import av
@@ -156,6 +157,11 @@ def test_nothing_is_written_unarmed_and_a_bad_directory_is_reported(tmp_path):
         pub = rec.publisher("cam-1", "s1", [FakeQueue()])
         for i, (data, key) in enumerate(encoded(10)):
             rec.frame(pub, "VP8", data, i * 3000, key)
+        # a replayed events file arms nothing: its takes are history
+        rec.handle(Event(type="recording.armed", ts=time.time() - 3600,
+                         data={"take": "OLD", "path": str(tmp_path / "old"), "origin_ts": T0}))  # fmt: skip
+        await rec.settled()
+        assert not rec.armed
         (tmp_path / "file").write_text("x")
         ok = await rec.arm(take="T", session=None, path=str(tmp_path / "file" / "video"), origin_ts=T0)
         await rec.close()
@@ -192,3 +198,42 @@ def test_a_restarted_relay_arms_from_the_state_into_numbered_files_and_stops_whe
     assert [(t, Path(d["path"]).name) for t, d in posted] == [("recording.started", "cam-1.2.mkv"),
                                                               ("recording.stopped", "cam-1.2.mkv")]
     assert posted[1][1]["reason"] == "server_disarmed" and posted[1][1]["frames"] == 30
+
+
+def test_an_h264_publisher_over_webrtc_is_recorded_as_h264_in_matroska(tmp_path):
+    from aiortc import RTCRtpSender
+
+    from mmx.relay.client import _exchange
+    from mmx.relay.net import HostRestrictedPeerConnection
+    from mmx.relay.pattern import pattern_track
+    from mmx.relay.server import Relay, serve_relay
+
+    from .conftest import free_port
+
+    async def main():
+        relay = Relay(token=None)
+        port = free_port()
+        runner = await serve_relay(relay, port=port)
+        pc = HostRestrictedPeerConnection(ice_hosts=["127.0.0.1"])
+        try:
+            transceiver = pc.addTransceiver(pattern_track(320, 180, fps=15), direction="sendonly")
+            transceiver.setCodecPreferences([c for c in RTCRtpSender.getCapabilities("video").codecs
+                                             if c.mimeType.lower() == "video/h264"])  # fmt: skip
+            await _exchange(f"http://127.0.0.1:{port}/whip/cam-1", pc, None)
+            assert await relay.recording.arm(take="T", session=None, path=str(tmp_path / "video"), origin_ts=T0)
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline and sum(f["frames"] for f in relay.recording.status()["files"]) < 15:
+                await asyncio.sleep(0.1)
+            return await relay.recording.disarm("operator")
+        finally:
+            await pc.close()
+            await relay.close()
+            await runner.cleanup()
+
+    stopped = run(main())
+    (iso,) = [s for s in stopped if s["kind"] == "iso"]
+    assert iso["codec"] == "h264" and iso["path"] == str(tmp_path / "video" / "cam-1.mkv") and iso["frames"] >= 15
+    with av.open(iso["path"]) as c:
+        assert c.streams.video[0].codec_context.name == "h264"
+        pictures = [f for f in c.decode(video=0)]
+    assert len(pictures) == iso["frames"] and (pictures[0].width, pictures[0].height) == (320, 180)

@@ -15,7 +15,9 @@ video directory (the ``path`` of ``recording.armed``; the relay and serve share 
   the ``director.cut`` time; the exported timeline's program track, cut from the ISOs at the
   ledger's cut times, is exact). Until the keyframe comes the previous camera goes on; a
   camera that sends none within `CUT_WAIT_S` leaves a gap. A cut to a camera of another
-  codec starts a new numbered file (``program.2.mkv``). The viewers' hero feed is the
+  codec starts a new numbered file (``program.2.mkv``). A frame just after a switch may sit a
+  few ms later in the program than in its ISO (timestamps stay increasing across cameras
+  whose path delays differ). The viewers' hero feed is the
   relay's own VP8 encode and is not what is recorded.
 
 Time. Every frame is stamped with a wall time on the relay's clock and written on the
@@ -68,6 +70,9 @@ RESET_CONFIRM_S = 1.0
 CUT_WAIT_S = 1.0
 #: Keyframe requests (PLI) to one publisher at most this often (s).
 KEYFRAME_REQUEST_INTERVAL_S = 0.5
+#: A ``recording.armed`` older than this (s) is history (a replayed file), not a take to
+#: record now; a live take missed while away comes from ``GET /v1/state`` (`sync`).
+STALE_ARM_S = 30.0
 #: aiortc codec names → `mmx.mkv` codec names.
 CODECS = {"VP8": "vp8", "H264": "h264"}
 PROGRAM = "program"
@@ -408,9 +413,12 @@ class RelayRecording:
             await asyncio.gather(self._last_op, return_exceptions=True)
 
     async def apply(self, event: Any) -> None:
-        """Follow serve's ``recording.armed`` / ``recording.disarmed`` (other events are ignored)."""
+        """Follow serve's ``recording.armed`` / ``recording.disarmed`` (other events are ignored;
+        so is an armed event older than `STALE_ARM_S`)."""
         data = event.data or {}
         if event.type == "recording.armed":
+            if isinstance(event.ts, (int, float)) and time.time() - event.ts > STALE_ARM_S:
+                return
             if isinstance(data.get("take"), str) and isinstance(data.get("path"), str) and _number(data.get("origin_ts")):
                 await self.arm(take=data["take"], session=data.get("session"), path=data["path"],
                                origin_ts=data["origin_ts"])  # fmt: skip

@@ -8,7 +8,8 @@ constant time; no token configured means no check):
 - ``POST /whep/hero`` (follows the program) or ``/whep/{camera}`` → ``201`` answer + ``Location``
 - ``DELETE /whep/{name}/{session}`` → ``204``
 - ``GET /`` viewer page (hero feed, camera name, latency), ``GET /publish/{camera}`` a page
-  that publishes the browser's camera, ``GET /status`` JSON (program, cameras, viewers).
+  that publishes the browser's camera, ``GET /status`` JSON (program, cameras, viewers, and
+  ``recording``: the armed take and its files, `mmx.relay.record`).
 
 Errors answer ``{"error": "<reason>"}``: 400 bad SDP or name, 401 token, 404 unknown session,
 415 not ``application/sdp``. Every peer connection uses no STUN/TURN servers and host

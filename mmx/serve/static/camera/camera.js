@@ -14,7 +14,12 @@ const PREVIEW_FPS = 10;
 const MAX_BUFFERED = 512 * 1024;  // skip a preview while the socket still holds this much
 const $ = (id) => document.getElementById(id);
 
-const token = new URLSearchParams(location.hash.slice(1)).get("token");
+const fragment = new URLSearchParams(location.hash.slice(1));
+const token = fragment.get("token");
+// "&slot=N" makes one browser several cameras (one tab each: a laptop with several webcams,
+// or the benchmark's 8 tabs); each slot keeps its own device id.
+const slot = /^[0-9]{1,3}$/.test(fragment.get("slot") || "") ? fragment.get("slot") : null;
+const DEVICE_KEY = slot ? `mmx.device.${slot}` : "mmx.device";
 const capture = new Capture($("view"));
 const outbox = new Outbox(token);
 let ws = null, camera = null, heartbeat_s = 1, timers = [], backoff = 0.25, stopped = false;
@@ -36,11 +41,11 @@ function status(text, kind = "") {
 function message(text) { show("message", text); }
 
 function deviceId() {
-  let id = localStorage.getItem("mmx.device");
+  let id = localStorage.getItem(DEVICE_KEY);
   if (!id) {
     const bytes = crypto.getRandomValues(new Uint8Array(10));
     id = "web-" + Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
-    localStorage.setItem("mmx.device", id);
+    localStorage.setItem(DEVICE_KEY, id);
   }
   return id;
 }
