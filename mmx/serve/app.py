@@ -29,6 +29,7 @@ from mmx.serve.auth import PRINCIPAL, Authenticator
 from mmx.serve.capture import SESSIONS_DIR, CaptureDir, unfinished_sessions
 from mmx.serve.config import ServeConfig
 from mmx.serve.hub import EventHub, last_seq_in
+from mmx.serve.openapi import OpenApiRoutes
 from mmx.serve.registry import Camera, Registry
 from mmx.serve.routes.cameras import CameraRoutes
 from mmx.serve.routes.camera import CameraPageRoutes
@@ -52,7 +53,7 @@ Log = Callable[[str], None]
 
 class Server(EventRoutes, SessionRoutes, DirectorRoutes, CameraRoutes, PreviewRoutes, StillRoutes,
              DeviceRoutes, RecordRoutes, GhostRoutes, ConsoleRoutes, PoseRoutes, PairingRoutes,
-             CameraPageRoutes):
+             CameraPageRoutes, OpenApiRoutes):
     """One running `mmx serve`.
 
     Use ``await start()`` (returns the URL), then ``await stop()``; or `run` for both around
@@ -124,6 +125,7 @@ class Server(EventRoutes, SessionRoutes, DirectorRoutes, CameraRoutes, PreviewRo
         self._add_pose_routes(r)
         self._add_pairing_routes(r)
         self._add_camera_page_routes(r)
+        self._add_openapi_routes(r)
         return app
 
     async def start(self) -> str:
