@@ -68,3 +68,19 @@ def test_issue17_newcomer_see_also_is_one_comma_separated_list():
         assert len(names) == len(set(names)), (page.name, "a page listed twice")
     sync = (ROOT / "man" / "mmx-ledger-sync.1").read_text()
     assert ".BR mmx-ledger-sessions (1),\nexamples/convex/README.md,\n.BR mmx (1)," in sync
+
+
+# -- README: mmx on the PATH ---------------------------------------------------------------
+
+
+def test_issue17_newcomer_readme_puts_mmx_on_the_path_before_using_it_bare():
+    readme = (ROOT / "README.md").read_text()
+    blocks = re.findall(r"```sh\n(.*?)```", readme, re.S)
+    first = blocks[0]
+    assert "pip install -e ." in first and ".venv/bin/mmx demo" in first and "\nmmx " not in "\n" + first
+    # every later bare `mmx …` (in a code block or inline) comes after the activation
+    activate = readme.index("source .venv/bin/activate")
+    bare = [m.start() for m in re.finditer(r"(?:^|[`\s|&;(])mmx [a-z]", readme[readme.index(first) + len(first):], re.M)]
+    assert bare, "the README uses mmx after its first command"
+    assert activate < readme.index(first) + len(first) + bare[0] + 1
+    assert readme.index(first) < activate
