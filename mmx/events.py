@@ -373,9 +373,21 @@ def validate(obj: Any) -> None:
 
 _ENVELOPE_NAMES = frozenset({"v", "id", "seq", "ts", "type", "session", "src", "data"})
 #: In a line: a run of 19 digits (an integer that may not fit 64 bits) or a 3-digit
-#: exponent. Lines without either, shorter than MAX_STRING_LENGTH and with fewer braces and
-#: brackets than MAX_DEPTH, cannot break a limit that `certainly_valid` leaves unchecked.
+#: exponent, i.e. the regular expression ``[0-9]{19}|[eE][+-]?[0-9]{3}``. Lines without
+#: either, shorter than MAX_STRING_LENGTH and with fewer braces and brackets than MAX_DEPTH,
+#: cannot break a limit that `certainly_valid` leaves unchecked. Tested as substrings of the
+#: line with every digit made 0, E made e and - made + (`_needs_walk`): 1.3 µs for a typical
+#: line against 5.8 µs for the expression (re has no fast path for it; issue 18).
 _NEEDS_WALK = re.compile(rb"[0-9]{19}|[eE][+-]?[0-9]{3}")
+_WALK_FOLD = bytes.maketrans(b"0123456789E-", b"0000000000e+")
+_DIGITS_19 = b"0" * 19
+
+
+def _needs_walk(raw: bytes) -> bool:
+    """Whether ``raw`` matches `_NEEDS_WALK` (same answer, computed with C substring searches)."""
+    folded = raw.translate(_WALK_FOLD)
+    return _DIGITS_19 in folded or b"e000" in folded or b"e+000" in folded
+
 _NUMBER_TYPES = frozenset({int, float})
 _MISSING = object()
 
@@ -462,7 +474,7 @@ def certainly_valid(obj: Any, raw: bytes) -> bool:
     return (
         n <= MAX_STRING_LENGTH
         and raw.count(b"{") + raw.count(b"[") <= MAX_DEPTH
-        and _NEEDS_WALK.search(raw) is None
+        and not _needs_walk(raw)
     )
 
 

@@ -8,7 +8,8 @@ constant time; no token configured means no check):
 - ``POST /whep/hero`` (follows the program) or ``/whep/{camera}`` → ``201`` answer + ``Location``
 - ``DELETE /whep/{name}/{session}`` → ``204``
 - ``GET /`` viewer page (hero feed, camera name, latency), ``GET /publish/{camera}`` a page
-  that publishes the browser's camera, ``GET /status`` JSON (program, cameras, viewers).
+  that publishes the browser's camera, ``GET /status`` JSON (program, cameras, viewers, and
+  ``recording``: the armed take and its files, `mmx.relay.record`).
 
 Errors answer ``{"error": "<reason>"}``: 400 bad SDP or name, 401 token, 404 unknown session,
 415 not ``application/sdp``. Every peer connection uses no STUN/TURN servers and host
@@ -38,8 +39,10 @@ from mmx.relay.fastsend import install_fast_rtp
 from mmx.relay.hub import FanoutTrack, Hub
 from mmx.relay.jitter import bound_decoder_queues, install_marker_release
 from mmx.relay.net import HostRestrictedPeerConnection
+from mmx.relay.record import RelayRecording
 
 StatusFn = Callable[[dict[str, Any]], None]
+PostFn = Callable[[str, dict[str, Any]], Any]
 CAMERA_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")
 HERO = "hero"
 #: A peer connection that has not connected within this many seconds is dropped.
@@ -124,11 +127,14 @@ class Relay:
     none by default). ``ice_hosts`` restricts host candidates (empty: every
     interface as aioice chooses). ``on_status`` receives one dict per notable change.
     ``fast_rtp`` sends viewers' packets with `mmx.relay.fastsend` (False: aiortc's own loop).
+    ``post_event(type, data)`` receives the relay's events for mmx serve (``recording.*``);
+    ``recording`` (`mmx.relay.record`) writes the ISOs and the program while a take is armed.
     """
 
     def __init__(self, *, token: str | None = None, ice_hosts: Sequence[str] = ("127.0.0.1",),
                  ice_servers: Sequence[str] = (),
-                 on_status: StatusFn | None = None, lost_after_s: float = 1.0, fast_rtp: bool = True) -> None:
+                 on_status: StatusFn | None = None, lost_after_s: float = 1.0, fast_rtp: bool = True,
+                 post_event: PostFn | None = None) -> None:
         install_marker_release()
         self.token = token
         self.fast_rtp = fast_rtp
@@ -137,6 +143,10 @@ class Relay:
         self.on_status = on_status or (lambda record: None)
         self.hub = Hub(lost_after_s=lost_after_s, report=self.on_status)
         self.sessions: dict[str, PeerSession] = {}
+        self.post_event = post_event or (lambda type, data: None)
+        self.recording = RelayRecording(self.hub, post=lambda type, data: self.post_event(type, data),
+                                        report=self.on_status)
+        self.hub.on_program.append(self.recording.program_changed)
         self.app = self._make_app()
 
     # ------------------------------------------------------------------ app
@@ -185,6 +195,7 @@ class Relay:
 
     async def status(self, request: web.Request) -> web.Response:
         body = self.hub.status()
+        body["recording"] = self.recording.status()
         body["sessions"] = [{"session": s.id, "kind": s.kind, "name": s.name,
                              "state": s.pc.connectionState} for s in self.sessions.values()]
         return web.json_response(body, headers=_CORS)
@@ -276,6 +287,7 @@ class Relay:
         answer = await self._answer(session, offer)
         feed.session = session  # a new publisher for the camera replaces the old one
         feed.decoder_queues = session.decoder_queues
+        self.recording.publisher(camera, session.id, session.decoder_queues)
         if isinstance(previous, PeerSession) and previous.id in self.sessions:
             asyncio.ensure_future(self._end(previous, reason="replaced"))
         self.on_status({"status": "publisher", "camera": camera, "session": session.id})
@@ -350,6 +362,7 @@ class Relay:
                             "session": session.id, "reason": reason})
 
     async def close(self) -> None:
+        await self.recording.close()
         for session in list(self.sessions.values()):
             await self._end(session, reason="shutdown", quiet=True)
         await self.hub.close()
@@ -387,17 +400,25 @@ async def run_relay(*, server: str | None, host: str = "127.0.0.1", port: int = 
     """
     from mmx.events import read_events, stdin_reader
     from mmx.relay.director import apply_event, follow_server, follow_stream
+    from mmx.relay.record import ServePoster
 
     report = on_status or (lambda record: None)
     stop = stop or asyncio.Event()
-    relay = Relay(token=token, ice_hosts=ice_hosts, ice_servers=ice_servers, on_status=report)
+    # the relay's own events go where its cuts come from: to serve, when it follows serve
+    poster = ServePoster(server, token=token, report=report) if server and not events else None
+    relay = Relay(token=token, ice_hosts=ice_hosts, ice_servers=ice_servers, on_status=report,
+                  post_event=poster.post if poster else None)
     runner = await serve_relay(relay, host=host, port=port)
     report({"status": "listening", "url": f"http://{host}:{port}"})
     tasks: list[asyncio.Task] = []
     try:
+        if poster is not None:
+            tasks.append(asyncio.ensure_future(poster.run()))
         if events == "-":
             reader = await stdin_reader()
-            tasks.append(asyncio.ensure_future(follow_stream(relay.hub, reader, on_status=report, on_error=on_error)))
+            # `mmx serve | mmx relay --events -`: the takes come on the same stream
+            tasks.append(asyncio.ensure_future(follow_stream(relay.hub, reader, on_status=report, on_error=on_error,
+                                                             on_event=relay.recording.handle)))
         elif events:
             try:
                 fp = open(events, "rb")
@@ -407,8 +428,9 @@ async def run_relay(*, server: str | None, host: str = "127.0.0.1", port: int = 
                 for event in read_events(fp, on_error=on_error):
                     apply_event(relay.hub, event, report)
         elif server:
-            tasks.append(asyncio.ensure_future(follow_server(relay.hub, server, token=token,
-                                                             on_status=report, on_error=on_error)))
+            tasks.append(asyncio.ensure_future(follow_server(
+                relay.hub, server, token=token, on_status=report, on_error=on_error, types="director.*,recording.*",
+                on_event=relay.recording.handle, on_state=relay.recording.handle_state)))
 
         async def stats() -> None:
             while True:
@@ -417,6 +439,9 @@ async def run_relay(*, server: str | None, host: str = "127.0.0.1", port: int = 
 
         tasks.append(asyncio.ensure_future(stats()))
         await stop.wait()
+        await relay.recording.close()  # trailers and sha256, then recording.stopped for serve
+        if poster is not None:
+            await poster.flush()
     finally:
         for task in tasks:
             task.cancel()

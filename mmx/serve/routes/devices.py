@@ -35,6 +35,10 @@ class DeviceRoutes:
         await ws.prepare(request)
         self._sockets.add(ws)
         cam: Camera | None = None
+        if not self._pairing_socket_opened(request, ws):
+            self._sockets.discard(ws)
+            await self._close_ws(ws, CLOSE_BAD_TOKEN, "pairing revoked")
+            return ws
         try:
             hello = await self._read_hello(ws)
             if hello is None:
@@ -44,13 +48,15 @@ class DeviceRoutes:
                 # the camera id is durable before the device hears it
                 await self.persist_registry()
             changed = self._join(ws, cam, hello)
+            self._pairing_joined(request, cam)
             # welcome goes out before anything else can reach this socket: from here to the
             # frame's write there is no await, so no command, tally or placement of another
             # task can overtake it (a device ignores commands before its welcome)
             welcome = {"t": "welcome", "camera": cam.camera, "session": self.capture.session if self.capture else None,
                        "placement": cam.placement, "heartbeat_s": self.config.heartbeat_s,
                        "timeout_s": self.config.device_timeout_s, "server_time": time.time(),
-                       "program": self.program == cam.camera, "clock_offset_s": cam.clock.offset_s}  # fmt: skip
+                       "program": self.program == cam.camera, "clock_offset_s": cam.clock.offset_s,
+                       "relay": bool(self.config.relay_url)}  # fmt: skip
             await send_json(ws, welcome)
             if changed:
                 self._spawn(self.persist_registry())  # name, model or the hello's placement
@@ -75,6 +81,7 @@ class DeviceRoutes:
             pass
         finally:
             self._sockets.discard(ws)
+            self._pairing_socket_closed(request, ws)
             if cam is not None and cam.ws is ws:
                 self._leave(cam, "shutdown" if self.closing.is_set() else "disconnected")
         return ws

@@ -97,7 +97,8 @@ class DirectorRoutes:
         for camera_id in (previous, to):
             other = self.registry.get(camera_id) if camera_id else None
             if other is not None and other.live:
-                self._send_soon(other, {"t": "tally", "program": other.camera == to, "preview": False})
+                self._send_soon(other, {"t": "tally", "program": other.camera == to,
+                                        "preview": other.camera != to and other.camera == self.tally_preview})
         self.log(f"cut {previous or '-'} → {to or '-'} ({by})")
         return True
 

@@ -19,6 +19,7 @@ from aiohttp.http_exceptions import BadHttpMessage
 from mmx.events import new_id
 from mmx.fileio import fsync_dir
 from mmx.serve.api import ApiError, json_response
+from mmx.serve.auth import PRINCIPAL
 from mmx.serve.limits import still_kind
 from mmx.serve.stills import SAFE_ID, SHA256_HEX, STILL_TYPES, jpeg_size
 
@@ -67,6 +68,7 @@ class StillRoutes:
                 raise ApiError(400, "missing form field 'image' (the photo's bytes)")
             camera, still, claimed = fields["camera"], fields["still"], fields["sha256"].lower()
             self._camera(camera)
+            self._check_still_camera(request.get(PRINCIPAL), camera)
             if not SAFE_ID.match(still):
                 raise ApiError(400, "still id may hold only letters, digits, '.', '_' and '-' (at most 128)")
             if not SHA256_HEX.match(claimed):
