@@ -1,6 +1,6 @@
 """Benchmark: `mmx features` against a plain librosa script computing the same arrays.
 
-    /work/venv/bin/python bench/features_bench.py [--tracks 6] [--runs 5] [--baseline]
+    /work/venv/bin/python bench/features_bench.py [--tracks 6] [--runs 5] [--baseline] [--parts local,dask]
 
 The workload is a library of ``--tracks`` files (default 6: the three real tracks of
 ../shared/data/music, then copies of them under other names). Three sides, each in fresh
@@ -15,6 +15,11 @@ Every side runs once untimed first (warm-up: numba compiles librosa's kernels in
 on the first run, ~19 s that a user pays once), then the sides alternate A B C A B C for
 ``--runs`` rounds; the figures are medians with the min–max over the rounds. Goals (issue
 18): ``--jobs 1`` ≤ 1.1× the plain script's wall time, ``--jobs 2`` ≥ 1.7× faster than it.
+
+The Dask part (issue 16) runs ``mmx features --cluster`` against a real ``dask scheduler``
+with two ``dask worker`` processes on 127.0.0.1, the second paused for the 1-worker side
+(alternating rounds, same warm workers); goal: 2 workers ≥ 1.7× faster than 1.
+``--parts local`` or ``--parts dask`` runs one part alone.
 Also printed: CPU seconds per audio minute, peak RSS of the largest process and of the
 process tree (workers included, sampled every 0.1 s), the load average before each run,
 and whether mmx's arrays equal the plain script's. Wall-clock ratios mean something only
@@ -221,13 +226,77 @@ def bench(files: list[Path], work: Path, *, runs: int, baseline: bool) -> None:
     print(f"  same arrays: {compare(work / 'plain', work / 'j1', keys)}")
 
 
+def _set_paused(cluster, name: str, paused: bool) -> None:
+    """Pause (no new tasks) or resume one worker, and wait until the scheduler knows."""
+    from distributed.core import Status
+
+    want = "paused" if paused else "running"
+    info = cluster.client.scheduler_info(n_workers=-1)["workers"]
+    addr = next(a for a, w in info.items() if w["name"] == name)
+    status = Status.paused if paused else Status.running
+    cluster.client.run(lambda dask_worker: setattr(dask_worker, "status", status), workers=[addr])
+    end = time.monotonic() + 30
+    while cluster.client.scheduler_info(n_workers=-1)["workers"][addr]["status"] != want:
+        if time.monotonic() > end:
+            raise SystemExit(f"worker {name} did not become {want}")
+        time.sleep(0.05)
+
+
+def bench_dask(files: list[Path], work: Path, *, runs: int, baseline: bool) -> None:
+    """`mmx features --cluster` with 1 and with 2 Dask workers (one thread each) on this machine.
+
+    A real `dask scheduler` and two `dask worker` processes on 127.0.0.1 (tests/dask_fixtures);
+    the 1-worker side pauses the second worker (Dask's own pause: it takes no new tasks), so
+    the sides alternate A B A B with the same warm worker processes (librosa imported, numba
+    kernels loaded) and see the same load. Wall time of the client run (submit to last artifact).
+    """
+    from tests.dask_fixtures import DaskCluster
+
+    minutes = audio_minutes(files)
+    extra = [] if baseline else ["--no-baseline"]
+    cluster = DaskCluster(work / "dask")
+    try:
+        cluster.start_workers(2)
+        cmd = [sys.executable, "-m", "mmx", "features", str(files[0].parent), "-o", str(work / "dask-out"),
+               "--force", "--cluster", cluster.address, *extra]  # fmt: skip
+        print(f"\nDask: scheduler {cluster.address}, workers w0 and w1 (1 thread each, no nanny); "
+              f"{len(files)} files, {minutes:.1f} min of audio", flush=True)  # fmt: skip
+        sides = {"dask 1 worker": True, "dask 2 workers": False}
+        for name, pause in sides.items():  # warm-up: imports in both workers, page cache
+            _set_paused(cluster, "w1", pause)
+            wall, *_ = run_measured(cmd)
+            print(f"  warm-up {name:15s} {wall:6.1f} s (not counted)", flush=True)
+        walls: dict[str, list[float]] = {name: [] for name in sides}
+        for r in range(runs):
+            for name, pause in sides.items():
+                _set_paused(cluster, "w1", pause)
+                load = os.getloadavg()[0]
+                wall, *_ = run_measured(cmd)
+                walls[name].append(wall)
+                print(f"  round {r + 1} {name:15s} wall {wall:6.1f} s; load average {load:.1f} before", flush=True)
+        one, two = statistics.median(walls["dask 1 worker"]), statistics.median(walls["dask 2 workers"])
+        ratios = [a / b for a, b in zip(walls["dask 1 worker"], walls["dask 2 workers"], strict=True)]
+        for name in sides:
+            print(f"  {name:15s} wall {spread(walls[name])}, {statistics.median(walls[name]) / minutes:.2f} s per audio minute")
+        print(f"  2 Dask workers: {one / two:.2f}x faster than 1 (per round {min(ratios):.2f}–{max(ratios):.2f}); "
+              f"goal ≥ 1.7x: {verdict(one / two >= 1.7)}; load average {os.getloadavg()[0]:.1f} now "
+              f"(a 2-core machine shared with other work cannot show 2x)")  # fmt: skip
+    finally:
+        cluster.close()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--tracks", type=int, default=6, help="files in the library (the real tracks, then copies)")
     ap.add_argument("--runs", type=int, default=5, help="timed rounds of A B C after the warm-up")
     ap.add_argument("--baseline", action="store_true", help="both sides also compute EDGE's baseline block")
     ap.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data", help="the shared real-data folder")
+    ap.add_argument("--parts", default="local,dask",
+                    help="which parts: local (plain script vs --jobs 1/2), dask (1 vs 2 Dask workers); default both")  # fmt: skip
     args = ap.parse_args()
+    parts = {p.strip() for p in args.parts.split(",") if p.strip()}
+    if not parts <= {"local", "dask"}:
+        raise SystemExit(f"--parts: unknown {', '.join(sorted(parts - {'local', 'dask'}))}")
     tracks = sorted((args.data / "music").glob("*.ogg"))
     if not tracks:
         raise SystemExit(f"no .ogg tracks under {args.data / 'music'}")
@@ -235,7 +304,15 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="mmx-features-bench-") as tmp:
         work = Path(tmp)
         files = make_library(tracks, max(args.tracks, 1), work / "library")
-        bench(files, work, runs=max(args.runs, 1), baseline=args.baseline)
+        if "local" in parts:
+            bench(files, work, runs=max(args.runs, 1), baseline=args.baseline)
+        if "dask" in parts:
+            try:
+                import distributed  # noqa: F401
+            except ImportError:
+                print("\nDask part skipped: dask[distributed] is not installed (pip install 'mmx[cluster]')")
+            else:
+                bench_dask(files, work, runs=max(args.runs, 1), baseline=args.baseline)
     print(f"\nload average {os.getloadavg()[0]:.2f} at the end (other work on the machine slows every figure)")
 
 

@@ -43,9 +43,12 @@ def connect(address: str):  # -> distributed.Client
 
 
 def host_threads(client: Any) -> dict[str, int]:
-    """Worker threads per host (``{"10.0.0.5": 4}``), from the scheduler's worker list."""
+    """Threads of the running workers per host (``{"10.0.0.5": 4}``), from the scheduler's
+    worker list; a paused worker takes no tasks, so its threads leave the cores to the others."""
     out: dict[str, int] = {}
     for addr, info in client.scheduler_info(n_workers=-1)["workers"].items():
+        if info.get("status", "running") != "running":
+            continue
         host = addr.split("://")[-1].rsplit(":", 1)[0]
         out[host] = out.get(host, 0) + int(info.get("nthreads", 1))
     return out
