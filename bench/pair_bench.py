@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Benchmark `mmx pair` and its readers on generated session data (issue 16's goals).
 
-    /work/venv/bin/python bench/pair_bench.py [--minutes 15] [--sessions 4] [--reads 3000] [--keep DIR]
+    /work/venv/bin/python bench/pair_bench.py [--minutes 15] [--sessions 4] [--reads 3000] [--rounds 3] [--keep DIR]
 
 Generates ``--sessions`` sessions of ``--minutes`` each (4 cameras, 10 Hz pose, one music cue
 covering the session) plus one feature artifact (default 4 × 15 min = one hour of session
@@ -14,7 +14,8 @@ peak RSS as the child's own ``VmHWM``):
    one session of the same data). Goal ≤ 1/5. Also shown: what ``numpy.savez_compressed``
    of the same window arrays takes (a sample of windows), a stronger reference than the old
    format; when git or the old commit is not at hand, that is the reference and it is said so.
-2. windows/s written, new against old on the same session (goal ≥ the old), wall and CPU.
+2. windows/s written, new against old on the same session (goal ≥ the old), wall and CPU,
+   medians of ``--rounds`` alternating rounds.
 3. random-access reads: windows/s through ``mmx.dataset.open`` (random order, and index
    order) and through the torch loader (``WindowDataset``, DataLoader with 2 workers,
    shuffled; and the streaming ``IterableWindowDataset``) when torch is installed.
@@ -190,11 +191,23 @@ def savez_compressed_per_window(directory: Path, sample: int = 300) -> float:
     return total / len(picks)
 
 
+def median_rate(results: list[dict], key: str) -> float:
+    import statistics
+
+    return statistics.median(r["windows"] / r[key] for r in results)
+
+
+def rates(results: list[dict]) -> str:
+    return "; ".join(f"{r['windows'] / r['wall_s']:,.0f}/s wall, {r['windows'] / r['cpu_s']:,.0f}/CPU-s, {r['load']}"
+                     for r in results)  # fmt: skip
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--minutes", type=float, default=15.0, help="minutes per session (default 15)")
     ap.add_argument("--sessions", type=int, default=4, help="sessions in the large run (default 4)")
     ap.add_argument("--reads", type=int, default=3000, help="windows read per reader figure (default 3000)")
+    ap.add_argument("--rounds", type=int, default=3, help="alternating new/old write rounds (default 3)")
     ap.add_argument("--keep", type=Path, default=None, help="keep generated data here instead of a temp dir")
     ap.add_argument("--child", nargs=4, metavar=("SRC", "INVENTORY", "OUT", "SPLIT"), help=argparse.SUPPRESS)
     ap.add_argument("--child-read", nargs=3, metavar=("DIR", "N", "HOW"), help=argparse.SUPPRESS)
@@ -214,28 +227,35 @@ def main() -> None:
               f"{time.perf_counter() - t0:.1f} s")  # fmt: skip
         inv1, inv_n = inventory(root, items, 1), inventory(root, items, args.sessions)
 
-        # 1 + 2: one session, new format vs old format, output on disk
-        new1 = run(["--child", str(ROOT), str(inv1), str(root / "new-1"), "0.8/0.1/0.1"])
-        new1_bytes = disk_bytes(root / "new-1")
-        new_bpw = new1_bytes / new1["windows"]
-        print(f"\n1 session, Parquet ({load()}): {new1['windows']} windows, {new1_bytes / 1e6:.1f} MB = "
-              f"{new_bpw / 1e3:.2f} kB per window; {new1['windows'] / new1['wall_s']:,.0f} windows/s "
-              f"({new1['windows'] / new1['cpu_s']:,.0f} per CPU-second; kernel {new1['sys_s']:.2f} s)")  # fmt: skip
-        zipped = savez_compressed_per_window(root / "new-1")
+        # 1 + 2: one session, new format vs old format, output on disk, alternating rounds
         src = old_source(root / "old-src")
+        news: list[dict] = []
+        olds: list[dict] = []
+        for r in range(args.rounds):
+            shutil.rmtree(root / "new-1", ignore_errors=True)
+            news.append(run(["--child", str(ROOT), str(inv1), str(root / "new-1"), "0.8/0.1/0.1"]))
+            news[-1]["load"] = load()
+            if src is not None:
+                olds.append(run(["--child", str(src), str(inv1), str(root / "old-1"), "0.8/0.1/0.1"]))
+                olds[-1]["load"] = load()
+                olds[-1]["bytes"] = disk_bytes(root / "old-1")
+                shutil.rmtree(root / "old-1", ignore_errors=True)
+        new1_bytes = disk_bytes(root / "new-1")
+        windows = news[0]["windows"]
+        new_bpw = new1_bytes / windows
+        new_rate, new_cpu = median_rate(news, "wall_s"), median_rate(news, "cpu_s")
+        print(f"\n1 session, Parquet: {windows} windows, {new1_bytes / 1e6:.1f} MB = {new_bpw / 1e3:.2f} kB per window; "
+              f"median of {len(news)} rounds {new_rate:,.0f} windows/s, {new_cpu:,.0f} per CPU-second "
+              f"(rounds: {rates(news)})")  # fmt: skip
+        zipped = savez_compressed_per_window(root / "new-1")
         if src is not None:
-            old1 = run(["--child", str(src), str(inv1), str(root / "old-1"), "0.8/0.1/0.1"])
-            old_bytes = disk_bytes(root / "old-1")
-            shutil.rmtree(root / "old-1", ignore_errors=True)
-            old_bpw = old_bytes / old1["windows"]
-            print(f"1 session, old .npz shards (mmx {OLD_COMMIT}; {load()}): {old1['windows']} windows, "
-                  f"{old_bytes / 1e6:.1f} MB = {old_bpw / 1e3:.2f} kB per window; "
-                  f"{old1['windows'] / old1['wall_s']:,.0f} windows/s ({old1['windows'] / old1['cpu_s']:,.0f} per CPU-second; "
-                  f"kernel {old1['sys_s']:.2f} s)")  # fmt: skip
+            old_bpw = olds[0]["bytes"] / olds[0]["windows"]
+            old_rate, old_cpu = median_rate(olds, "wall_s"), median_rate(olds, "cpu_s")
+            print(f"1 session, old .npz shards (mmx {OLD_COMMIT}): {olds[0]['windows']} windows, "
+                  f"{olds[0]['bytes'] / 1e6:.1f} MB = {old_bpw / 1e3:.2f} kB per window; median {old_rate:,.0f} windows/s, "
+                  f"{old_cpu:,.0f} per CPU-second (rounds: {rates(olds)})")  # fmt: skip
             print(f"  bytes per window: {new_bpw / old_bpw:.3f} of the old format (1/{old_bpw / new_bpw:.1f}); "
                   f"goal <= 1/5: {verdict(new_bpw * 5 <= old_bpw)}")  # fmt: skip
-            new_rate, old_rate = new1["windows"] / new1["wall_s"], old1["windows"] / old1["wall_s"]
-            new_cpu, old_cpu = new1["windows"] / new1["cpu_s"], old1["windows"] / old1["cpu_s"]
             print(f"  windows/s written: {new_rate / old_rate:.2f}x the old format's wall rate, {new_cpu / old_cpu:.2f}x "
                   f"per CPU-second; goal >= 1x: {verdict(new_rate >= old_rate)} (wall), {verdict(new_cpu >= old_cpu)} (CPU)")  # fmt: skip
         else:
