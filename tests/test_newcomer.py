@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import aiohttp
 import orjson
@@ -310,3 +311,92 @@ from mmx.cli import main
 sys.argv = ["mmx", "device", "--token", sys.argv[2], "--name", "home", "--fps", "0", "--state-dir", sys.argv[3]]
 main()
 """
+
+
+# -- mmx demo: its report and its data -----------------------------------------------------
+
+
+def _demo_report(data_dir: Path) -> dict:
+    d = str(data_dir)
+    return {
+        "ok": True, "failed_stage": None, "error": None, "data_dir": d, "server_url": "http://127.0.0.1:1",
+        "hero_url": "http://127.0.0.1:2/?token=t", "ledger": f"{d}/ledger.sqlite", "session": "01JSESSION",
+        "track": {"path": f"{d}/media/beat-120bpm.wav", "sha256": "ab", "tempo_bpm": 120.0, "beats": 61},
+        "cameras": [{"camera": "cam-1", "name": "demo-cam-1", "lenses": {"back": [0.5, 1, 2], "front": [1]},
+                     "placement": {"label": "front", "azimuth_deg": 0, "distance_m": 3.0}},
+                    {"camera": "cam-2", "name": None, "placement": None, "lenses": None}],
+        "cuts": [{"ts": 1.0, "from": None, "to": "cam-1", "by": "operator"},
+                 {"ts": 2.0, "from": "cam-1", "to": "cam-2", "by": "ghost", "track_time_s": 4.0, "beat_error_ms": 1.2}],
+        "cuts_by": {"operator": 1, "ghost": 1}, "beat_error_ms": {"median": 1.2, "max": 1.2},
+        "stills": [{"still": "s1", "camera": "cam-1", "path": f"{d}/serve/sessions/01JSESSION/stills/cam-1/s1.jpg",
+                    "sha256": "ab", "hash_ok": True}],
+        "ghost": {"proposed": 3, "accepted": 2, "expired": 1},
+        "ledger_summary": {"events": 120, "status": "completed", "title": None, "started_at": 1795264000.0,
+                           "completed_at": 1795264030.5},
+        "dataset": {"dir": f"{d}/dataset", "counts": {"train": 8, "val": 2, "test": 2},
+                    "dropped": {"total": 3, "reasons": {"observed_below_min": 3, "no_body_size": 0}}},
+        "logs": f"{d}/logs", "stages": [],
+    }  # fmt: skip
+
+
+def test_issue17_newcomer_demo_report_reads_like_ledger_show(tmp_path):
+    import io
+
+    from rich.console import Console
+
+    from mmx.commands.demo import render_report
+
+    for kept in (True, False):
+        buf = io.StringIO()
+        render_report(_demo_report(tmp_path / "d"), Console(file=buf, width=200), kept=kept)
+        out = buf.getvalue()
+        assert "None" not in out and "{" not in out and "[0.5" not in out and "'" not in out, out
+        assert "front 0° 3 m" in out and "back 0.5× 1× 2× · front 1×" in out
+        assert "3 proposals — 2 accepted, 0 vetoed, 1 expired" in out
+        assert "12 windows (train 8 · val 2 · test 2); 3 dropped (observed below min 3)" in out
+        assert "serve/sessions/01JSESSION/stills/cam-1/s1.jpg" in out and f"{tmp_path}/d/serve" not in out
+        if kept:
+            assert f"data kept in {tmp_path}/d" in out
+            assert f"mmx ledger show --last --ledger {tmp_path}/d/ledger.sqlite" in out
+        else:
+            assert f"data removed: {tmp_path}/d (the ledger, the capture directory, the dataset and the logs) is " \
+                   "deleted; keep it with --keep, or write it to a directory of your own with --data DIR" in out
+
+
+def test_issue17_newcomer_demo_says_whether_it_kept_its_data(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from mmx.cli import app
+    from mmx.demo import run as demo_run
+
+    made: list[Path] = []
+
+    class FakeDemo:  # the stages are tested in tests/test_demo.py; here: what happens to the data
+        def __init__(self, config, on_stage=None):
+            self.config = config
+            made.append(config.data_dir)
+
+        def run(self):
+            self.config.data_dir.mkdir(parents=True, exist_ok=True)
+            (self.config.data_dir / "ledger.sqlite").write_bytes(b"")
+
+            class Report:
+                def to_dict(_self):
+                    return _demo_report(self.config.data_dir)
+
+            return Report()
+
+    monkeypatch.setattr(demo_run, "Demo", FakeDemo)
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    runner = CliRunner()
+    removed = runner.invoke(app, ["demo", "--json"])
+    assert removed.exit_code == 0, removed.stderr
+    assert orjson.loads(removed.stdout)["data_kept"] is False and not made[-1].exists()
+    said = " ".join(removed.stderr.split())
+    assert "(a temporary directory, removed after a successful run unless --keep)" in said
+    assert f"data removed: {made[-1]}" in said and "look at it" not in said
+    kept = runner.invoke(app, ["demo", "--json", "--keep"])
+    assert orjson.loads(kept.stdout)["data_kept"] is True and (made[-1] / "ledger.sqlite").exists()
+    assert f"data kept in {made[-1]}" in " ".join(kept.stderr.split())
+    own = runner.invoke(app, ["demo", "--json", "--data", str(tmp_path / "mine")])
+    assert orjson.loads(own.stdout)["data_kept"] is True and (tmp_path / "mine" / "ledger.sqlite").exists()
