@@ -8,7 +8,12 @@ constant time; no token configured means no check):
 - ``POST /whep/hero`` (follows the program) or ``/whep/{camera}`` → ``201`` answer + ``Location``
 - ``DELETE /whep/{name}/{session}`` → ``204``
 - ``GET /`` viewer page (hero feed, camera name, latency), ``GET /publish/{camera}`` a page
-  that publishes the browser's camera, ``GET /status`` JSON (program, cameras, viewers).
+  that publishes the browser's camera, ``GET /status`` JSON (program, cameras — ``live``,
+  ``stalled`` or ``lost`` —, viewers).
+
+A publisher that is connected but sends no media for 2 s is reported as ``relay.stalled``,
+and ``relay.resumed`` when media is back (`mmx.relay.stall`); with ``post_event`` set (mmx
+serve's ``POST /v1/events``, `mmx.relay.notify`) the events reach serve's stream.
 
 Errors answer ``{"error": "<reason>"}``: 400 bad SDP or name, 401 token, 404 unknown session,
 415 not ``application/sdp``. Every peer connection uses no STUN/TURN servers and host
@@ -38,8 +43,10 @@ from mmx.relay.fastsend import install_fast_rtp
 from mmx.relay.hub import FanoutTrack, Hub
 from mmx.relay.jitter import bound_decoder_queues, install_marker_release
 from mmx.relay.net import HostRestrictedPeerConnection
+from mmx.relay.stall import STALL_AFTER_S, StallWatch
 
 StatusFn = Callable[[dict[str, Any]], None]
+PostFn = Callable[[str, dict[str, Any]], Any]
 CAMERA_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")
 HERO = "hero"
 #: A peer connection that has not connected within this many seconds is dropped.
@@ -55,6 +62,7 @@ class PeerSession:
     name: str  # camera, or "hero"
     pc: HostRestrictedPeerConnection
     created: float = field(default_factory=time.monotonic)
+    connected_at: float | None = None  # time.monotonic() when the connection came up
     track: FanoutTrack | None = None
     channel: Any = None
     last_meta_at: float = 0.0
@@ -124,11 +132,14 @@ class Relay:
     none by default). ``ice_hosts`` restricts host candidates (empty: every
     interface as aioice chooses). ``on_status`` receives one dict per notable change.
     ``fast_rtp`` sends viewers' packets with `mmx.relay.fastsend` (False: aiortc's own loop).
+    ``post_event(type, data)`` receives the relay's events for mmx serve (``relay.stalled``,
+    ``relay.resumed``); ``stall_after_s`` is the silence after which a publisher is stalled.
     """
 
     def __init__(self, *, token: str | None = None, ice_hosts: Sequence[str] = ("127.0.0.1",),
                  ice_servers: Sequence[str] = (),
-                 on_status: StatusFn | None = None, lost_after_s: float = 1.0, fast_rtp: bool = True) -> None:
+                 on_status: StatusFn | None = None, lost_after_s: float = 1.0, fast_rtp: bool = True,
+                 post_event: PostFn | None = None, stall_after_s: float = STALL_AFTER_S) -> None:
         install_marker_release()
         self.token = token
         self.fast_rtp = fast_rtp
@@ -137,6 +148,9 @@ class Relay:
         self.on_status = on_status or (lambda record: None)
         self.hub = Hub(lost_after_s=lost_after_s, report=self.on_status)
         self.sessions: dict[str, PeerSession] = {}
+        self.post_event = post_event or (lambda type, data: None)
+        self.stalls = StallWatch(self.hub, on_change=self._stall_changed, stall_after_s=stall_after_s,
+                                 is_current=lambda session: self.sessions.get(session.id) is session)
         self.app = self._make_app()
 
     # ------------------------------------------------------------------ app
@@ -215,6 +229,7 @@ class Relay:
             if state in ("failed", "closed"):
                 await self._end(session, reason=state)
             elif state == "connected":
+                session.connected_at = time.monotonic()
                 self.on_status({"status": f"{kind}_connected", "name": name, "session": session.id})
 
         asyncio.get_running_loop().call_later(CONNECT_TIMEOUT_S, self._drop_if_unconnected, session)
@@ -261,6 +276,7 @@ class Relay:
         session = self._new_session("whip", camera)
         feed = self.hub.feed(camera)
         previous = feed.session
+        self.stalls.start()
 
         @session.pc.on("track")
         def _on_track(track: Any) -> None:
@@ -345,7 +361,12 @@ class Relay:
             self.on_status({"status": f"{session.kind}_closed", "name": session.name,
                             "session": session.id, "reason": reason})
 
+    def _stall_changed(self, kind: str, data: dict[str, Any]) -> None:
+        self.on_status({"status": kind, **data})
+        self.post_event(f"relay.{kind}", data)
+
     async def close(self) -> None:
+        await self.stalls.close()
         for session in list(self.sessions.values()):
             await self._end(session, reason="shutdown", quiet=True)
         await self.hub.close()
@@ -376,17 +397,22 @@ async def run_relay(*, server: str | None, host: str = "127.0.0.1", port: int = 
     """Run a relay until ``stop`` is set: serve HTTP, follow cuts, report status.
 
     Cuts come from ``events`` (``'-'`` stdin, or a JSON Lines file path) when given, else from
-    mmx serve at ``server``. ``on_status`` gets ``{"status": "listening", "url": …}`` first,
+    mmx serve at ``server``, which then also receives the relay's events (``relay.stalled``,
+    ``relay.resumed``) on ``POST /v1/events``. ``on_status`` gets ``{"status": "listening", "url": …}`` first,
     then changes and a ``{"status": "stats", …}`` record every ``status_interval_s``.
     Raises `ServiceUnavailableError` when ``host:port`` cannot be bound, `InputMissingError`
     when the events file does not exist.
     """
     from mmx.events import read_events, stdin_reader
     from mmx.relay.director import apply_event, follow_server, follow_stream
+    from mmx.relay.notify import EventPoster
 
     report = on_status or (lambda record: None)
     stop = stop or asyncio.Event()
-    relay = Relay(token=token, ice_hosts=ice_hosts, ice_servers=ice_servers, on_status=report)
+    # the relay's own events go where its cuts come from: to serve, when it follows serve
+    poster = EventPoster(server, token=token, on_status=report) if server and not events else None
+    relay = Relay(token=token, ice_hosts=ice_hosts, ice_servers=ice_servers, on_status=report,
+                  post_event=poster.post if poster else None)
     runner = await serve_relay(relay, host=host, port=port)
     report({"status": "listening", "url": f"http://{host}:{port}"})
     tasks: list[asyncio.Task] = []
@@ -412,7 +438,12 @@ async def run_relay(*, server: str | None, host: str = "127.0.0.1", port: int = 
                 report({"status": "stats", **relay.hub.status()})
 
         tasks.append(asyncio.ensure_future(stats()))
+        if poster is not None:
+            tasks.append(asyncio.ensure_future(poster.run()))
         await stop.wait()
+        await relay.stalls.close()
+        if poster is not None:
+            await poster.flush(timeout_s=2.0)  # a stall reported just before the stop still lands
     finally:
         for task in tasks:
             task.cancel()
