@@ -1,20 +1,24 @@
 #!/usr/bin/env python3
 """Benchmark `mmx ledger push` against `sqlite-utils insert --nl` on the same events file.
 
-    python bench/ledger_push.py                  # 1,000,000 events
-    python bench/ledger_push.py --events 100000  # smaller
+    python bench/ledger_push.py                              # 1,000,000 events, ULID then UUID ids, 5 rounds
+    python bench/ledger_push.py --events 10000000 --runs 3   # studio scale
+    python bench/ledger_push.py --events 200000 --ids uuid   # smaller, one id kind
 
 Writes a realistic events file (several sessions; cuts, ghost proposals and decisions,
-camera changes, commands and acks, stills, markers, holds), then runs as child processes:
+camera changes, commands and acks, stills, markers, holds) once per id kind: time-ordered
+ULIDs (what mmx producers make) and random UUIDv4s (what the device protocol allows and the
+phone app sends; they scatter inserts over the unique ``id`` index). Then, after one untimed
+warm-up of each side, alternates for ``--runs`` rounds (A B A B, fresh output each time):
 
 1. ``mmx ledger push FILE --ledger L`` (WAL, synchronous=FULL, default batches),
 2. ``sqlite-utils insert R events FILE --nl`` (one table, the reference),
 
-and prints for each: wall time, events/s (with and without the process start-up, measured
-with an empty input), events per CPU second (the child's user+sys time, which a busy
-shared machine disturbs far less than the wall clock), and the child's peak RSS
-(``os.wait4`` rusage). Targets (issue 2):
->= 100,000 events/s, >= 1.5x sqlite-utils, peak RSS < 200 MB whatever the input size.
+and prints medians with min–max of: events/s (wall), events per CPU second (the child's
+user+sys time, start-up excluded: a busy shared machine disturbs it far less than the wall
+clock), the mmx/sqlite-utils ratio, and the peak RSS (GNU time's). Goals (issue 18), each
+with met/short: >= 100,000 events/s and >= 1.5x sqlite-utils at 1M and 10M events, with
+ULIDs and with UUIDs, peak RSS < 200 MB.
 """
 
 from __future__ import annotations
@@ -24,10 +28,12 @@ import os
 import random
 import shutil
 import sqlite3
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from pathlib import Path
 
 import orjson
@@ -36,12 +42,26 @@ from ulid import ULID
 MMX = [sys.executable, "-m", "mmx"]
 SQLITE_UTILS = shutil.which("sqlite-utils", path=os.path.dirname(sys.executable)) or shutil.which("sqlite-utils")
 
+GNU_TIME = shutil.which("time", path="/usr/bin:/bin") or "/usr/bin/time"
+
 CAMS = ["cam-1", "cam-2", "cam-3", "cam-4"]
 
 
-def write_events(path: Path, n: int, *, seed: int = 7, per_session: int = 100_000) -> None:
-    """``n`` realistic events as JSON Lines in ``path`` (ULID ids, sessions of ``per_session``)."""
+def write_events(path: Path, n: int, *, ids: str = "ulid", seed: int = 7, per_session: int = 100_000) -> None:
+    """``n`` realistic events as JSON Lines in ``path``, sessions of ``per_session``.
+
+    ``ids``: ``"ulid"`` (time-ordered, as mmx producers make them) or ``"uuid"`` (random
+    UUIDv4 strings, which the device protocol allows and the phone app sends) for every
+    event id; the other ids in the data (sessions, proposals, stills) are ULIDs either way.
+    """
     rng = random.Random(seed)
+    id_rng = random.Random(seed + 1)
+
+    def event_id(t: float) -> str:
+        if ids == "uuid":
+            return str(uuid.UUID(int=id_rng.getrandbits(128), version=4))
+        return str(ULID.from_timestamp(t))
+
     t = 1795791600.0
     seqs = {"serve": 0, "ghost": 0, "operator": 0}
     out = []
@@ -54,7 +74,7 @@ def write_events(path: Path, n: int, *, seed: int = 7, per_session: int = 100_00
         nonlocal t
         t += rng.uniform(0.001, 0.05)
         seqs[src] += 1
-        out.append(orjson.dumps({"v": 1, "id": str(ULID.from_timestamp(t)), "seq": seqs[src], "ts": round(t, 3),
+        out.append(orjson.dumps({"v": 1, "id": event_id(t), "seq": seqs[src], "ts": round(t, 3),
                                  "type": etype, "session": session, "src": src, "data": data}))  # fmt: skip
 
     next_session_at = 0  # events made so far at which the next session starts
@@ -124,23 +144,92 @@ def _flush(fp, out: list[bytes], room: int) -> int:
 
 
 def run_child(cmd: list[str], stdin_path: Path | None = None) -> tuple[float, int, int, bytes, float]:
-    """Run a child; returns (wall seconds, exit status, peak RSS bytes, stderr, CPU seconds)."""
+    """Run a child; returns (wall seconds, exit status, peak RSS bytes, stderr, CPU seconds).
+
+    The child runs under GNU time (``/usr/bin/time -f %M``), whose own wait4 gives the peak
+    RSS: a child forked straight from this process would report at least this process's RSS
+    (Linux carries the parent's high-water mark across fork and exec).
+    """
     stdin = open(stdin_path, "rb") if stdin_path else subprocess.DEVNULL
     err = tempfile.TemporaryFile()
-    t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdin=stdin, stdout=subprocess.DEVNULL, stderr=err)
-    _, status, usage = os.wait4(proc.pid, 0)
-    wall = time.perf_counter() - t0
+    with tempfile.NamedTemporaryFile("r") as rss_file:
+        t0 = time.perf_counter()
+        proc = subprocess.Popen([GNU_TIME, "-f", "%M", "-o", rss_file.name, *cmd], stdin=stdin,
+                                stdout=subprocess.DEVNULL, stderr=err)
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - t0
+        rss_kb = int(rss_file.read().split()[-1])
     proc.returncode = os.waitstatus_to_exitcode(status)
     if stdin_path:
         stdin.close()
     err.seek(0)
-    return wall, proc.returncode, usage.ru_maxrss * 1024, err.read(), usage.ru_utime + usage.ru_stime
+    return wall, proc.returncode, rss_kb * 1024, err.read(), usage.ru_utime + usage.ru_stime
+
+
+#: Goals (issue 18): at 1M and 10M events, ULIDs and random UUIDs alike.
+GOAL_RATE = 100_000
+GOAL_RATIO = 1.5
+GOAL_RSS_MB = 200
+
+
+def _stats(values: list[float]) -> str:
+    return f"{statistics.median(values):,.0f} (min {min(values):,.0f} – max {max(values):,.0f})"
+
+
+def _verdict(ok: bool) -> str:
+    return "met" if ok else "short"
+
+
+def bench_ids(work: Path, n: int, ids: str, runs: int, extra: list[str]) -> None:
+    """Push one events file with ``ids`` into fresh ledgers, mmx and sqlite-utils alternating
+    (A B A B …) for ``runs`` rounds after an untimed warm-up of each; print medians."""
+    src = work / f"events-{ids}.jsonl"
+    empty = work / "empty.jsonl"
+    t0 = time.perf_counter()
+    write_events(src, n, ids=ids)
+    print(f"\n{ids} ids: {n:,} events, {src.stat().st_size / 1e6:.0f} MB (written in {time.perf_counter() - t0:.1f} s)")
+    startup, _, _, _, startup_cpu = run_child([*MMX, "ledger", "push", str(empty), "--ledger", str(work / "empty.sqlite")])
+    su_startup, _, _, _, su_startup_cpu = run_child([SQLITE_UTILS, "insert", str(work / "empty.db"), "events", str(empty), "--nl"])
+    sides = {
+        "mmx": lambda out: [*MMX, "ledger", "push", str(src), "--ledger", str(out), *extra],
+        "su": lambda out: [SQLITE_UTILS, "insert", str(out), "events", str(src), "--nl"],
+    }
+    figures: dict[str, dict[str, list[float]]] = {side: {"rate": [], "cpu_rate": [], "rss": []} for side in sides}
+    for round_no in range(runs + 1):  # round 0 is the warm-up (page cache, bytecode), not counted
+        for side, cmd in sides.items():
+            out = work / f"out-{side}.db"
+            for leftover in work.glob(f"out-{side}.db*"):
+                leftover.unlink()
+            wall, code, rss, err, cpu = run_child(cmd(out))
+            if code != 0:
+                raise SystemExit(f"{side} failed: {err.decode()}")
+            stored = sqlite3.connect(out).execute("SELECT count(*) FROM events").fetchone()[0]
+            assert stored == n, (side, stored, n)
+            if round_no:
+                base_cpu = startup_cpu if side == "mmx" else su_startup_cpu
+                figures[side]["rate"].append(n / wall)
+                figures[side]["cpu_rate"].append(n / max(cpu - base_cpu, 1e-9))
+                figures[side]["rss"].append(rss / 2**20)
+    mmx, su = figures["mmx"], figures["su"]
+    ratios = [a / b for a, b in zip(mmx["rate"], su["rate"])]
+    cpu_ratios = [a / b for a, b in zip(mmx["cpu_rate"], su["cpu_rate"])]
+    rate = statistics.median(mmx["rate"])
+    print(f"  mmx ledger push         events/s {_stats(mmx['rate'])}   goal >= {GOAL_RATE:,}: {_verdict(rate >= GOAL_RATE)}")
+    print(f"  sqlite-utils insert --nl events/s {_stats(su['rate'])}")
+    print(f"  mmx / sqlite-utils      {statistics.median(ratios):.2f}x (min {min(ratios):.2f} – max {max(ratios):.2f})"
+          f"   goal >= {GOAL_RATIO}x: {_verdict(statistics.median(ratios) >= GOAL_RATIO)}")
+    print(f"  per CPU second (user+sys, start-up of {startup:.2f} s excluded): mmx {_stats(mmx['cpu_rate'])}, "
+          f"sqlite-utils {_stats(su['cpu_rate'])}, {statistics.median(cpu_ratios):.2f}x")
+    peak = max(mmx["rss"])
+    print(f"  mmx peak RSS {peak:.0f} MB (sqlite-utils {max(su['rss']):.0f} MB)   goal < {GOAL_RSS_MB} MB: {_verdict(peak < GOAL_RSS_MB)}")
+    src.unlink()
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description="ledger push vs sqlite-utils insert --nl")
     parser.add_argument("--events", type=int, default=1_000_000)
+    parser.add_argument("--ids", choices=["ulid", "uuid", "both"], default="both", help="event ids (default both, one after the other)")
+    parser.add_argument("--runs", type=int, default=5, help="timed rounds per id kind, A B alternating (default 5)")
     parser.add_argument("--batch-size", type=int, default=None, help="mmx ledger push --batch-size")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
     args = parser.parse_args()
@@ -148,49 +237,13 @@ def main() -> int:
         print("sqlite-utils is not installed (pip install sqlite-utils)", file=sys.stderr)
         return 1
     work = Path(tempfile.mkdtemp(prefix="mmx-bench-ledger-"))
+    extra = ["--batch-size", str(args.batch_size)] if args.batch_size else []
+    print(f"load average before: {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores; {args.runs} rounds after a warm-up")
     try:
-        src = work / "events.jsonl"
-        empty = work / "empty.jsonl"
-        empty.write_bytes(b"")
-        t0 = time.perf_counter()
-        write_events(src, args.events)
-        size_mb = src.stat().st_size / 1e6
-        print(f"events file: {args.events:,} events, {size_mb:.0f} MB (written in {time.perf_counter() - t0:.1f} s)")
-
-        extra = ["--batch-size", str(args.batch_size)] if args.batch_size else []
-        ledger = work / "ledger.sqlite"
-        startup, _, _, _, startup_cpu = run_child([*MMX, "ledger", "push", str(empty), "--ledger", str(work / "empty.sqlite")])
-        wall, code, rss, err, cpu = run_child([*MMX, "ledger", "push", str(src), "--ledger", str(ledger), *extra])
-        if code != 0:
-            print(err.decode(), file=sys.stderr)
-            return 1
-        stored = sqlite3.connect(ledger).execute("SELECT count(*) FROM events").fetchone()[0]
-        assert stored == args.events, (stored, args.events)
-        mmx_rate = args.events / wall
-        mmx_rate_core = args.events / max(wall - startup, 1e-9)
-
-        ref = work / "reference.db"
-        su_startup, _, _, _, su_startup_cpu = run_child([SQLITE_UTILS, "insert", str(work / "empty.db"), "events", str(empty), "--nl"])
-        su_wall, su_code, su_rss, su_err, su_cpu = run_child([SQLITE_UTILS, "insert", str(ref), "events", str(src), "--nl"])
-        if su_code != 0:
-            print(su_err.decode(), file=sys.stderr)
-            return 1
-        su_stored = sqlite3.connect(ref).execute("SELECT count(*) FROM events").fetchone()[0]
-        assert su_stored == args.events, (su_stored, args.events)
-        su_rate = args.events / su_wall
-        su_rate_core = args.events / max(su_wall - su_startup, 1e-9)
-
-        print(f"mmx ledger push        : {wall:7.2f} s  {mmx_rate:10,.0f} events/s "
-              f"({mmx_rate_core:,.0f}/s without {startup:.2f} s start-up)  peak RSS {rss / 2**20:6.1f} MB")  # fmt: skip
-        print(f"sqlite-utils insert --nl: {su_wall:7.2f} s  {su_rate:10,.0f} events/s "
-              f"({su_rate_core:,.0f}/s without {su_startup:.2f} s start-up)  peak RSS {su_rss / 2**20:6.1f} MB")  # fmt: skip
-        # on a shared machine the wall clock measures the neighbours too; CPU time does not
-        cpu_rate = args.events / max(cpu - startup_cpu, 1e-9)
-        su_cpu_rate = args.events / max(su_cpu - su_startup_cpu, 1e-9)
-        print(f"per CPU second (user+sys, start-up excluded): mmx {cpu_rate:,.0f} events/s, "
-              f"sqlite-utils {su_cpu_rate:,.0f} events/s, {cpu_rate / su_cpu_rate:.2f}x")  # fmt: skip
-        print(f"speed-up vs sqlite-utils: {mmx_rate / su_rate:.2f}x (without start-up {mmx_rate_core / su_rate_core:.2f}x)")
-        print(f"load average during the run: {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores")
+        (work / "empty.jsonl").write_bytes(b"")
+        for ids in (["ulid", "uuid"] if args.ids == "both" else [args.ids]):
+            bench_ids(work, args.events, ids, args.runs, extra)
+        print(f"\nload average after: {os.getloadavg()[0]:.2f} (wall figures on a busy machine measure the neighbours too)")
     finally:
         if args.keep:
             print(f"kept {work}")

@@ -44,11 +44,14 @@ def _silence_stdout() -> None:
 
 def report_error(exc: MmxError) -> None:
     """Print ``Error: …`` and an optional ``Hint: …`` on stderr."""
+    from rich.markup import escape
+
     from mmx.commands._common import console
 
-    console.print(f"[bold red]Error:[/] {exc.message}", markup=True, soft_wrap=True)
+    # messages are plain text: brackets in them (``mmx[pose]``, ``[x, y]``) are not markup
+    console.print(f"[bold red]Error:[/] {escape(exc.message)}", markup=True, soft_wrap=True)
     if exc.hint:
-        console.print(f"[bold]Hint:[/] {exc.hint}", markup=True, soft_wrap=True)
+        console.print(f"[bold]Hint:[/] {escape(exc.hint)}", markup=True, soft_wrap=True)
 
 
 class MmxGroup(TyperGroup):
@@ -112,10 +115,11 @@ def _register() -> None:
     Command modules import their heavy libraries (aiohttp, aiortc, librosa, OTIO) inside the
     command, so `mmx --help` and every pipe stage start fast.
     """
-    from mmx.commands import demo, device, discover, features, ghost, ghost_train, ledger, pair, relay, serve
+    from mmx.commands import demo, device, discover, features, ghost, ghost_train, ledger, pair, pose, relay, serve
 
     app.command("serve")(serve.serve)
     app.command("device")(device.device)
+    app.command("pose")(pose.pose)
     app.command("ghost")(ghost.ghost)
     app.command("ghost-train")(ghost_train.ghost_train)
     app.command("relay")(relay.relay)

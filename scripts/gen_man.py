@@ -161,10 +161,26 @@ def render_page(path, cmd, ctx, all_pages: list[str]) -> str:
     if len(path) > 1:
         see_also = sorted({"mmx", *(p for p in all_pages if p != name and p.startswith(page_name(path[:2])))})
     lines.append(".SH SEE ALSO")
-    if "SEE ALSO" in extra:
-        lines.append(render_text(extra["SEE ALSO"]))
-    lines.append(",\n".join(f".BR {p} (1)" for p in see_also))
+    lines.append(render_see_also(extra.get("SEE ALSO", ""), see_also))
     return "\n".join(lines) + "\n"
+
+
+_MAN_REF = re.compile(r"^([A-Za-z0-9_.+-]+)\((\d[a-z]*)\)$")
+
+
+def render_see_also(text: str, related: list[str]) -> str:
+    """One comma-separated list: the docstring's "See also:" items (``name(N)`` pages or
+    other references such as a file) first, then the related mmx pages not named there.
+    Pages are set ``.BR name (N)``; every item but the last ends with a comma."""
+    items = [item.strip() for item in re.split(r",\s*", " ".join(text.split())) if item.strip()]
+    named = {m.group(1) for item in items if (m := _MAN_REF.match(item))}
+    items += [f"{page}(1)" for page in related if page not in named]
+    out = []
+    for i, item in enumerate(items):
+        comma = "," if i < len(items) - 1 else ""
+        m = _MAN_REF.match(item)
+        out.append(f".BR {esc(m.group(1))} ({m.group(2)}){comma}" if m else esc(item) + comma)
+    return "\n".join(out)
 
 
 def generate() -> dict[str, str]:

@@ -9,6 +9,7 @@ import hashlib
 import io
 import signal
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -23,7 +24,9 @@ TOKEN = "tok-device-e2e"
 pytestmark = pytest.mark.slow
 
 
-def _wait(predicate, timeout=15.0, what="condition"):
+def _wait(predicate, timeout=30.0, what="condition"):
+    """``predicate()``'s first true value, polled until ``timeout`` s (generous: it returns
+    as soon as the condition holds; a busy machine only makes it later)."""
     deadline = time.monotonic() + timeout
     while True:
         value = predicate()
@@ -78,22 +81,39 @@ class Serve:
 
 
 class Device:
-    """A `mmx device` subprocess with --json events on stdout."""
+    """A `mmx device` subprocess with --json events on stdout (read as they come: `lines`)."""
 
     def __init__(self, serve: Serve, name: str, state_dir: Path, *extra: str) -> None:
         self.proc = subprocess.Popen([*MMX, "device", "--server", serve.url, "--token", TOKEN, "--name", name,
                                       "--state-dir", str(state_dir), "--fps", "5", *extra],
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+        self.lines: list[bytes] = []
+        self._err: list[bytes] = []
+        self._readers = [threading.Thread(target=self._read, args=(self.proc.stdout, self.lines), daemon=True),
+                         threading.Thread(target=self._read, args=(self.proc.stderr, self._err), daemon=True)]
+        for reader in self._readers:
+            reader.start()
+
+    @staticmethod
+    def _read(stream, into: list[bytes]) -> None:
+        for line in stream:
+            into.append(line)
+
+    def events(self) -> list[str]:
+        """The ``event`` of each --json line printed so far."""
+        return [orjson.loads(line)["event"] for line in list(self.lines) if line.strip()]
 
     def stop(self, sig=signal.SIGTERM) -> tuple[int, bytes, bytes]:
         if self.proc.poll() is None:
             self.proc.send_signal(sig)
         try:
-            out, err = self.proc.communicate(timeout=15)
+            self.proc.wait(timeout=15)
         except subprocess.TimeoutExpired:
             self.proc.kill()
-            out, err = self.proc.communicate(timeout=5)
-        return self.proc.returncode, out, err
+            self.proc.wait(timeout=5)
+        for reader in self._readers:
+            reader.join(5)
+        return self.proc.returncode, b"".join(self.lines), b"".join(self._err)
 
 
 @pytest.fixture
@@ -180,10 +200,10 @@ def test_device_reconnects_when_the_server_restarts(tmp_path, devices):
         first.stop()
     finally:
         first.stop()
-    time.sleep(1.0)  # a few failed attempts while the server is down
+    _wait(lambda: "retry" in devices[0].events(), what="a failed attempt while the server is down")
     second = Serve(tmp_path, port=first.port)
     try:
-        _wait(lambda: second.live() == [cam], timeout=15, what="reconnected")
+        _wait(lambda: second.live() == [cam], what="reconnected")
         assert second.post(f"/v1/cameras/{cam}/flip").json()["facing"] == "front"
     finally:
         rc, out, err = devices[0].stop()
@@ -204,7 +224,12 @@ def test_devices_play_real_video_and_pose_staggered(serve, devices, tmp_path, sh
         jpeg = _wait(lambda c=cam: (r := serve.http.get(f"/v1/cameras/{c}/preview.jpg")).status_code == 200 and r,
                      timeout=20, what=f"{cam} preview")  # fmt: skip
         assert Image.open(io.BytesIO(jpeg.content)).size == (640, 360)
-    time.sleep(2.0)
+    def enough_pose() -> bool:  # 10 samples of each camera in the session
+        got = serve.http.get("/v1/events", params={"since": 0, "follow": 0, "types": "pose.sample"})
+        cams_seen = [orjson.loads(line)["data"]["camera"] for line in got.content.splitlines() if line.strip()]
+        return all(cams_seen.count(cam) >= 10 for cam in cams)
+
+    _wait(enough_pose, what="10 pose samples of each camera")
     assert serve.post("/v1/session/stop").status_code == 200
     events = [orjson.loads(line) for line in (serve.data / "sessions" / session / "events.jsonl").read_bytes().splitlines()]
     samples = {cam: [e["data"] for e in events if e["type"] == "pose.sample" and e["data"]["camera"] == cam] for cam in cams}

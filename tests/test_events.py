@@ -264,3 +264,18 @@ def test_check_event_checks_what_a_producer_built_before_it_goes_on():
         check_event(Event("x", ts=1e20))
     with pytest.raises(EventError, match="nested deeper than 32 levels"):
         check_event(Event("x", data={"d": _nested(40)}))
+
+
+def test_the_fast_walk_test_answers_as_its_regular_expression() -> None:
+    """`_needs_walk` is `_NEEDS_WALK.search` in C substring searches (issue 18): same answer."""
+    import random
+
+    from mmx.events import _NEEDS_WALK, _needs_walk
+
+    rng = random.Random(3)
+    alphabet = b"0123456789eE+-.x\\" + b'"{}[],: '
+    cases = [b"1" * 19, b"1" * 18, b"1e308", b"1E-308", b"1e+30", b"2e+300", b"e12", b"E-12x", b"9" * 18 + b"x9",
+             b'{"ts":1e20}', b'{"ts":1.5e-3}', b"-1e-999", b"e+12", b"E+123"]  # fmt: skip
+    cases += [bytes(rng.choice(alphabet) for _ in range(rng.randint(0, 40))) for _ in range(20000)]
+    for raw in cases:
+        assert _needs_walk(raw) == (_NEEDS_WALK.search(raw) is not None), raw

@@ -166,7 +166,7 @@ def test_hero_30fps_then_cut_switches_source_without_renegotiation():
             await frames_until(track, lambda s: False, timeout_s=3.0, log=log)
             sent = tracks[0].frames_sent - sent0
             fps = len(log) / (log[-1][0] - log[0][0])
-            assert len(log) >= 0.75 * sent and fps >= 15, f"viewer got {fps:.1f} fps, {len(log)} of {sent} frames sent"
+            assert sent > 0 and len(log) >= 0.75 * sent, f"viewer got {fps:.1f} fps, {len(log)} of {sent} frames sent"
             assert all(s is not None and s.source == 1 for _, s in log)
             pubs.append(await whip_publish(f"{base}/whip/cam-2", tracks[1], token=TOKEN))
             # the cut arrives through the events input; the same track switches source
@@ -203,8 +203,8 @@ def test_no_corrupted_frame_across_20_cuts():
                 reader.feed_data(cut_line(producer, f"cam-{current}", f"cam-{nxt}"))
                 got = await frames_until(track, lambda s, n=nxt: s is not None and s.source == n, timeout_s=10, log=log)
                 assert got is not None, f"cut to cam-{nxt} never reached the viewer"
-                # stay a few frames on the new camera
-                await frames_until(track, lambda s: False, timeout_s=0.15, log=log)
+                # stay a few frames on the new camera (counted, not timed: a busy machine sends fewer per second)
+                await frames_until(track, lambda s, k=len(log): len(log) >= k + 4, timeout_s=20, log=log)
                 current = nxt
             stamps = [s for _, s in log]
             assert len(stamps) > 60
@@ -235,7 +235,9 @@ def test_hero_is_encoded_once_for_many_viewers_and_a_dropped_viewer_costs_nothin
                                    for i, (_, t) in enumerate(viewers)))
             encoded = relay.hub.hero.encoded - encoded0
             got = [len(log) for log in logs]
-            assert min(got) >= 20
+            # each viewer got (nearly) every frame the hero encoded in the window, however
+            # many a busy machine managed to encode in it
+            assert encoded > 0 and min(got) >= 0.75 * encoded, (encoded, got)
             # one encode per frame, not one per viewer
             assert encoded <= max(got) * 1.3, (encoded, got)
             assert relay.hub.hero.viewers == 3
@@ -248,9 +250,11 @@ def test_hero_is_encoded_once_for_many_viewers_and_a_dropped_viewer_costs_nothin
             # a viewer that vanishes without DELETE: the others keep their frame rate
             await viewers[0][0].close()
             log: list = []
+            encoded0 = relay.hub.hero.encoded
             await frames_until(viewers[1][1], lambda s: False, timeout_s=2.0, log=log)
-            assert len(log) >= 25
-            for _ in range(100):
+            encoded = relay.hub.hero.encoded - encoded0
+            assert encoded > 0 and len(log) >= 0.75 * encoded, (encoded, len(log))
+            for _ in range(300):  # up to 30 s
                 if relay.hub.hero.viewers == 2:
                     break
                 await asyncio.sleep(0.1)
@@ -272,8 +276,8 @@ def test_one_camera_feed_ignores_cuts():
             relay.hub.set_program("cam-2")
             relay.hub.set_program("cam-1")
             log: list = []
-            await frames_until(track, lambda s: False, timeout_s=1.0, log=log)
-            assert log and all(s is not None and s.source == 2 for _, s in log)
+            await frames_until(track, lambda s: len(log) >= 10, timeout_s=20, log=log)
+            assert len(log) >= 10 and all(s is not None and s.source == 2 for _, s in log)
             await pc.close()
             for pub in pubs:
                 await pub.close()
@@ -562,7 +566,7 @@ def test_run_relay_reads_cuts_from_an_events_file_and_reports_bad_lines(tmp_path
         stop = asyncio.Event()
         task = asyncio.ensure_future(run_relay(server=None, port=port, token=TOKEN, events=str(path), stop=stop,
                                                on_status=statuses.append, on_error=errors.append))
-        for _ in range(100):
+        for _ in range(600):  # up to 30 s: ends as soon as both cuts are in
             if any(s["status"] == "listening" for s in statuses) and len([s for s in statuses if s["status"] == "cut"]) == 2:
                 break
             await asyncio.sleep(0.05)
@@ -615,7 +619,7 @@ def test_stock_aiortc_sender_loop_still_delivers_the_shared_packets():
             pc, track = await whep_subscribe(f"{base}/whep/hero", token=TOKEN)
             assert await frames_until(track, lambda s: s is not None and s.source == 1, timeout_s=20)
             log: list = []
-            await frames_until(track, lambda s: False, timeout_s=1.0, log=log)
+            await frames_until(track, lambda s: len(log) >= 10, timeout_s=20, log=log)
             assert len(log) >= 10 and all(s is not None and s.source == 1 for _, s in log)
             sender = next(s.pc.getSenders()[0] for s in relay.sessions.values() if s.kind == "whep")
             assert "_run_rtp" not in vars(sender)

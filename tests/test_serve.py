@@ -41,6 +41,11 @@ def jpeg(width: int = 64, height: int = 48, color: tuple[int, int, int] = (200, 
     return buf.getvalue()
 
 
+#: Deadline of this file's waits, in seconds: generous, since they return as soon as the
+#: event is there, and a busy machine (scripts/test_under_load.sh) only makes it later.
+WAIT_S = 30.0
+
+
 class ServerThread:
     """A real `Server` on a free loopback port, in a thread with its own event loop."""
 
@@ -201,7 +206,7 @@ class RawDevice:
     def of_type(self, t: str) -> list[dict]:
         return [m for m in self.received if m.get("t") == t]
 
-    async def wait_for(self, t: str, count: int = 1, timeout: float = 3.0) -> list[dict]:
+    async def wait_for(self, t: str, count: int = 1, timeout: float = WAIT_S) -> list[dict]:
         deadline = time.monotonic() + timeout
         while len(self.of_type(t)) < count:
             assert time.monotonic() < deadline, f"{self.device}: no {t!r} message; got {self.received}"
@@ -244,7 +249,7 @@ async def events(http, srv, since=0, types=None) -> list[dict]:
         return [orjson.loads(line) for line in (await resp.read()).splitlines() if line]
 
 
-async def wait_event(http, srv, pred, timeout=3.0, types=None) -> dict:
+async def wait_event(http, srv, pred, timeout=WAIT_S, types=None) -> dict:
     deadline = time.monotonic() + timeout
     while True:
         for ev in await events(http, srv, types=types):
@@ -294,14 +299,14 @@ def test_silent_device_is_lost_within_timeout_and_returns_with_same_camera_and_p
                                    {"label": "stage-right", "azimuth_deg": 60, "distance_m": 2.5})  # fmt: skip
             assert status == 200
             dev.stop_heartbeat()
-            last_sent = time.monotonic()
-            ev = await wait_event(http, srv, lambda e: e["type"] == "camera.left" and e["data"]["camera"] == "cam-1",
-                                  timeout=srv.config.device_timeout_s + 1.0)  # fmt: skip
-            assert time.monotonic() - last_sent <= srv.config.device_timeout_s + 1.0
+            ev = await wait_event(http, srv, lambda e: e["type"] == "camera.left" and e["data"]["camera"] == "cam-1")
             assert ev["data"]["reason"] == "timeout"
             state = await _get(srv, "/v1/state")
             assert {c["camera"]: c["status"] for c in state["cameras"]} == {"cam-1": "lost", "cam-2": "live"}
-            await asyncio.wait_for(dev.closed.wait(), 3)  # the server closed the socket
+            # lost for its silence, on the server's own clock: not before the timeout
+            quiet = next(c for c in state["cameras"] if c["camera"] == "cam-1")
+            assert ev["ts"] - quiet["last_seen"] > srv.config.device_timeout_s
+            await asyncio.wait_for(dev.closed.wait(), WAIT_S)  # the server closed the socket
             back = await RawDevice(srv, http, "dev-quiet").connect()
             assert back.camera == "cam-1"
             assert back.welcome["placement"] == {"label": "stage-right", "azimuth_deg": 60, "distance_m": 2.5}
@@ -637,7 +642,7 @@ def test_coverage_follows_placement_changes(tmp_path):
                 assert cov["duplicates"] == []
                 assert cov["largest_gap"]["width_deg"] == 135.0
                 status, err = await call(http, server, "PUT", "/v1/cameras/cam-3/placement", {"azimuth_deg": "north"})
-                assert (status, err["error"]) == (400, "placement field 'azimuth_deg' must be a number, got a string")
+                assert (status, err["error"]) == (422, "placement field 'azimuth_deg' must be a number, got a string")
                 changed = [e["data"] for e in await events(http, server) if e["type"] == "camera.changed"]
                 assert changed[-1] == {"camera": "cam-3", "placement": {"azimuth_deg": 180}}
                 # a lost camera leaves the live coverage
@@ -865,7 +870,7 @@ def test_a_reader_that_falls_behind_catches_up_without_gaps(tmp_path):
                 await call(http, server, "POST", "/v1/session/start", {"title": "flood"})
                 n = 3000
                 async with http.get(server.url + "/v1/events", params={"types": "pose.sample"}, headers=AUTH) as resp:
-                    await asyncio.sleep(0.2)  # the stream is subscribed
+                    # subscribed: GET /v1/events subscribes before it sends its headers
                     for i in range(n):
                         await dev.ws.send_str(orjson.dumps({"t": "pose", "ts": 1000.0 + i, "joints": None}).decode())
                     got = []
@@ -907,7 +912,7 @@ def test_posted_events_keep_their_envelope_and_get_the_server_seq(srv):
             status, err = await call(http, srv, "POST", "/v1/events", {"type": "director.cut", "data": {"to": "cam-1"}})
             assert (status, err["error"]) == (422, "director.cut is made by the server itself; use its endpoint instead of POST /v1/events")
             status, err = await call(http, srv, "POST", "/v1/events", {"type": "music.cue", "data": {"track": 5}})
-            assert (status, err["error"]) == (400, "music.cue: data field 'track' must be a string, got a number")
+            assert (status, err["error"]) == (422, "music.cue: data field 'track' must be a string, got a number")
             async with http.post(srv.url + "/v1/events", data=b"{nope", headers=AUTH) as resp:
                 assert resp.status == 400 and (await resp.json())["error"].startswith("the body is not JSON")
 
@@ -921,13 +926,18 @@ def test_pose_time_is_mapped_onto_the_server_clock(srv):
     async def main():
         async with aiohttp.ClientSession() as http:
             dev = await RawDevice(srv, http, "dev-skew", clock_skew_s=100.0).connect()  # device clock 100 s behind
-            await asyncio.sleep(0.5)  # a few heartbeats
+            # heartbeats until the estimate (the least receive-minus-send difference) is
+            # within 50 ms of the true 100 s: a loaded loop delays some of them, not all
+            deadline = time.monotonic() + WAIT_S
+            while (offset := (await _get(srv, "/v1/cameras/cam-1"))["clock_offset_s"]) is None or offset - 100.0 >= 0.05:
+                assert time.monotonic() < deadline, f"clock offset estimate {offset}"
+                await asyncio.sleep(0.05)
             captured = dev.now() - 0.05
             await dev.send({"t": "pose", "ts": captured, "joints": {"nose": [0.5, 0.25, 0.9]}})
             ev = await wait_event(http, srv, lambda e: True, types="pose.sample")
             assert ev["data"]["device_ts"] == captured
-            assert abs(ev["data"]["t"] - (captured + 100.0)) < 0.05
-            assert abs(ev["data"]["clock_offset_s"] - 100.0) < 0.05
+            assert ev["data"]["t"] == pytest.approx(captured + ev["data"]["clock_offset_s"], abs=1e-6)
+            assert 100.0 - 0.01 < ev["data"]["clock_offset_s"] < 100.0 + 0.05
             await dev.send({"t": "pose", "ts": captured, "joints": {"tail": [0, 0, 1]}})
             assert (await dev.wait_for("error"))[-1] == {"t": "error", "error": "line: pose: unknown joint 'tail'", "ref": "pose"}
 
@@ -967,19 +977,19 @@ def test_bad_hellos_and_tokens_are_refused(srv):
                 await http.ws_connect(srv.ws_url)
             ws = await http.ws_connect(srv.ws_url, params={"token": TOKEN})
             await ws.send_str(orjson.dumps({"t": "hello", "token": "wrong", "device": "d"}).decode())
-            msg = orjson.loads((await ws.receive(timeout=3)).data)
+            msg = orjson.loads((await ws.receive(timeout=WAIT_S)).data)
             assert msg == {"t": "error", "error": "hello: wrong token", "ref": "hello"}
-            await ws.receive(timeout=3)
+            await ws.receive(timeout=WAIT_S)
             assert ws.close_code == 4401
             ws = await http.ws_connect(srv.ws_url, headers=AUTH)
             await ws.send_str('{"t": "hello", "name": "no id"}')
-            msg = orjson.loads((await ws.receive(timeout=3)).data)
+            msg = orjson.loads((await ws.receive(timeout=WAIT_S)).data)
             assert msg["error"] == "hello: missing 'device' (a stable device id of 1 to 128 characters)"
-            await ws.receive(timeout=3)
+            await ws.receive(timeout=WAIT_S)
             assert ws.close_code == 4400
             ws = await http.ws_connect(srv.ws_url, headers=AUTH)
             await ws.send_str("hello?")
-            assert orjson.loads((await ws.receive(timeout=3)).data)["error"].startswith("hello: not JSON")
+            assert orjson.loads((await ws.receive(timeout=WAIT_S)).data)["error"].startswith("hello: not JSON")
             async with http.get(srv.url + "/v1/state", headers={"Authorization": "Bearer nope"}) as resp:
                 assert resp.status == 401 and await resp.json() == {"error": "wrong token"}
             async with http.get(srv.url + "/v1/state") as resp:

@@ -7,6 +7,10 @@ on. With ``jobs > 1`` files run in a `concurrent.futures.ProcessPoolExecutor`, l
 and every worker limits OpenMP/numba to ``cpu_count // jobs`` threads so the workers do not
 fight over cores. BLAS always runs on one thread during an analysis, so the arrays are
 bit-identical whatever ``jobs`` is.
+
+With ``cluster="tcp://HOST:8786"`` the files are tasks on a Dask distributed scheduler
+(`mmx.cluster`): each worker analyses a file and writes its artifact into ``out_dir``, which
+must be the same path on every worker (a shared disk); the bytes are those of a local run.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import signal
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
+from glob import escape as glob_escape
 from pathlib import Path
 from typing import Any
 
@@ -200,16 +205,22 @@ class FeatureRun:
     """
 
     def __init__(self, paths: Iterable[str | Path], *, out_dir: str | Path, params: FeatureParams | None = None,
-                 jobs: int = 1, force: bool = False) -> None:  # fmt: skip
+                 jobs: int = 1, force: bool = False, cluster: str | None = None) -> None:  # fmt: skip
         self.paths = [Path(p) for p in paths]
         self.out_dir = Path(out_dir)
         self.params = params or FeatureParams()
         self.jobs = max(1, min(int(jobs), max(1, len(self.paths))))
         self.force = force
+        self.cluster = cluster
         self._pool: ProcessPoolExecutor | None = None
         self._futures: dict[Future[FileResult], Path] = {}
+        self._tasks: Any = None  # mmx.cluster.TaskRun with --cluster
+        self._order: list[Path] = []
 
     def __enter__(self) -> FeatureRun:
+        if self.cluster:
+            self._enter_cluster()
+            return self
         warm_up()
         if self.jobs > 1:
             threads = max(1, (os.cpu_count() or 1) // self.jobs)
@@ -224,7 +235,35 @@ class FeatureRun:
             }
         return self
 
+    def _enter_cluster(self) -> None:
+        from mmx.cluster import TaskRun, connect, host_threads
+
+        assert self.cluster is not None
+        client = connect(self.cluster)
+        try:
+            threads = host_threads(client)
+            self._order = sorted(self.paths, key=audio_seconds, reverse=True)
+            out = str(self.out_dir.absolute())  # the workers' working directory is not ours
+            args = [(str(p.absolute()), out, self.params, self.force, threads) for p in self._order]
+            self._tasks = TaskRun(self.cluster, cluster_task, args, labels=[p.name for p in self._order],
+                                  key_prefix="mmx-features", failed=self._failed, client=client)  # fmt: skip
+        except BaseException:
+            client.close()
+            raise
+        self._tasks.__enter__()
+
+    def _failed(self, i: int, exc: Exception) -> FileResult:
+        path = self._order[i]
+        message = exc.message if isinstance(exc, MmxError) else f"{type(exc).__name__}: {exc}"
+        return FileResult(path=str(path), error=f"{path}: failed on the cluster: {message}", exit_code=70)
+
     def __exit__(self, exc_type: type[BaseException] | None, *exc: object) -> None:
+        if self._tasks is not None:
+            tasks, self._tasks = self._tasks, None
+            tasks.__exit__(exc_type, *exc)
+            if exc_type is None:
+                self._remove_strays()
+            return
         if self._pool is None:
             return
         pool, self._pool = self._pool, None
@@ -237,7 +276,21 @@ class FeatureRun:
             return
         pool.shutdown(wait=True, cancel_futures=True)
 
+    def _remove_strays(self) -> None:
+        # a worker lost while writing leaves its temporary file (atomic_file: .<name>.*.tmp)
+        for path in self.paths:
+            for stray in self.out_dir.glob(f".{glob_escape(path.stem)}-*.npz.*.tmp"):
+                stray.unlink(missing_ok=True)
+
     def __iter__(self) -> Iterator[FileResult]:
+        if self._tasks is not None:
+            for i, result in self._tasks:
+                # the records name paths as the caller gave them, as a local run does
+                result.path = str(self._order[i])
+                if result.npz is not None:
+                    result.npz = str(self.out_dir / Path(result.npz).name)
+                yield result
+            return
         if self._pool is None:
             for path in self.paths:
                 yield process_file(path, self.out_dir, self.params, self.force)
@@ -249,6 +302,16 @@ class FeatureRun:
                 path = self._futures[future]
                 yield FileResult(path=str(path), error=f"{path}: worker process failed: {type(exc).__name__}: {exc}",
                                  exit_code=70)  # fmt: skip
+
+
+def cluster_task(path: str, out_dir: str, params: FeatureParams, force: bool, threads: dict[str, int]) -> FileResult:
+    """`process_file` on a Dask worker (``mmx features --cluster``); OpenMP/numba get this
+    host's share of its cores (``threads``: worker threads per host, `mmx.cluster.host_threads`)."""
+    from distributed import get_worker
+
+    host = get_worker().address.split("://")[-1].rsplit(":", 1)[0]
+    _limit_threads(max(1, (os.cpu_count() or 1) // max(1, threads.get(host, 1))))
+    return process_file(path, out_dir, params, force)
 
 
 def audio_seconds(path: Path) -> float:

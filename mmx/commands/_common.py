@@ -5,7 +5,6 @@ Only command modules import this; library code never prints.
 
 from __future__ import annotations
 
-import asyncio
 import signal
 import sys
 from collections.abc import Awaitable, Callable, Iterator
@@ -81,6 +80,8 @@ async def run_until_signal(main: Awaitable[object], stop: Callable[[], None]) ->
 
     Returns True when SIGINT stopped it (the command then exits 130), False otherwise.
     """
+    import asyncio
+
     loop = asyncio.get_running_loop()
     got: list[int] = []
 

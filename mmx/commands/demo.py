@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 import typer
-from rich.table import Table
 
 from mmx.commands._common import console, write_jsonl
 
@@ -19,6 +18,8 @@ def _render_report(report: dict[str, Any]) -> None:
     console.rule("[bold]mmx demo report[/]" + ("" if ok else " — [red]FAILED[/]"))
     if not ok:
         console.print(f"[red]stage {report['failed_stage']} failed:[/] {report['error']}", soft_wrap=True)
+    from rich.table import Table
+
     cams = Table(title="cameras", show_edge=False)
     for col in ("camera", "name", "placement", "lenses"):
         cams.add_column(col)
@@ -49,6 +50,7 @@ def demo(
     pose: Path | None = typer.Option(None, "--pose", help="Pose file matching --video (format of shared/data/pose/*.pose.jsonl).", exists=True, dir_okay=False),
     cameras: int = typer.Option(3, "--cameras", min=2, max=6, help="How many simulated cameras (mmx device processes)."),
     duration: float = typer.Option(60.0, "--duration", min=5.0, help="Seconds the ghost director cuts for."),
+    min_ghost_cuts: int = typer.Option(0, "--min-ghost-cuts", min=0, help="After --duration, keep shooting until the ghost director made this many cuts (at most 120 s more; a stage failure after that)."),
     data: Path | None = typer.Option(None, "--data", help="Directory for everything the demo writes (default: a temporary one)."),
     keep: bool = typer.Option(False, "--keep", help="Keep the temporary data directory after the demo."),
     no_relay: bool = typer.Option(False, "--no-relay", help="Run without mmx relay (no WebRTC hero feed)."),
@@ -87,7 +89,7 @@ def demo(
     temporary = data is None
     data_dir = Path(tempfile.mkdtemp(prefix="mmx-demo-")) if data is None else data
     config = DemoConfig(data_dir=data_dir, music=music, video=video, pose=pose, cameras=cameras,
-                        duration_s=duration, relay=not no_relay)  # fmt: skip
+                        duration_s=duration, relay=not no_relay, min_ghost_cuts=min_ghost_cuts)  # fmt: skip
 
     spinner = console.status("")  # one live line under the stage log (a no-op off a terminal)
 

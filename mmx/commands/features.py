@@ -22,6 +22,8 @@ def features(
     force: bool = typer.Option(False, "--force", help="Recompute even when an artifact with the same content hash and parameters exists."),
     baseline_fps: float = typer.Option(30.0, "--baseline-fps", min=2.0, max=200.0, help="Frame rate of the 35-dim EDGE/FACT baseline block (its sample rate is fps * 512 Hz)."),
     no_baseline: bool = typer.Option(False, "--no-baseline", help="Skip the EDGE/FACT baseline block (stored empty, shape (0, 35)); about a third faster."),
+    cluster: str | None = typer.Option(None, "--cluster", metavar="tcp://HOST:8786",
+                                       help="Analyse on this Dask scheduler's workers (extra mmx[cluster]); they must see the audio files and -o's directory at the same paths."),
 ) -> None:  # fmt: skip
     """Compute music features (mel, onset envelope, beats, chroma, MFCC) into one .npz per audio file.
 
@@ -31,6 +33,13 @@ def features(
     OUT/<stem>-<sha256[:12]>.npz is written atomically (temporary file, then rename). A file
     whose content hash and parameters match an existing artifact in OUT is skipped unless
     --force. Files run in parallel with --jobs, longest first.
+
+    With --cluster tcp://HOST:8786 every file is a task on a Dask distributed scheduler (pip
+    install 'mmx[cluster]' here and on every worker, started with `dask worker ADDRESS`):
+    the worker that analyses a file writes its artifact into OUT itself, so OUT and the audio
+    files must be on a file system every worker sees at the same paths. The artifacts are
+    byte-identical to a local run; the progress bar advances as the cluster reports each
+    task done; a worker lost mid-run has its files analysed again by the others.
 
     stdout: one JSON line per analysed or skipped file, in the order they finish:
     {"path", "npz", "sha256", "duration_s", "tempo_bpm", "beats", "skipped"}.
@@ -76,7 +85,8 @@ def features(
 
     Exit status:
     65 when one or more files could not be decoded or analysed (each named on stderr); every
-    other file was processed and written.
+    other file was processed and written. 69 when the --cluster scheduler cannot be reached
+    or mmx[cluster] is not installed.
 
     Files:
     OUT/<stem>-<sha256[:12]>.npz, one per audio file.
@@ -88,6 +98,7 @@ def features(
         mmx features music/ -o features/ --jobs 2
         find music -name '*.flac' | mmx features - -o features/ --force
         mmx features track.ogg -o features/ | jq -r .npz
+        mmx features /shared/music/ -o /shared/features/ --cluster tcp://10.0.0.5:8786
 
     See also:
     mmx-discover(1), mmx-pair(1)
@@ -110,7 +121,7 @@ def features(
     codes: list[int] = []
     done = skipped = 0
     seconds = 0.0
-    with FeatureRun(paths, out_dir=out, params=params, jobs=jobs, force=force) as run:
+    with FeatureRun(paths, out_dir=out, params=params, jobs=jobs, force=force, cluster=cluster) as run:
         progress = Progress(
             TextColumn("features"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
             TextColumn("{task.fields[name]}"), console=console, transient=True,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import sys
 from pathlib import Path
 from typing import Any
@@ -225,6 +224,8 @@ def _live(*, events: str | None, server: str | None, token: str | None, config: 
     runner = GhostRunner(policy, client=client, out=sys.stdout.buffer, notify=notify)
     banner = console.is_terminal
     keys = banner and events != "-" and sys.stdin.isatty()
+    import asyncio
+
     interrupted = asyncio.run(_run(runner, events, banner=banner, keys=keys))
     if runner.output_closed:
         return

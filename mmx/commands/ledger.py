@@ -8,9 +8,7 @@ from typing import Any
 
 import orjson
 import typer
-from rich import box
 from rich.markup import escape
-from rich.table import Table
 
 from mmx.commands import ledger_sync
 from mmx.commands._common import console, open_input, open_output, report_line_error, wants_json, write_jsonl
@@ -18,7 +16,6 @@ from mmx.errors import DataError, EventError
 from mmx.ledger import queries, text
 from mmx.ledger.export import DEFAULT_FPS, FORMATS, export_session, format_from_path
 from mmx.ledger.follow import follow as follow_events
-from mmx.ledger.ingest import push_stream
 from mmx.ledger.store import DEFAULT_BATCH_SIZE, DEFAULT_INTERVAL_MS, BatchResult, Ledger, StoredEvent
 from mmx.paths import default_ledger_path
 
@@ -113,6 +110,8 @@ def ledger_push(
 
     with open_input(file) as fp, Ledger.open(path) as store, ledger_sync.push_sync(store, sync_convex, deploy_key_env) as syncing:
         # more hooks (a Convex sync) can be appended to store.commit_hooks here
+        from mmx.ledger.ingest import push_stream
+
         stats = push_stream(store, fp, batch_size=batch_size, interval_ms=interval_ms, strict=strict,
                             on_error=on_error, on_commit=on_commit)  # fmt: skip
     seqs = f", seq {stats.first_seq}–{stats.last_seq}" if stats.first_seq is not None else ""
@@ -209,6 +208,9 @@ def ledger_sessions(
     if not sessions:
         console.print("no sessions in the ledger yet")
         return
+    from rich import box
+    from rich.table import Table
+
     table = Table(title="production sessions", title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False,
                   collapse_padding=True)  # fmt: skip
     table.add_column("session", no_wrap=True)
@@ -249,6 +251,8 @@ def _render_summary(summary: dict[str, Any]) -> None:
         f"({counts['cuts']} cuts) · {counts['events']} events",
         highlight=False,
     )
+
+    from rich.table import Table
 
     cams = Table(title="cameras and placement", title_justify="left")
     for column in ("camera", "device", "role", "zoom", "placement", "on program"):

@@ -84,7 +84,7 @@ def ledger_sync(
     deploy_key_env: str = typer.Option("CONVEX_DEPLOY_KEY", "--deploy-key-env", metavar="NAME", help="Environment variable holding the deploy key."),
     follow: bool = typer.Option(False, "--follow", "-f", help="Keep running: send new events as they are committed to the ledger."),
     batch: int = typer.Option(500, "--batch", min=1, max=500, help="Most events per call (Convex: at most 500; calls also stay under 4 MiB)."),
-    ledger: Path = typer.Option(None, "--ledger", help="Ledger file [default: $MMX_HOME/ledger.sqlite]."),
+    ledger: Path = typer.Option(None, "--ledger", "-l", help="Ledger file [default: $MMX_HOME/ledger.sqlite]."),
     timeout: float = typer.Option(30.0, "--timeout", min=0.1, help="Seconds one call may take before it is retried."),
     retry_for: float = typer.Option(None, "--retry-for", min=0.0, help="Give up (exit 75) when a batch keeps failing this many seconds; 0: never [default: 300, with --follow 0]."),
 ) -> None:
@@ -93,7 +93,9 @@ def ledger_sync(
     Events the deployment has not acknowledged yet go to its production:ingestEvents
     mutation (examples/convex) over Convex's HTTP API: POST URL/api/mutation with header
     "Authorization: Convex <deploy key>", in batches of at most --batch events and 4 MiB.
-    An event counts as synced only after the deployment answered success for its batch;
+    With nothing to send it still makes one call with no events, so a wrong deploy key or a
+    missing function is found now (exit 69). An event counts as synced only after the
+    deployment answered success for its batch;
     the ledger keeps, per deployment URL, the highest acknowledged local seq (its only
     change to the ledger), so a later run resumes there. The mutation skips event ids it
     already stores, so a batch resent after a lost answer is harmless.

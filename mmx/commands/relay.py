@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import ipaddress
 import secrets
 from typing import Any
@@ -17,6 +16,16 @@ def _render(record: dict[str, Any]) -> None:
     kind = record.get("status")
     if kind == "listening":
         console.print(f"listening on {record['url']}")
+    elif kind == "recording_armed":
+        console.print(f"recording take {record['take']} into {record['path']}")
+    elif kind == "recording_started":
+        console.print(f"recording {record['camera']} ({record['kind']}, {record['codec']}) → {record['path']}")
+    elif kind == "recording_stopped":
+        console.print(f"recorded {record['path']}: {record.get('frames')} frames, {record.get('duration_s')} s, "
+                      f"{record.get('dropped')} dropped ({record.get('reason')})")
+    elif kind in ("record_error", "record_unsupported", "post_refused"):
+        detail = record.get("error") or record.get("codec") or record.get("reason") or ""
+        console.print(f"[yellow]warning:[/] {kind.replace('_', ' ')}: {record.get('camera') or record.get('type') or ''} {detail}")
     elif kind == "cut":
         console.print(f"cut [bold]{record.get('from')}[/] → [bold red]{record['to']}[/] (by {record.get('by')})")
     elif kind == "program":
@@ -39,8 +48,8 @@ def _render(record: dict[str, Any]) -> None:
         console.print(f"[yellow]stalled:[/] {record['camera']} sent no frame for {record['silent_s']:g} s ({rtp})")
     elif kind == "resumed":
         console.print(f"resumed: {record['camera']} after {record['stalled_s']:g} s without media")
-    elif kind in ("post_refused", "post_retry", "post_dropped", "stall_watch_error"):
-        console.print(f"[yellow]warning:[/] {kind.replace('_', ' ')}: {record.get('type', '')} {record.get('reason') or record.get('error', '')}")
+    elif kind == "stall_watch_error":
+        console.print(f"[yellow]warning:[/] stall watch: {record['error']}")
     elif kind == "stats":
         cams = ", ".join(f"{c['camera']} {c['status']} {c['fps']:g} fps" for c in record["cameras"]) or "no cameras"
         console.print(f"program {record['program']} · {cams} · hero viewers {record['hero']['viewers']}", style="dim")
@@ -77,8 +86,23 @@ def relay(
     bad lines are reported as "line N: …" and skipped. No STUN/TURN servers are used unless
     given with --ice-server; host candidates are bound to the --ice-host addresses only.
 
-    stdout stays empty; status (listening, publishers, viewers, cuts, stats every 5 s) goes
-    to stderr. Runs until SIGINT/SIGTERM.
+    Recording: while mmx serve has a take armed (every production session by default, or
+    POST /v1/record/start), the relay writes each publishing camera's ISO into the take's
+    video directory, video/CAMERA.mkv, and the program, video/program.mkv, from the encoded
+    frames it receives, as they arrived: VP8 (or H.264) in Matroska, no decode or encode.
+    Timestamps are on the session clock (0 = the session start), so the ISOs line up with
+    each other and with the ledger's cut times. The program file follows the cuts at the new
+    camera's next keyframe (asked for at the cut). A camera that drops out and rejoins goes
+    on in the same file after a gap; another codec, or a relay restarted during the take,
+    starts a numbered file (CAMERA.2.mkv). Clusters are flushed every second: a killed relay
+    leaves files that play up to about 1 s before the kill. The relay posts
+    recording.started and recording.stopped (path, codec, bytes, duration_s, frames,
+    dropped, sha256) to the server's POST /v1/events; it writes where the server says, so
+    it runs on the server's machine (or shares its disk). With --events - it records the
+    takes in that stream (mmx serve | mmx relay --events -) without posting.
+
+    stdout stays empty; status (listening, publishers, viewers, cuts, recordings, stats
+    every 5 s) goes to stderr. Runs until SIGINT/SIGTERM.
 
     Examples:
 
@@ -106,6 +130,8 @@ def relay(
     def on_error(exc: Any) -> None:
         report_line_error(exc, events or "server")
 
+    import asyncio
+
     interrupted = asyncio.run(_run(run_relay, dict(
         server=server, host=host, port=port, token=token, ice_hosts=ice_host, ice_servers=ice_server, events=events,
         on_status=_render, on_error=on_error)))
@@ -115,5 +141,7 @@ def relay(
 
 async def _run(run_relay: Any, kwargs: dict[str, Any]) -> bool:
     """Run until SIGINT/SIGTERM; returns whether SIGINT stopped it."""
+    import asyncio
+
     stop = asyncio.Event()
     return await run_until_signal(run_relay(stop=stop, **kwargs), stop.set)

@@ -300,6 +300,8 @@ def pair_dataset(
             if on_progress is not None and not cluster:
                 on_progress(done, len(job_list), job_list[done].id if done < len(job_list) else "")
         merge.windows.close()
+        for stray in (tmp / "segments").glob("*.parquet.tmp-*"):  # a worker lost mid-write left it
+            stray.unlink(missing_ok=True)
         stats = merge.stats
         used = {s: sorted(stats.sessions[s] if params.split_by != "track" else stats.tracks[s]) for s in SPLITS}
         for s in SPLITS:

@@ -55,6 +55,14 @@ class _Segments:
         self.files: OrderedDict[str, tuple[pq.ParquetFile, int]] = OrderedDict()
         self.groups: OrderedDict[tuple[str, int], dict[str, np.ndarray]] = OrderedDict()
 
+    def __getstate__(self) -> dict[str, Any]:
+        # open memory maps do not pickle (DataLoader workers started with spawn); reopen there
+        return {"root": self.root, "max_files": self.max_files, "max_groups": self.max_groups}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._reset()
+
     def _file(self, name: str) -> tuple[pq.ParquetFile, int]:
         if self.pid != os.getpid():
             self._reset()
@@ -114,6 +122,23 @@ class _Segments:
         return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
 
+def _split_extents(rows: pa.Table) -> tuple[np.ndarray, np.ndarray]:
+    """Per window: the first row and the end row spanned by all windows of its segment and split."""
+    n = rows.num_rows
+    if n == 0:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    seg = rows.column("segment").to_pylist()
+    split = rows.column("split").to_pylist()
+    _, group = np.unique(np.array([f"{a}\0{b}" for a, b in zip(seg, split, strict=True)]), return_inverse=True)
+    row = rows.column("row").to_numpy().astype(np.int64)
+    end = row + rows.column("frames").to_numpy().astype(np.int64)
+    lo = np.full(group.max() + 1, np.iinfo(np.int64).max)
+    hi = np.zeros(group.max() + 1, dtype=np.int64)
+    np.minimum.at(lo, group, row)
+    np.maximum.at(hi, group, end)
+    return lo[group], hi[group]
+
+
 class Dataset(Sequence):
     """The windows of one split (or all of them): ``ds[i]`` is a dict of numpy arrays.
 
@@ -131,6 +156,7 @@ class Dataset(Sequence):
         self._row = rows.column("row").to_numpy()
         self._frames = rows.column("frames").to_numpy()
         self._scale = rows.column("torso_length").to_numpy()
+        self._lo, self._hi = _split_extents(rows)
         self._segments = _Segments(root)
         self.window_frames = int(manifest["frames"]["window_frames"] or 0)
 
@@ -154,20 +180,26 @@ class Dataset(Sequence):
             raise IndexError(f"window {i} out of range for {n} windows")
         return int(i) % n
 
+    def torso_length(self, i: int) -> float:
+        """Window ``i``'s body scale (normalized image units), the divisor of its dynamics."""
+        return float(self._scale[self._index(i)])
+
     def segment_bounds(self, i: int) -> tuple[int, int]:
-        """(first, end) row of window ``i``'s segment, for offsets that stay inside it."""
-        pf, _ = self._segments._file(self._segment[self._index(i)])
-        return 0, pf.metadata.num_rows
+        """(first, end) rows of window ``i``'s segment that an offset window may cover: the
+        span of the windows of the same segment and split, so a moved window never takes
+        frames of another split (``--split-by time`` puts three splits in one segment)."""
+        i = self._index(i)
+        return int(self._lo[i]), int(self._hi[i])
 
     def window(self, i: int, offset: int = 0) -> dict[str, np.ndarray]:
-        """Window ``i``, its start moved by ``offset`` frames (clipped to the segment's ends;
+        """Window ``i``, its start moved by ``offset`` frames (clipped to `segment_bounds`;
         the body scale stays the window's own). Audio and pose come from the same frames."""
         i = self._index(i)
         t = int(self._frames[i])
         row = int(self._row[i]) + int(offset)
         if offset:
-            _, end = self.segment_bounds(i)
-            row = min(max(0, row), end - t)
+            lo, hi = self.segment_bounds(i)
+            row = min(max(lo, row), hi - t)
         f = self._segments.frames(self._segment[i], row, t)
         if f["audio"].shape[0] != t:
             raise DataError(f"segment {self._segment[i]}: window {i} needs {t} frames, the file has "

@@ -10,7 +10,8 @@ Stages (each reported through ``on_stage(stage, status, detail)``):
    offsets from different placements, publishing to the relay;
 5. ``ghost``: ``mmx ghost`` in autopilot, its proposals and decisions piped into a second
    ``mmx ledger push`` on the same ledger;
-6. ``shoot``: session start, music cue, ``--duration`` seconds of ghost-directed cuts, stills
+6. ``shoot``: session start, music cue, ``--duration`` seconds of ghost-directed cuts (then on
+   until the ghost made ``--min-ghost-cuts``), stills
    on two cameras, one hold and release, session stop;
 7. ``dataset``: ``mmx discover`` and ``mmx pair`` on the recorded session and the features;
 8. ``report``: cameras, cuts and their distance to the beat, stills, ledger, dataset, hero URL.
@@ -72,6 +73,11 @@ class DemoConfig:
     relay_port: int = 0
     relay: bool = True
     startup_timeout_s: float = 60.0
+    #: after ``duration_s``, keep shooting until the ghost made this many cuts (a busy
+    #: machine slows the ghost down; the shoot waits for its cuts, not for a clock)
+    min_ghost_cuts: int = 0
+    #: how long past ``duration_s`` the shoot may wait for ``min_ghost_cuts``
+    min_ghost_cuts_timeout_s: float = 120.0
 
 
 @dataclass
@@ -303,7 +309,7 @@ class Demo:
             placement = PLACEMENTS[i % len(PLACEMENTS)]
             args = [
                 "device", "--server", self.report.server_url, "--token", self.token,
-                "--name", f"demo-cam-{i + 1}", "--video", str(video), "--pose", str(pose),
+                "--name", f"demo-cam-{i + 1}", "--camera", f"cam-{i + 1}", "--video", str(video), "--pose", str(pose),
                 "--placement", json.dumps(placement), "--pose-offset-s", str(round(i * 7.3, 2)),
                 "--lenses", "0.5,1,2" if i == 0 else "1,2", "--fps", "10", "--size", "640x360",
                 "--state-dir", str(self.data / "devices"),
@@ -340,8 +346,14 @@ class Demo:
         push = self.supervisor.start("ledger-push-ghost", ["ledger", "push", "-", "--ledger", self.report.ledger],
                                      stdin=ghost.proc.stdout)  # fmt: skip
         ghost.proc.stdout.close()
-        time.sleep(1.0)
-        self._check_alive(ghost, push)
+
+        def connected() -> bool:
+            self._check_alive(ghost, push)
+            return "connected to" in self.supervisor.tail_log(ghost, 50)
+
+        # the ghost reads the event stream before the shoot begins (it logs "connected to URL")
+        if not _wait_until(connected, timeout_s=self.config.startup_timeout_s):
+            raise self._fail(f"ghost did not connect to mmx serve within {self.config.startup_timeout_s:.0f} s", ghost)
         self._done("autopilot")
         return ghost, push
 
@@ -386,10 +398,32 @@ class Demo:
                         self.on_stage("shoot", "info", "release")
                 self.on_stage("shoot", "progress", f"{elapsed:.0f}/{cfg.duration_s:.0f} s")
                 time.sleep(0.25)
+            self._wait_for_ghost_cuts(client, children)
             self._post(client, "/v1/director/mode", {"mode": "manual"})
             self._post(client, "/v1/session/stop", {})
         self._done(f"session {session_id}")
         return session_id
+
+    def _wait_for_ghost_cuts(self, client: httpx.Client, children: list[Child]) -> None:
+        """Go on shooting until the ghost made `DemoConfig.min_ghost_cuts` cuts; raises
+        DemoFailed when it has not within `DemoConfig.min_ghost_cuts_timeout_s`."""
+        cfg = self.config
+        deadline = time.monotonic() + cfg.min_ghost_cuts_timeout_s
+        since, made = 0, 0
+        while True:
+            response = client.get("/v1/events", params={"since": since, "types": "director.cut", "follow": "0"})
+            for line in response.content.splitlines():
+                event = json.loads(line)
+                since = max(since, event.get("seq") or 0)
+                made += (event.get("data") or {}).get("by") == "ghost"
+            if made >= cfg.min_ghost_cuts:
+                return
+            if time.monotonic() > deadline:
+                raise self._fail(f"the ghost director made {made} of the {cfg.min_ghost_cuts} cuts asked for "
+                                 f"within {cfg.min_ghost_cuts_timeout_s:.0f} s past --duration")  # fmt: skip
+            self._check_alive(*children)
+            self.on_stage("shoot", "progress", f"{made}/{cfg.min_ghost_cuts} ghost cuts")
+            time.sleep(0.25)
 
     def _stop_live(self, serve: Child, relay: Child | None, ghost: Child, devices: list[Child],
                    push_serve: Child, push_ghost: Child) -> None:  # fmt: skip

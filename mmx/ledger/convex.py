@@ -486,9 +486,16 @@ def _drain(
 ) -> None:
     conn = ledger.conn
     report()
+    checked = False
     while not stop.is_set():
         pending = ledger.events_after(progress.acked_seq, limit=batch_size)
         if not pending:
+            if not checked and progress.batches == 0:
+                # nothing to send: the deploy key and the function are checked anyway, so a
+                # wrong key fails now (exit 69) and not at the first event of a later run
+                checked = True
+                if not check_deployment(client, retry, stop, progress, report):
+                    break
             if not follow:
                 break
             assert wait is not None
@@ -498,6 +505,44 @@ def _drain(
             if stop.is_set() or not _send(client, conn, chunk, encoded, retry, stop, progress, report):
                 break
             report()
+
+
+def check_deployment(
+    client: ConvexClient,
+    retry: RetryPolicy,
+    stop: threading.Event,
+    progress: SyncProgress,
+    report: Callable[[], None],
+) -> bool:
+    """Call ``production:ingestEvents`` with no events: a real call that stores nothing, to
+    learn that the deploy key is accepted and the function deployed.
+
+    Transient failures are retried as for a batch. Returns False when ``stop`` was set first.
+    Raises ServiceUnavailableError (wrong deploy key, function not deployed: exit 69),
+    ConvexFunctionError, TemporaryFailure (still failing after ``retry.retry_for_s``).
+    """
+    first_failure: float | None = None
+    attempt = 0
+    while True:
+        try:
+            client.ingest(request_body([]))
+        except _Retryable as exc:
+            now = time.monotonic()
+            first_failure = first_failure if first_failure is not None else now
+            if retry.retry_for_s is not None and now - first_failure >= retry.retry_for_s:
+                raise TemporaryFailure(
+                    f"Convex at {client.url}: {exc} (still failing after {now - first_failure:.0f} s)",
+                    hint="run mmx ledger sync again later",
+                ) from None
+            progress.retries += 1
+            progress.retrying = str(exc)
+            report()
+            if stop.wait(retry.delay(attempt)):
+                return False
+            attempt += 1
+            continue
+        progress.retrying = None
+        return True
 
 
 def _send(

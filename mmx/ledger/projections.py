@@ -18,8 +18,9 @@ columns with ``json_each``/``json_extract`` costs 11.5–12.8 µs per event agai
 multi-row ``VALUES`` (SQLite's JSON parser is slower than orjson, and the raw line must
 be re-extracted); a reader thread beside the writer gains no wall time (the GIL is held
 for all but SQLite's own step). Sessions
-named by events before any ``session.started`` are created by `infer_sessions`, marked
-``inferred = 1``. `rebuild_projections` recomputes everything from the ``events`` table (a
+named by events before any ``session.started`` are created marked ``inferred = 1`` and
+start at their earliest event (`project_sessions`, event by event for the sessions not yet
+started or ended, so the rows do not depend on the batching). `rebuild_projections` recomputes everything from the ``events`` table (a
 migration that adds or changes a projection calls it).
 
 Session semantics: ``session.started`` creates or resumes a ``photoshoot_performance``
@@ -87,7 +88,9 @@ ON CONFLICT (id) DO UPDATE SET
     started_event = coalesce(started_event, excluded.started_event),
     started_at = CASE WHEN inferred = 1 OR started_at IS NULL THEN excluded.started_at
                       ELSE min(started_at, excluded.started_at) END,
-    last_started_at = max(coalesce(last_started_at, excluded.started_at), excluded.started_at),
+    -- a row inferred from ordinary events had no real start: its first real one is the latest
+    last_started_at = CASE WHEN inferred = 1 AND ended_event IS NULL THEN excluded.started_at
+                           ELSE max(coalesce(last_started_at, excluded.started_at), excluded.started_at) END,
     -- a start newer than the recorded end resumes the session; an older one does not
     status = CASE WHEN completed_at IS NOT NULL AND excluded.started_at <= completed_at
                   THEN status ELSE 'active' END,
@@ -220,6 +223,17 @@ _INFER_SESSION = """
 INSERT OR IGNORE INTO production_sessions (id, status, inferred, started_at, last_started_at, first_seq)
 SELECT session, 'active', 1, min(ts), min(ts), min(seq) FROM events WHERE session = ?
 """
+
+#: An ordinary event (not ``session.*``) of a session: creates it inferred when unknown; a
+#: session inferred from ordinary events (no start, no end yet) starts at its earliest event,
+#: whatever the arrival order (the Convex mutation's ``applySession`` does the same).
+_TOUCH_SESSION = """
+INSERT INTO production_sessions (id, status, inferred, started_at, last_started_at, first_seq)
+VALUES (?, 'active', 1, ?, ?, ?)
+ON CONFLICT (id) DO UPDATE SET started_at = excluded.started_at, last_started_at = excluded.started_at
+WHERE inferred = 1 AND ended_event IS NULL AND excluded.started_at < started_at
+"""
+_SESSION_TYPES = frozenset({"session.started", "session.ended"})
 
 #: The projection tables `rebuild_projections` clears and fills.
 PROJECTION_TABLES = ("production_sessions", "production_cameras", "production_director_events", "production_stills",
@@ -396,6 +410,7 @@ def apply_projections(
     seq_of: Callable[[int], int | None] | None = None,
     *,
     first_seq: int | None = None,
+    sessions: set[str] | frozenset[str] = frozenset(),
 ) -> None:
     """Project the batch's new events, inside the caller's transaction.
 
@@ -403,6 +418,11 @@ def apply_projections(
     under seq ``first_seq + i`` (the common case, projected without a Python loop over the
     rows); or ``seq_of(i)``: the local seq the event ``batch.rows[i]`` was stored under, or
     None when it was not new (a duplicate id) — those are skipped.
+
+    ``sessions``: the sessions whose row may still be missing or inferred from ordinary
+    events; their ``production_sessions`` row is computed event by event in input order
+    (`project_sessions`), so it does not depend on where batches begin and end. Every other
+    session has a real start or end already, on which ordinary events have no effect.
     """
     if first_seq is not None:
         insert_rows(conn, INSERT_DIRECTOR, batch.director, offset=first_seq)
@@ -423,18 +443,64 @@ def apply_projections(
         seq = seq_of(index)
         if seq is None:
             continue
-        eid, etype, session, ts, src = rows[index][:5]
+        row = rows[index]
+        etype = row[1]
         if etype in _CAMERA_KEYED and type(data.get("camera")) is not str:
             continue  # stored before the contract required it (issue 17 item 1): no camera row to update
+        if sessions and etype in _SESSION_TYPES and row[2] in sessions:
+            continue  # project_sessions applies it, in order with the session's other events
         if etype != run_type:
             _upsert(conn, run_type, run)
             run_type, run = etype, []
-        envelope = {"_session": session, "_ts": ts, "_seq": seq, "_id": eid, "_src": src}
-        if etype == "session.ended":
-            envelope["data_json"] = _dumps(data)
-        run.append([envelope[name] if name in envelope else _sql_value(data.get(name))
-                    for name in _STATE_POSITIONAL[etype][3]])  # fmt: skip
+        run.append(_state_values(row, seq, data))
     _upsert(conn, run_type, run)
+    if sessions:
+        project_sessions(conn, batch, sessions, seq_of)
+
+
+def _state_values(row: tuple[Any, ...], seq: int, data: dict[str, Any]) -> list[Any]:
+    """The positional parameters of the `STATE_SQL` upsert of one event row."""
+    eid, etype, session, ts, src = row[:5]
+    envelope = {"_session": session, "_ts": ts, "_seq": seq, "_id": eid, "_src": src}
+    if etype == "session.ended":
+        envelope["data_json"] = _dumps(data)
+    return [envelope[name] if name in envelope else _sql_value(data.get(name)) for name in _STATE_POSITIONAL[etype][3]]
+
+
+def project_sessions(
+    conn: sqlite3.Connection, batch: Batch, sessions: set[str] | frozenset[str], seq_of: Callable[[int], int | None]
+) -> None:
+    """The ``production_sessions`` rows of ``sessions``, event by event in input order.
+
+    A ``session.started``/``session.ended`` runs its upsert (`STATE_SQL`); a run of ordinary
+    events of one session in between counts as one event at their earliest ``ts``
+    (`_TOUCH_SESSION` keeps the minimum, so it commutes within the run). The result is
+    that of one event per transaction, whatever the batching (tests/test_properties.py).
+    """
+    state = dict(batch.state)
+    touched: dict[str, list[Any]] = {}  # session -> [earliest ts, first seq] of the run so far
+
+    def flush(session: str) -> None:
+        run = touched.pop(session, None)
+        if run is not None:
+            conn.execute(_TOUCH_SESSION, (session, run[0], run[0], run[1]))
+
+    for index, row in enumerate(batch.rows):
+        session = row[2]
+        if session not in sessions or (seq := seq_of(index)) is None:
+            continue
+        etype = row[1]
+        if etype in _SESSION_TYPES:
+            flush(session)
+            _upsert(conn, etype, [_state_values(row, seq, state.get(index) or {})])
+            continue
+        run = touched.get(session)
+        if run is None:
+            touched[session] = [row[3], seq]
+        elif row[3] < run[0]:
+            run[0] = row[3]
+    for session in list(touched):
+        flush(session)
 
 
 def _upsert(conn: sqlite3.Connection, etype: str | None, rows: list[list[Any]]) -> None:
@@ -477,8 +543,8 @@ def rebuild_projections(conn: sqlite3.Connection, *, page: int = 5000) -> int:
             data = orjson.loads(raw).get("data") if etype in DIRECTOR_KINDS or etype in STATE_SQL or etype == "still.captured" else None
             batch.add((eid, etype, session, ts, src, None, raw), data)
             seqs.append(seq)
-        apply_projections(conn, batch, seqs.__getitem__)
+        sessions = {row[3] for row in rows if row[3] is not None}
+        apply_projections(conn, batch, seqs.__getitem__, sessions=sessions)
         count += len(rows)
         last = rows[-1][0]
-    infer_sessions(conn)
     return count

@@ -4,7 +4,8 @@ From the server: ``GET {server}/v1/events?types=director.*`` (``since=SEQ`` when
 streamed as ``application/x-ndjson`` with the Bearer token; once the stream is open,
 ``GET {server}/v1/state`` gives the current ``program`` (events that arrive meanwhile are
 applied after it, so nothing is missed). A dropped connection is retried with backoff
-(0.5 s doubling to 5 s) and reported through ``on_status``.
+(0.5 s doubling to 5 s) and reported through ``on_status``. ``on_event`` and ``on_state``
+hand every event and each state read to others (the recorder follows ``recording.*``).
 """
 
 from __future__ import annotations
@@ -41,20 +42,30 @@ def apply_event(hub: Any, event: Event, on_status: StatusFn | None = None) -> bo
 
 
 async def follow_stream(hub: Any, reader: asyncio.StreamReader, *, on_status: StatusFn | None = None,
-                        on_error: Callable[[EventError], None] | None = None) -> None:
+                        on_error: Callable[[EventError], None] | None = None,
+                        on_event: Callable[[Event], None] | None = None) -> None:
     """Apply every ``director.cut`` read from ``reader`` (JSON Lines) until end of input.
 
-    Bad lines go to ``on_error`` (an `EventError` naming the line) and the stream goes on.
+    Bad lines go to ``on_error`` (an `EventError` naming the line) and the stream goes on;
+    ``on_event`` sees every event after it was applied.
     """
     async for event in aread_events(reader, on_error=on_error):
         apply_event(hub, event, on_status)
+        if on_event is not None:
+            on_event(event)
 
 
 async def follow_server(hub: Any, server: str, *, token: str | None = None,
                         on_status: StatusFn | None = None,
                         on_error: Callable[[EventError], None] | None = None,
-                        max_backoff_s: float = 5.0) -> None:
-    """Follow the server's director events forever (cancel the task to stop)."""
+                        max_backoff_s: float = 5.0, types: str = "director.*",
+                        on_event: Callable[[Event], None] | None = None,
+                        on_state: Callable[[dict[str, Any]], None] | None = None) -> None:
+    """Follow the server's director events forever (cancel the task to stop).
+
+    ``types`` is the stream's filter (``director.*`` at least); ``on_event`` sees every
+    event after it was applied, ``on_state`` the ``GET /v1/state`` body of each connection.
+    """
     base = server.rstrip("/")
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     since: int | None = None
@@ -63,7 +74,7 @@ async def follow_server(hub: Any, server: str, *, token: str | None = None,
     while True:
         try:
             async with aiohttp.ClientSession(timeout=timeout, headers=headers) as http:
-                params = {"types": "director.*"}
+                params = {"types": types}
                 if since is not None:
                     params["since"] = str(since)
                 async with http.get(f"{base}/v1/events", params=params) as resp:
@@ -76,6 +87,8 @@ async def follow_server(hub: Any, server: str, *, token: str | None = None,
                             if isinstance(program, str) and program:
                                 if hub.set_program(program) and on_status:
                                     on_status({"status": "program", "camera": program})
+                            if on_state is not None and isinstance(state, dict):
+                                on_state(state)
                     if on_status:
                         on_status({"status": "following", "server": base})
                     backoff = 0.5
@@ -96,6 +109,8 @@ async def follow_server(hub: Any, server: str, *, token: str | None = None,
                         if isinstance(event.seq, int):
                             since = event.seq
                         apply_event(hub, event, on_status)
+                        if on_event is not None:
+                            on_event(event)
             reason = "event stream ended"
         except asyncio.CancelledError:
             raise

@@ -351,6 +351,8 @@ class Hub:
         self.hero = SharedEncoder(self)
         self.singles: dict[str, SharedEncoder] = {}
         self.cuts = 0
+        #: called with the new program camera on each cut (the recorder, `mmx.relay.record`)
+        self.on_program: list[Callable[[str | None], None]] = []
         self._slates: dict[tuple[str | None, tuple[int, int]], np.ndarray] = {}
 
     def feed(self, name: str) -> CameraFeed:
@@ -373,6 +375,8 @@ class Hub:
         self.program = camera
         self.cuts += 1
         self.hero.wake()
+        for listener in self.on_program:
+            listener(camera)
         return True
 
     def frame_arrived(self, feed: CameraFeed) -> None:

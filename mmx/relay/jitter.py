@@ -117,6 +117,8 @@ class BoundedDecoderQueue(queue.Queue):
     ``request_keyframe()`` is called (on the event loop thread, where aiortc puts frames) when
     frames had to be dropped, at most once per ``min_request_interval_s``; a receiver still
     waiting after that asks again with its next dropped frame. ``dropped`` counts dropped frames.
+    ``on_frame(codec, encoded_frame, keyframe)``, when set, sees every frame first, dropped or
+    not (the relay's recorder, `mmx.relay.record`).
     """
 
     def __init__(self, max_frames: int, request_keyframe: Callable[[], None], *,
@@ -128,12 +130,15 @@ class BoundedDecoderQueue(queue.Queue):
         self.dropped = 0
         self._await_keyframe = False
         self._requested_at = -1e9
+        self.on_frame: Callable[[Any, Any, bool | None], None] | None = None
 
     def put(self, item: Any, block: bool = True, timeout: float | None = None) -> None:
         if item is None:  # the decoder thread's stop signal
             return super().put(item, block, timeout)
         codec, encoded_frame = item
         key = is_keyframe(codec.name, encoded_frame.data)
+        if self.on_frame is not None:
+            self.on_frame(codec, encoded_frame, key)
         if self._await_keyframe:
             if key is False:
                 self.dropped += 1

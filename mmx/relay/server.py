@@ -9,11 +9,12 @@ constant time; no token configured means no check):
 - ``DELETE /whep/{name}/{session}`` → ``204``
 - ``GET /`` viewer page (hero feed, camera name, latency), ``GET /publish/{camera}`` a page
   that publishes the browser's camera, ``GET /status`` JSON (program, cameras — ``live``,
-  ``stalled`` or ``lost`` —, viewers).
+  ``stalled`` or ``lost`` —, viewers, and ``recording``: the armed take and its files,
+  `mmx.relay.record`).
 
 A publisher that is connected but sends no media for 2 s is reported as ``relay.stalled``,
 and ``relay.resumed`` when media is back (`mmx.relay.stall`); with ``post_event`` set (mmx
-serve's ``POST /v1/events``, `mmx.relay.notify`) the events reach serve's stream.
+serve's ``POST /v1/events``, `mmx.relay.record.ServePoster`) the events reach serve's stream.
 
 Errors answer ``{"error": "<reason>"}``: 400 bad SDP or name, 401 token, 404 unknown session,
 415 not ``application/sdp``. Every peer connection uses no STUN/TURN servers and host
@@ -43,6 +44,7 @@ from mmx.relay.fastsend import install_fast_rtp
 from mmx.relay.hub import FanoutTrack, Hub
 from mmx.relay.jitter import bound_decoder_queues, install_marker_release
 from mmx.relay.net import HostRestrictedPeerConnection
+from mmx.relay.record import RelayRecording
 from mmx.relay.stall import STALL_AFTER_S, StallWatch
 
 StatusFn = Callable[[dict[str, Any]], None]
@@ -132,8 +134,10 @@ class Relay:
     none by default). ``ice_hosts`` restricts host candidates (empty: every
     interface as aioice chooses). ``on_status`` receives one dict per notable change.
     ``fast_rtp`` sends viewers' packets with `mmx.relay.fastsend` (False: aiortc's own loop).
-    ``post_event(type, data)`` receives the relay's events for mmx serve (``relay.stalled``,
-    ``relay.resumed``); ``stall_after_s`` is the silence after which a publisher is stalled.
+    ``post_event(type, data)`` receives the relay's events for mmx serve (``recording.*``,
+    ``relay.stalled``, ``relay.resumed``); ``recording`` (`mmx.relay.record`) writes the ISOs
+    and the program while a take is armed; ``stall_after_s`` is the silence after which a
+    publisher is stalled.
     """
 
     def __init__(self, *, token: str | None = None, ice_hosts: Sequence[str] = ("127.0.0.1",),
@@ -149,6 +153,9 @@ class Relay:
         self.hub = Hub(lost_after_s=lost_after_s, report=self.on_status)
         self.sessions: dict[str, PeerSession] = {}
         self.post_event = post_event or (lambda type, data: None)
+        self.recording = RelayRecording(self.hub, post=lambda type, data: self.post_event(type, data),
+                                        report=self.on_status)
+        self.hub.on_program.append(self.recording.program_changed)
         self.stalls = StallWatch(self.hub, on_change=self._stall_changed, stall_after_s=stall_after_s,
                                  is_current=lambda session: self.sessions.get(session.id) is session)
         self.app = self._make_app()
@@ -179,7 +186,11 @@ class Relay:
             auth = request.headers.get("Authorization", "")
             if auth.lower().startswith("bearer "):
                 given = auth[7:].strip()
-            if not hmac.compare_digest(given.encode(), self.token.encode()):
+            try:
+                raw = given.encode("utf-8")
+            except UnicodeEncodeError:  # a non-UTF-8 header (aiohttp keeps its bytes surrogate-escaped): wrong
+                raw = None
+            if raw is None or not hmac.compare_digest(raw, self.token.encode()):
                 return _json_error(401, "missing or wrong token")
         try:
             return await handler(request)
@@ -195,6 +206,7 @@ class Relay:
 
     async def status(self, request: web.Request) -> web.Response:
         body = self.hub.status()
+        body["recording"] = self.recording.status()
         body["sessions"] = [{"session": s.id, "kind": s.kind, "name": s.name,
                              "state": s.pc.connectionState} for s in self.sessions.values()]
         return web.json_response(body, headers=_CORS)
@@ -288,6 +300,7 @@ class Relay:
         answer = await self._answer(session, offer)
         feed.session = session  # a new publisher for the camera replaces the old one
         feed.decoder_queues = session.decoder_queues
+        self.recording.publisher(camera, session.id, session.decoder_queues)
         if isinstance(previous, PeerSession) and previous.id in self.sessions:
             asyncio.ensure_future(self._end(previous, reason="replaced"))
         self.on_status({"status": "publisher", "camera": camera, "session": session.id})
@@ -367,6 +380,7 @@ class Relay:
 
     async def close(self) -> None:
         await self.stalls.close()
+        await self.recording.close()
         for session in list(self.sessions.values()):
             await self._end(session, reason="shutdown", quiet=True)
         await self.hub.close()
@@ -405,21 +419,25 @@ async def run_relay(*, server: str | None, host: str = "127.0.0.1", port: int = 
     """
     from mmx.events import read_events, stdin_reader
     from mmx.relay.director import apply_event, follow_server, follow_stream
-    from mmx.relay.notify import EventPoster
+    from mmx.relay.record import ServePoster
 
     report = on_status or (lambda record: None)
     stop = stop or asyncio.Event()
     # the relay's own events go where its cuts come from: to serve, when it follows serve
-    poster = EventPoster(server, token=token, on_status=report) if server and not events else None
+    poster = ServePoster(server, token=token, report=report) if server and not events else None
     relay = Relay(token=token, ice_hosts=ice_hosts, ice_servers=ice_servers, on_status=report,
                   post_event=poster.post if poster else None)
     runner = await serve_relay(relay, host=host, port=port)
     report({"status": "listening", "url": f"http://{host}:{port}"})
     tasks: list[asyncio.Task] = []
     try:
+        if poster is not None:
+            tasks.append(asyncio.ensure_future(poster.run()))
         if events == "-":
             reader = await stdin_reader()
-            tasks.append(asyncio.ensure_future(follow_stream(relay.hub, reader, on_status=report, on_error=on_error)))
+            # `mmx serve | mmx relay --events -`: the takes come on the same stream
+            tasks.append(asyncio.ensure_future(follow_stream(relay.hub, reader, on_status=report, on_error=on_error,
+                                                             on_event=relay.recording.handle)))
         elif events:
             try:
                 fp = open(events, "rb")
@@ -429,8 +447,9 @@ async def run_relay(*, server: str | None, host: str = "127.0.0.1", port: int = 
                 for event in read_events(fp, on_error=on_error):
                     apply_event(relay.hub, event, report)
         elif server:
-            tasks.append(asyncio.ensure_future(follow_server(relay.hub, server, token=token,
-                                                             on_status=report, on_error=on_error)))
+            tasks.append(asyncio.ensure_future(follow_server(
+                relay.hub, server, token=token, on_status=report, on_error=on_error, types="director.*,recording.*",
+                on_event=relay.recording.handle, on_state=relay.recording.handle_state)))
 
         async def stats() -> None:
             while True:
@@ -438,12 +457,11 @@ async def run_relay(*, server: str | None, host: str = "127.0.0.1", port: int = 
                 report({"status": "stats", **relay.hub.status()})
 
         tasks.append(asyncio.ensure_future(stats()))
-        if poster is not None:
-            tasks.append(asyncio.ensure_future(poster.run()))
         await stop.wait()
         await relay.stalls.close()
+        await relay.recording.close()  # trailers and sha256, then recording.stopped for serve
         if poster is not None:
-            await poster.flush(timeout_s=2.0)  # a stall reported just before the stop still lands
+            await poster.flush()  # the last recording.stopped or relay.stalled still lands
     finally:
         for task in tasks:
             task.cancel()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import socket
 from typing import Any
 
@@ -12,14 +13,31 @@ SERVICE_TYPE = "_mmx._tcp.local."
 
 
 def lan_addresses() -> list[str]:
-    """This host's IPv4 addresses other than loopback (best effort, no traffic sent)."""
+    """This machine's IPv4 addresses other than loopback, the likeliest phone-reachable first.
+
+    From the network interfaces (psutil), private ranges first (192.168/16, 10/8,
+    172.16/12), then other addresses, then link-local 169.254/16; no traffic is sent.
+    """
+    import psutil
+
     found: set[str] = set()
     try:
-        for info in socket.getaddrinfo(socket.gethostname(), None, socket.AF_INET):
-            found.add(info[4][0])
+        for addrs in psutil.net_if_addrs().values():
+            found.update(a.address for a in addrs if a.family == socket.AF_INET)
     except OSError:
         pass
-    return sorted(a for a in found if not a.startswith("127."))
+    try:
+        found.update(info[4][0] for info in socket.getaddrinfo(socket.gethostname(), None, socket.AF_INET))
+    except OSError:
+        pass
+
+    def rank(addr: str) -> tuple[int, tuple[int, ...]]:
+        ip = ipaddress.IPv4Address(addr)
+        order = next((i for i, net in enumerate(("192.168.0.0/16", "10.0.0.0/8", "172.16.0.0/12"))
+                      if ip in ipaddress.IPv4Network(net)), 3)  # fmt: skip
+        return (5 if ip.is_link_local else order, tuple(int(p) for p in addr.split(".")))
+
+    return sorted((a for a in found if not ipaddress.IPv4Address(a).is_loopback), key=rank)
 
 
 def service_info(port: int, *, name: str | None = None, addresses: list[str] | None = None,

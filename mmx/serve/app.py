@@ -22,21 +22,25 @@ import orjson
 from aiohttp import web
 
 from mmx import __version__
-from mmx.errors import IOFailure, MmxError
+from mmx.errors import EventError, IOFailure, MmxError
 from mmx.fileio import atomic_write
 from mmx.serve.api import ApiError, cam_order, id_order, json_response
 from mmx.serve.auth import PRINCIPAL, Authenticator
 from mmx.serve.capture import SESSIONS_DIR, CaptureDir, unfinished_sessions
 from mmx.serve.config import ServeConfig
 from mmx.serve.hub import EventHub, last_seq_in
+from mmx.serve.openapi import OpenApiRoutes
 from mmx.serve.registry import Camera, Registry
 from mmx.serve.routes.cameras import CameraRoutes
+from mmx.serve.routes.camera import CameraPageRoutes
 from mmx.serve.routes.console import ConsoleRoutes
 from mmx.serve.routes.devices import CLOSE_TIMEOUT, DeviceRoutes
 from mmx.serve.routes.director import DirectorRoutes
 from mmx.serve.routes.events import EventRoutes
 from mmx.serve.routes.ghost import GhostRoutes
+from mmx.serve.routes.pairings import PairingRoutes
 from mmx.serve.recording import ServeRecording
+from mmx.serve.routes.pose import PoseRoutes
 from mmx.serve.routes.previews import PreviewRoutes
 from mmx.serve.routes.record import RecordRoutes
 from mmx.serve.routes.session import SessionRoutes
@@ -48,7 +52,8 @@ Log = Callable[[str], None]
 
 
 class Server(EventRoutes, SessionRoutes, DirectorRoutes, CameraRoutes, PreviewRoutes, StillRoutes,
-             DeviceRoutes, RecordRoutes, GhostRoutes, ConsoleRoutes):
+             DeviceRoutes, RecordRoutes, GhostRoutes, ConsoleRoutes, PoseRoutes, PairingRoutes,
+             CameraPageRoutes, OpenApiRoutes):
     """One running `mmx serve`.
 
     Use ``await start()`` (returns the URL), then ``await stop()``; or `run` for both around
@@ -80,6 +85,8 @@ class Server(EventRoutes, SessionRoutes, DirectorRoutes, CameraRoutes, PreviewRo
         self._session_counts: dict[str, int] = {}
         self.closing = asyncio.Event()
         self.url: str | None = None
+        #: every address served, plain first: ``http://127.0.0.1:8750``, ``https://192.168.1.20:8750``
+        self.urls: list[str] = []
         self.port: int | None = None
         self.started_at = time.time()
         self._posted: OrderedDict[str, int] = OrderedDict()
@@ -93,6 +100,8 @@ class Server(EventRoutes, SessionRoutes, DirectorRoutes, CameraRoutes, PreviewRo
         self.auth = Authenticator(config.token)
         self._init_ghost()
         self._init_console()
+        self._init_pose()
+        self._init_pairings()
         self._stopped = False
 
     # ------------------------------------------------------------------------------------
@@ -113,23 +122,46 @@ class Server(EventRoutes, SessionRoutes, DirectorRoutes, CameraRoutes, PreviewRo
         self._add_record_routes(r)
         self._add_ghost_routes(r)
         self._add_console_routes(r)
+        self._add_pose_routes(r)
+        self._add_pairing_routes(r)
+        self._add_camera_page_routes(r)
+        self._add_openapi_routes(r)
         return app
 
     async def start(self) -> str:
-        """Bind and start serving; returns ``http://HOST:PORT``. Raises IOFailure when the port is taken."""
+        """Bind and start serving; returns the first URL (plain first, see `urls`).
+
+        Raises IOFailure when a port is taken, DataError when the TLS files do not load.
+        Every listener shares one port (with port 0: the one the first listener got).
+        """
         self._recover_sessions()
+        listeners: list[tuple[str, Any]] = [(self.config.host, None)] if self.config.host else []
+        if self.config.tls_hosts:
+            from mmx.serve.tls import server_context
+
+            if self.config.tls_cert is None or self.config.tls_key is None:
+                raise ValueError("ServeConfig.tls_hosts needs tls_cert and tls_key")
+            context = server_context(self.config.tls_cert, self.config.tls_key)
+            listeners += [(host, context) for host in self.config.tls_hosts]
+        if not listeners:
+            raise ValueError("ServeConfig needs a host or tls_hosts to listen on")
         self._runner = web.AppRunner(self.make_app(), access_log=None, shutdown_timeout=1.0, handle_signals=False)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self.config.host, self.config.port)
-        try:
-            await site.start()
-        except OSError as exc:
-            await self._runner.cleanup()
-            raise IOFailure(f"cannot listen on {self.config.host}:{self.config.port}: {exc.strerror}",
-                            hint="pick another --port, or stop the server already using it") from None  # fmt: skip
-        addresses = self._runner.addresses
-        self.port = addresses[0][1] if addresses else self.config.port
-        self.url = f"http://{self.config.host}:{self.port}"
+        port = self.config.port
+        for host, context in listeners:
+            site = web.TCPSite(self._runner, host, port, ssl_context=context)
+            try:
+                await site.start()
+            except OSError as exc:
+                await self._runner.cleanup()
+                raise IOFailure(f"cannot listen on {host}:{port}: {exc.strerror}",
+                                hint="pick another --port, or stop the server already using it") from None  # fmt: skip
+            if port == 0:
+                port = self._runner.addresses[-1][1]
+            shown = f"[{host}]" if ":" in host else host
+            self.urls.append(f"{'https' if context is not None else 'http'}://{shown}:{port}")
+        self.port = port
+        self.url = self.urls[0]
         self._watchdog = asyncio.create_task(self._watch())
         return self.url
 
@@ -252,6 +284,10 @@ class Server(EventRoutes, SessionRoutes, DirectorRoutes, CameraRoutes, PreviewRo
                 raise
             text = {404: "no such endpoint", 405: f"method {request.method} not allowed here"}.get(exc.status, exc.reason)
             return json_response({"error": f"{text}: {request.method} {request.path}"}, exc.status)
+        except EventError as exc:
+            # input that would make an event outside the contract, caught at the hub
+            self.log(f"refused: {request.method} {request.path}: {exc.reason}")
+            return json_response({"error": exc.reason}, 422)
         except MmxError as exc:
             self.log(f"error: {request.method} {request.path}: {exc.message}")
             return json_response({"error": exc.message}, 500)
@@ -277,7 +313,7 @@ class Server(EventRoutes, SessionRoutes, DirectorRoutes, CameraRoutes, PreviewRo
             "cameras": [c.public() for c in sorted(self.registry.cameras.values(), key=cam_order)],
             "seq": self.hub.seq, "session_info": self.session_info, "recording": self.recording.status(),
             "session_counts": dict(self._session_counts) if self.capture else None, "music": self.music_cue,
-            "now": time.time(),
+            "now": time.time(), "pose_fps": self.pose_rates.fps(), "pose_dropped": dict(self.pose_rates.dropped),
             "server": {"version": __version__, "url": self.url, "started_at": self.started_at,
                        "event_subscribers": self.hub.subscribers, "event_lag_recoveries": self.hub.lag_recoveries},
         }  # fmt: skip

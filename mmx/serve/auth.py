@@ -29,7 +29,8 @@ from mmx.serve.api import ApiError
 
 SESSION_COOKIE = "mmx_session"
 #: (method, route pattern) a camera token may use; everything else is 403 for it.
-CAMERA_ROUTES = frozenset({("GET", "/v1/devices/ws"), ("POST", "/v1/stills")})
+CAMERA_ROUTES = frozenset({("GET", "/v1/devices/ws"), ("POST", "/v1/stills"), ("POST", "/v1/relay/whip/{camera}"),
+                           ("DELETE", "/v1/relay/whip/{camera}/{resource}")})
 
 
 @dataclass(frozen=True, slots=True)

@@ -28,14 +28,29 @@ class ServeConfig:
     - ``record_min_free_bytes``: free disk space under which recording stops (``disk_full``).
     - ``record_warn_minutes``: warn (``GET /v1/state`` ``recording.warning``) under this many
       minutes of recording left at the current rate.
+    - ``host``: the plain-HTTP address (None: no plain listener); ``tls_hosts``: addresses
+      served over HTTPS with ``tls_cert``/``tls_key`` (PEM files, `mmx.serve.tls`), all on
+      the same ``port``. ``mmx serve --lan`` keeps loopback plain and the LAN addresses HTTPS.
+    - ``tls_ca``: the local CA's certificate (PEM) served at ``GET /ca.crt`` for phones to trust.
+    - ``public_url``: the base of the camera links in pairings (default: the first HTTPS URL,
+      else the server's URL).
+    - ``relay_url`` / ``relay_token``: the `mmx relay` that camera pages publish their hero feed
+      to, through ``POST /v1/relay/whip/{camera}`` (None: no relay; ``welcome.relay`` false).
     - ``ring_size`` / ``pose_ring_size``: events (other than pose / pose samples) kept in memory
       for ``GET /v1/events?since=``; older ones are read back from the capture files.
     """
 
     data_dir: Path
     token: str
-    host: str = DEFAULT_HOST
+    host: str | None = DEFAULT_HOST
     port: int = DEFAULT_PORT
+    tls_hosts: tuple[str, ...] = ()
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    tls_ca: Path | None = None
+    public_url: str | None = None
+    relay_url: str | None = None
+    relay_token: str | None = None
     device_timeout_s: float = 3.0
     heartbeat_s: float = 1.0
     ack_timeout_s: float = 2.0

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from mmx.errors import EventError
-from mmx.events import Event, encode, new_id, read_events
+from mmx.events import Event, check_event, new_id, read_events
 
 POSE_TYPE = "pose.sample"
 
@@ -119,9 +119,19 @@ class EventHub:
         return self.publish(copy)
 
     def publish(self, event: Event) -> Event:
+        """Give ``event`` the next ``seq`` and send it to the ring, sinks and subscribers.
+
+        Every event leaving the server meets the one validation contract (`check_event`):
+        raises EventError, with nothing published and ``seq`` unchanged, for an event the
+        ledger would refuse (the doors refuse such input earlier, with the field named).
+        """
+        event.seq = self.seq + 1
+        try:
+            line = check_event(event) + b"\n"
+        except EventError:
+            event.seq = None
+            raise
         self.seq += 1
-        event.seq = self.seq
-        line = encode(event)
         (self._pose_ring if event.type == POSE_TYPE else self._ring).append(event)
         self.counts[event.type] = self.counts.get(event.type, 0) + 1
         for sink in list(self._sinks):

@@ -8,6 +8,7 @@
 - `stills`: ``POST /v1/stills``.
 - `devices`: the device WebSocket of docs/device-protocol.md.
 - `ghost`: the proposals of `mmx ghost` as the server sees them, ``POST /v1/ghost/{p}/accept|veto``.
+- `pose`: ``POST /v1/pose`` (samples from `mmx pose`) and the per-camera pose rates of ``/v1/state``.
 - `console`: the operator console page (``/``, ``/console``, ``/static/console/*``) and its login.
 
 Each module holds one mixin class whose ``_add_*_routes(router)`` registers its routes; the

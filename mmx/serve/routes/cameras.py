@@ -9,12 +9,19 @@ from typing import Any
 from aiohttp import web
 
 from mmx.errors import EventError
-from mmx.events import check_placement, new_id
+from mmx.events import new_id
 from mmx.serve.api import ApiError, cam_order, json_response, read_json, send_json
 from mmx.serve.coverage import compute_coverage
+from mmx.serve.limits import check_placement_values
 from mmx.serve.registry import Camera
 
 COMMANDS = ("flip", "zoom", "still")
+
+
+def _field_of(reason: str) -> str | None:
+    """The field a refusal names (``placement field 'azimuth_deg' …`` → ``azimuth_deg``)."""
+    parts = reason.split("'")
+    return parts[1] if len(parts) > 2 else None
 
 
 class CameraRoutes:
@@ -38,9 +45,9 @@ class CameraRoutes:
         body = await read_json(request)
         placement = body.get("placement", body) if isinstance(body.get("placement"), dict) else body
         try:
-            check_placement(placement)
+            check_placement_values(placement)
         except EventError as exc:
-            raise ApiError(400, exc.reason) from None
+            raise ApiError(422, exc.reason, field=_field_of(exc.reason)) from None
         placement = {k: v for k, v in placement.items() if v is not None}
         await self.set_placement(cam, placement)
         return json_response(cam.public())

@@ -10,9 +10,11 @@ import orjson
 from aiohttp import WSMsgType, web
 
 from mmx.errors import EventError
-from mmx.events import JOINT_NAMES, check_placement
+from mmx.events import JOINT_NAMES, validate
 from mmx.serve.api import send_json
-from mmx.serve.registry import Camera, ClockOffset
+from mmx.serve.limits import (MAX_HELLO_BYTES, MAX_HELLO_TEXT, MAX_TEXT, check_hello_text, check_placement_values,
+                              normalise_lenses)  # fmt: skip
+from mmx.serve.registry import CAMERA_ID, Camera, CameraTaken, ClockOffset
 
 #: WebSocket close codes of docs/device-protocol.md (4xxx: application-defined).
 CLOSE_BAD_TOKEN = 4401
@@ -33,19 +35,36 @@ class DeviceRoutes:
         await ws.prepare(request)
         self._sockets.add(ws)
         cam: Camera | None = None
+        if not self._pairing_socket_opened(request, ws):
+            self._sockets.discard(ws)
+            await self._close_ws(ws, CLOSE_BAD_TOKEN, "pairing revoked")
+            return ws
         try:
             hello = await self._read_hello(ws)
             if hello is None:
                 return ws
-            cam, changed = self._join(ws, hello)
-            if changed:
+            try:
+                cam, new = self.registry.camera_for(hello["device"], hello.get("camera"))
+            except CameraTaken as exc:
+                await send_json(ws, {"t": "error", "error": f"hello: {exc}", "ref": "hello"})
+                await self._close_ws(ws, CLOSE_BAD_HELLO, f"hello: {exc}")
+                return ws
+            if new:
                 # the camera id is durable before the device hears it
                 await self.persist_registry()
+            changed = self._join(ws, cam, hello)
+            self._pairing_joined(request, cam)
+            # welcome goes out before anything else can reach this socket: from here to the
+            # frame's write there is no await, so no command, tally or placement of another
+            # task can overtake it (a device ignores commands before its welcome)
             welcome = {"t": "welcome", "camera": cam.camera, "session": self.capture.session if self.capture else None,
                        "placement": cam.placement, "heartbeat_s": self.config.heartbeat_s,
                        "timeout_s": self.config.device_timeout_s, "server_time": time.time(),
-                       "program": self.program == cam.camera, "clock_offset_s": cam.clock.offset_s}  # fmt: skip
+                       "program": self.program == cam.camera, "clock_offset_s": cam.clock.offset_s,
+                       "relay": bool(self.config.relay_url)}  # fmt: skip
             await send_json(ws, welcome)
+            if changed:
+                self._spawn(self.persist_registry())  # name, model or the hello's placement
             async for msg in ws:
                 if cam.ws is not ws:  # timed out or replaced by a newer connection
                     break
@@ -67,6 +86,7 @@ class DeviceRoutes:
             pass
         finally:
             self._sockets.discard(ws)
+            self._pairing_socket_closed(request, ws)
             if cam is not None and cam.ws is ws:
                 self._leave(cam, "shutdown" if self.closing.is_set() else "disconnected")
         return ws
@@ -86,6 +106,9 @@ class DeviceRoutes:
         if msg.type != WSMsgType.TEXT:
             await refuse("hello: the first message must be a JSON hello, not binary", CLOSE_BAD_HELLO)
             return None
+        if len(msg.data) > MAX_HELLO_BYTES:
+            await refuse(f"hello: longer than {MAX_HELLO_BYTES} bytes", CLOSE_BAD_HELLO, "hello")
+            return None
         try:
             hello = orjson.loads(msg.data)
         except orjson.JSONDecodeError as exc:
@@ -104,21 +127,31 @@ class DeviceRoutes:
         if not isinstance(device, str) or not device.strip() or len(device) > 128:
             await refuse("hello: missing 'device' (a stable device id of 1 to 128 characters)", CLOSE_BAD_HELLO, "hello")
             return None
+        camera = hello.get("camera")
+        if camera is not None and not (isinstance(camera, str) and CAMERA_ID.fullmatch(camera)):
+            await refuse("hello: 'camera' must be a camera id such as cam-1", CLOSE_BAD_HELLO, "hello")
+            return None
         for name in ("capabilities", "state", "placement"):
             if hello.get(name) is not None and not isinstance(hello[name], dict):
                 await refuse(f"hello: '{name}' must be an object", CLOSE_BAD_HELLO, "hello")
                 return None
-        if hello.get("placement"):
-            try:
-                check_placement(hello["placement"])
-            except EventError as exc:
-                await refuse(f"hello: {exc.reason}", CLOSE_BAD_HELLO, "hello")
-                return None
+        try:
+            # the hello as an event's data meets the contract (nesting, string and number
+            # bounds), so camera.joined made from it does too
+            validate({"id": "hello", "ts": time.time(), "type": "device.hello", "data": hello})
+            check_hello_text(hello)
+            if hello.get("placement"):
+                check_placement_values(hello["placement"])
+            if hello.get("capabilities"):
+                hello["capabilities"] = normalise_lenses(hello["capabilities"])
+        except EventError as exc:
+            await refuse(f"hello: {exc.reason}", CLOSE_BAD_HELLO, "hello")
+            return None
         return hello
 
-    def _join(self, ws: web.WebSocketResponse, hello: dict[str, Any]) -> tuple[Camera, bool]:
+    def _join(self, ws: web.WebSocketResponse, cam: Camera, hello: dict[str, Any]) -> bool:
+        """Make ``cam`` live on ``ws`` with what ``hello`` says; True when its stored facts changed."""
         now = time.time()
-        cam, new = self.registry.camera_for(hello["device"])
         if cam.live and cam.ws is not None and cam.ws is not ws:
             old = cam.ws
             self._leave(cam, "replaced")
@@ -148,7 +181,7 @@ class DeviceRoutes:
         self.hub.emit("camera.joined", {**cam.identity(), "platform": cam.platform, "app": cam.app})
         self._update_session_cameras()
         self.log(f"{cam.camera} joined: {cam.name} ({cam.model or 'unknown model'}, device {cam.device})")
-        return cam, new or before != (cam.name, cam.model, cam.placement)
+        return before != (cam.name, cam.model, cam.placement)
 
     def _leave(self, cam: Camera, reason: str) -> None:
         if not cam.live:
@@ -191,6 +224,11 @@ class DeviceRoutes:
                 self._apply_state(cam, msg)
             elif t == "pose":
                 self._on_pose(cam, msg, now)
+            elif t == "frame":
+                ts = msg.get("ts")
+                if isinstance(ts, bool) or not isinstance(ts, (int, float)):
+                    raise ValueError("frame: missing 'ts' (the next preview frame's capture time, device clock)")
+                cam.next_capture_t = cam.clock.to_server(float(ts))
             elif t == "ack":
                 command_id = msg.get("command_id")
                 future = cam.pending.get(command_id) if isinstance(command_id, str) else None
@@ -199,6 +237,8 @@ class DeviceRoutes:
                         raise ValueError("ack: missing 'command_id'")
                     return  # a late ack of a command that already timed out
                 if not future.done():
+                    if isinstance(msg.get("error"), str) and len(msg["error"]) > MAX_TEXT:
+                        msg["error"] = msg["error"][:MAX_TEXT]  # the camera.ack event carries it
                     future.set_result(msg)
             elif t == "still.ready":
                 pass  # the upload itself is what counts; this is advance notice only
@@ -208,9 +248,14 @@ class DeviceRoutes:
                 await send_json(ws, {"t": "error", "error": f"line: unknown message type {t!r}", "ref": t})
         except ValueError as exc:
             await send_json(ws, {"t": "error", "error": f"line: {exc}", "ref": t})
+        except EventError as exc:  # would make an event outside the contract
+            await send_json(ws, {"t": "error", "error": f"line: {exc.reason}", "ref": t})
 
     def _apply_state(self, cam: Camera, state: dict[str, Any]) -> None:
         changed: dict[str, Any] = {}
+        for name in ("facing", "thermal"):
+            if isinstance(state.get(name), str) and len(state[name]) > MAX_HELLO_TEXT:
+                raise ValueError(f"state: '{name}' is longer than {MAX_HELLO_TEXT} characters")
         facing = state.get("facing")
         if isinstance(facing, str) and facing != cam.facing:
             cam.facing = changed["facing"] = facing
@@ -234,7 +279,10 @@ class DeviceRoutes:
         if joints:
             unknown = [name for name in joints if name not in _JOINTS]
             if unknown:
-                raise ValueError(f"pose: unknown joint {unknown[0]!r}")
+                raise ValueError(f"pose: unknown joint {unknown[0][:64]!r}")
+            for name, value in joints.items():
+                if value is not None and not _joint(value):
+                    raise ValueError(f"pose: joint {name!r} must be [x, y, confidence] (numbers) or null")
         t = cam.clock.to_server(float(device_ts))
         self.hub.emit("pose.sample", {"camera": cam.camera, "t": round(t, 6), "joints": joints,
                                       "device_ts": device_ts, "clock_offset_s": cam.clock.offset_s})  # fmt: skip
@@ -245,6 +293,11 @@ class DeviceRoutes:
             return
         cam.set_frame(bytes(data), now)
         self._frame_arrived(cam)
+
+
+def _joint(value: Any) -> bool:
+    return (isinstance(value, list) and len(value) == 3
+            and all(not isinstance(v, bool) and isinstance(v, (int, float)) for v in value))  # fmt: skip
 
 
 def _str(value: Any) -> str:

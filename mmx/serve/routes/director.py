@@ -8,6 +8,7 @@ from aiohttp import web
 
 from mmx.serve.api import ApiError, json_response, read_json
 from mmx.serve.config import MODES
+from mmx.serve.limits import MAX_NAME
 from mmx.serve.registry import Camera
 
 
@@ -27,6 +28,8 @@ class DirectorRoutes:
         by = body.get("by") or "operator"
         if not isinstance(by, str):
             raise ApiError(400, "by must be a string")
+        if len(by) > MAX_NAME or len(str(body.get("proposal") or "")) > MAX_NAME:
+            raise ApiError(422, f"by and proposal are at most {MAX_NAME} characters")
         if action == "cut":
             if "to" not in body:
                 raise ApiError(400, "a cut needs 'to': the camera to put on program")
@@ -94,7 +97,8 @@ class DirectorRoutes:
         for camera_id in (previous, to):
             other = self.registry.get(camera_id) if camera_id else None
             if other is not None and other.live:
-                self._send_soon(other, {"t": "tally", "program": other.camera == to, "preview": False})
+                self._send_soon(other, {"t": "tally", "program": other.camera == to,
+                                        "preview": other.camera != to and other.camera == self.tally_preview})
         self.log(f"cut {previous or '-'} → {to or '-'} ({by})")
         return True
 

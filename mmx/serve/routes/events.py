@@ -109,11 +109,11 @@ class EventRoutes:
             obj["src"] = "operator"
         try:
             event = from_dict(obj)
-        except EventError as exc:
-            raise ApiError(400, exc.reason) from None
+        except EventError as exc:  # well-formed JSON outside the one validation contract
+            raise ApiError(422, exc.reason) from None
         if event.id in self._posted:
             return json_response({"id": event.id, "seq": self._posted[event.id], "duplicate": True}, 202)
-        published = self.hub.accept(event)
+        published = self.hub.accept(event)  # EventError (422) when the server's seq and session make it too long
         self._posted[event.id] = published.seq or 0
         while len(self._posted) > POSTED_IDS_KEPT:
             self._posted.popitem(last=False)

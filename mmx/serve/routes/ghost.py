@@ -37,6 +37,8 @@ class GhostRoutes:
     def _init_ghost(self) -> None:
         self.proposals: OrderedDict[str, dict[str, Any]] = OrderedDict()
         self.ghost_held: dict[str, Any] | None = None
+        #: the camera the pending proposal would cut to: its device shows a green tally
+        self.tally_preview: str | None = None
         self.hub.add_sink(self._track_ghost)
 
     def _add_ghost_routes(self, r: web.UrlDispatcher) -> None:
@@ -70,6 +72,22 @@ class GhostRoutes:
                 p.update(status="executed", executed_ts=event.ts, decided_ts=p["decided_ts"] or event.ts)
         elif etype == "ghost.held":
             self.ghost_held = {**d, "ts": event.ts}
+        if etype.startswith("ghost.") or etype == "director.cut":
+            self._ghost_tally()
+
+    def _ghost_tally(self) -> None:
+        """Send ``tally`` ``preview: true`` to the camera a pending proposal names (green on
+        the device), and ``preview: false`` to the one that had it."""
+        pending = next((p for p in reversed(self.proposals.values()) if p["status"] in ("pending", "accepted")), None)
+        target = pending.get("to") if pending else None
+        target = target if isinstance(target, str) and target != self.program else None
+        if target == self.tally_preview:
+            return
+        previous, self.tally_preview = self.tally_preview, target
+        for camera_id in (previous, target):
+            cam = self.registry.get(camera_id) if camera_id else None
+            if cam is not None and cam.live:
+                self._send_soon(cam, {"t": "tally", "program": self.program == cam.camera, "preview": cam.camera == target})
 
     def _proposal_now(self, proposal: dict[str, Any], now: float) -> dict[str, Any]:
         """``proposal`` with an unanswered, past ``expires_at`` reported as expired."""

@@ -7,9 +7,12 @@ tile (browsers allow ~6 HTTP/1.1 connections per host). Each binary message is::
 
     uint32 big-endian N | N bytes of UTF-8 JSON header | JPEG bytes
 
-with the header ``{"camera": "cam-1", "seq": 42, "ts": 1795264000.125}``: ``seq`` the
-camera's preview frame number (``X-Frame-Seq`` of the JPEG routes), ``ts`` the server's
-receive time of the frame (Unix seconds, server clock). Latest frame wins: a reader that is
+with the header ``{"camera": "cam-1", "seq": 42, "ts": 1795264000.125, "capture_t": 1795264000.093}``:
+``seq`` the camera's preview frame number (``X-Frame-Seq`` of the JPEG routes), ``ts`` the
+server's receive time of the frame (Unix seconds, server clock), ``capture_t`` when the frame
+was captured on the server clock (the device's ``frame`` message, docs/device-protocol.md,
+mapped with its clock offset; ``ts`` when the device sent none) — what `mmx pose` stamps its
+``pose.sample`` with. Latest frame wins: a reader that is
 slower than the cameras gets each camera's newest frame when its socket can take more, never
 a queue of old ones. The client may send ``{"t": "subscribe", "cameras": [...] | null}`` to
 change its set; anything else gets ``{"t": "error", ...}``.
@@ -32,7 +35,8 @@ _HEADER_LEN = struct.Struct(">I")
 
 def pack_preview(cam: Camera) -> bytes:
     """One binary message of ``/v1/previews/ws`` with ``cam``'s current frame (see the module docstring)."""
-    header = orjson.dumps({"camera": cam.camera, "seq": cam.frame_seq, "ts": cam.frame_ts})
+    header = orjson.dumps({"camera": cam.camera, "seq": cam.frame_seq, "ts": cam.frame_ts,
+                           "capture_t": cam.frame_capture_t})  # fmt: skip
     return _HEADER_LEN.pack(len(header)) + header + (cam.frame or b"")
 
 

@@ -13,6 +13,7 @@ from mmx.errors import MmxError
 from mmx.events import new_id
 from mmx.serve.api import ApiError, cam_order, id_order, json_response, read_json
 from mmx.serve.capture import CaptureDir
+from mmx.serve.limits import MAX_TEXT
 
 
 class SessionRoutes:
@@ -34,6 +35,8 @@ class SessionRoutes:
         for name, value in (("title", title), ("notes", notes)):
             if value is not None and not isinstance(value, str):
                 raise ApiError(400, f"{name} must be a string")
+            if value is not None and len(value) > MAX_TEXT:
+                raise ApiError(422, f"{name} is longer than {MAX_TEXT} characters")
         await self._stop_recording("session_started")  # a rehearsal take ends where the session begins
         return json_response(self.start_session(title=title or "", notes=notes or ""), 201)
 

@@ -319,6 +319,7 @@ document.addEventListener("keydown", (ev) => {
   } else if (k === "h" || k === "H") app.toggleHold();
   else if (k === "Enter" || k === "a" || k === "A") app.banner.accept();
   else if (k === "Escape" || k === "v" || k === "V") app.banner.veto();
+  else if ((k === "p" || k === "P") && !$("#pair").hidden) $("#pair").click();
   else handled = false;
   if (handled) {
     ev.preventDefault();
