@@ -49,7 +49,12 @@ def test_demo_with_generated_media(tmp_path):
     result, report = _run_demo(data, "--duration", "20", timeout=600)
     assert result.returncode == 0, result.stderr.decode()[-3000:]
     assert report["ok"] is True
-    assert len(report["cameras"]) == 3
+    # cameras asked for their ids (--camera): demo-cam-N is cam-N whatever order they joined in
+    assert sorted((c["camera"], c["name"]) for c in report["cameras"]) == [(f"cam-{i}", f"demo-cam-{i}") for i in (1, 2, 3)]
+    # the human report (stderr) reads like `ledger show` and says the data (given --data) is kept
+    human = result.stderr.decode().split("mmx demo report", 1)[1]
+    assert "None" not in human and "{'" not in human and "[0.5" not in human, human
+    assert f"data kept in {data}" in " ".join(human.split()) and report["data_kept"] is True
     assert report["cuts_by"].get("ghost", 0) >= 1
     assert len(report["stills"]) == 2 and all(s["hash_ok"] for s in report["stills"])
     assert sum(report["dataset"]["counts"].get(split, 0) for split in ("train", "val", "test")) > 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -47,10 +48,16 @@ def _render(event: dict[str, Any], name: str) -> None:
         console.print(f"[yellow]warning:[/] {event.get('message')}")
 
 
+#: Where a device looks when mDNS finds no server: mmx serve's default address.
+LOCAL_SERVER = "http://127.0.0.1:8750"
+
+
 def device(
-    server: str = typer.Option("http://127.0.0.1:8750", "--server", help="Base URL of mmx serve."),
+    server: str | None = typer.Option(None, "--server", help="Base URL of mmx serve [default: the one found on the LAN by mDNS, _mmx._tcp]."),
+    server_name: str | None = typer.Option(None, "--server-name", metavar="NAME", help="Without --server: the mDNS instance name of the server to use when several advertise (mmx serve prints it)."),
     token: str = typer.Option(..., "--token", envvar="MMX_TOKEN", help="The token mmx serve printed at start."),
     name: str = typer.Option(..., "--name", help="Human name of this camera (also names its state file)."),
+    camera: str | None = typer.Option(None, "--camera", metavar="cam-N", help="Ask the server for this camera id, so ids do not depend on the order cameras start in (refused when another device holds it)."),
     device_id: str | None = typer.Option(None, "--device-id", help="Use this device id (the state file is then not used)."),
     video: Path | None = typer.Option(None, "--video", help="Video file to play in a loop (PyAV; a seekable file, not a pipe); default: a test pattern."),
     pose: Path | None = typer.Option(None, "--pose", allow_dash=True, help="Pose file (JSON Lines, format of vtest.pose.jsonl; '-' for stdin) sent in step with the video."),
@@ -83,6 +90,17 @@ def device(
     URL/whip/CAMERA once the server has named the camera; loopback ICE host candidates,
     no STUN/TURN), republished with backoff when the relay goes away.
 
+    Without --server it looks for the server on the LAN by mDNS/DNS-SD (the _mmx._tcp
+    service mmx serve --lan advertises) for up to 5 s; an HTTPS server's certificate is
+    pinned to the SHA-256 fingerprint in its advertisement. When none answers it tries
+    mmx serve's default address on this machine, http://127.0.0.1:8750; several servers
+    (without --server-name), or none named --server-name, is exit 69.
+
+    With --camera cam-N the hello asks for that camera id: a new device gets it when no
+    other device holds it, so three cameras started at once are cam-1, cam-2, cam-3 as
+    asked, not in the order they happened to connect; the server refuses a camera id held
+    by another device (or a device asking for another id than the one it has): exit 69.
+
     Logs go to stderr; stdout stays empty unless --json is given.
 
     Files:
@@ -93,6 +111,7 @@ def device(
 
     \b
         mmx device --token T --name "cam A" --placement label=front-left,azimuth_deg=-45
+        mmx device --token T --name front --camera cam-1 --server http://127.0.0.1:8750
         mmx device --token T --name walker --video vtest.avi --pose vtest.pose.jsonl
         mmx device --token T --name B --video vtest.avi --pose-offset-s 20 --json | jq .event
 
@@ -106,8 +125,28 @@ def device(
     from mmx.paths import default_state_dir
 
     preview_size = parse_size(size)
+    if camera is not None and not re.fullmatch(r"cam-[1-9][0-9]{0,5}", camera):
+        raise typer.BadParameter(f"{camera!r} is not a camera id such as cam-1", param_hint="--camera")
+    tls_sha256 = None
+    if server is None:
+        import asyncio
+
+        from mmx.device.discover import NotFound, find_server
+
+        console.print("looking for mmx serve on the LAN by mDNS (_mmx._tcp) …")
+        try:
+            found = asyncio.run(find_server(name=server_name))
+        except NotFound as exc:
+            if server_name is not None:
+                raise
+            server = LOCAL_SERVER  # a rehearsal on this machine (mmx serve without --lan)
+            console.print(f"{exc.message}; trying {server}", soft_wrap=True)
+        else:
+            server, tls_sha256 = found.url, found.sha256
+            pinned = f", certificate SHA-256 {found.sha256[:16]}… pinned" if found.sha256 else ""
+            console.print(f"found {found.name!r} at {server} by mDNS{pinned}", soft_wrap=True)
     config = DeviceConfig(
-        server=server, token=token, name=name,
+        server=server, token=token, name=name, camera=camera, tls_sha256=tls_sha256,
         device_id=load_device_id(state_dir or default_state_dir(), name, device_id=device_id),
         model=model, placement=parse_placement(placement),
         lenses={"back": parse_lenses(lenses), "front": parse_lenses(front_lenses)},

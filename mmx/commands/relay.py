@@ -43,6 +43,13 @@ def _render(record: dict[str, Any]) -> None:
         console.print(f"{who} {record['name']} left ({record['reason']})")
     elif kind == "encode_error":
         console.print(f"[yellow]warning:[/] encoding {record.get('camera') or 'the slate'} failed: {record['error']}")
+    elif kind == "stalled":
+        rtp = "no RTP" if record.get("rtp_age_s") is None else f"last RTP {record['rtp_age_s']:g} s ago"
+        console.print(f"[yellow]stalled:[/] {record['camera']} sent no frame for {record['silent_s']:g} s ({rtp})")
+    elif kind == "resumed":
+        console.print(f"resumed: {record['camera']} after {record['stalled_s']:g} s without media")
+    elif kind == "stall_watch_error":
+        console.print(f"[yellow]warning:[/] stall watch: {record['error']}")
     elif kind == "stats":
         cams = ", ".join(f"{c['camera']} {c['status']} {c['fps']:g} fps" for c in record["cameras"]) or "no cameras"
         console.print(f"program {record['program']} · {cams} · hero viewers {record['hero']['viewers']}", style="dim")
@@ -70,6 +77,9 @@ def relay(
     viewer, so adding viewers adds no encoding; a cut only switches the encoder's source, so
     viewers never renegotiate. A program camera that stops sending stays on its last frame,
     then shows a "camera lost" slate after 1 s until it is back or the director cuts away.
+    A publisher that is connected but sends no media for 2 s is reported as stalled (on
+    stderr, in GET /status and on the page, and to mmx serve as relay.stalled, then
+    relay.resumed when media is back).
 
     The program follows director.cut events from mmx serve (GET /v1/events, resumed with
     since= after a dropped connection) or, with --events, from a JSON Lines file or stdin;

@@ -309,7 +309,7 @@ class Demo:
             placement = PLACEMENTS[i % len(PLACEMENTS)]
             args = [
                 "device", "--server", self.report.server_url, "--token", self.token,
-                "--name", f"demo-cam-{i + 1}", "--video", str(video), "--pose", str(pose),
+                "--name", f"demo-cam-{i + 1}", "--camera", f"cam-{i + 1}", "--video", str(video), "--pose", str(pose),
                 "--placement", json.dumps(placement), "--pose-offset-s", str(round(i * 7.3, 2)),
                 "--lenses", "0.5,1,2" if i == 0 else "1,2", "--fps", "10", "--size", "640x360",
                 "--state-dir", str(self.data / "devices"),

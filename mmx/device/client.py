@@ -89,7 +89,8 @@ class DeviceConfig:
     pixels; ``pose_offset_s`` where in the video/pose the device starts (seconds), so several
     devices playing one file are staggered; ``max_retries`` bounds consecutive failed
     connection attempts (None: retry until stopped); ``relay`` is the base URL of
-    `mmx relay` to publish the video to over WHIP (None: previews only).
+    `mmx relay` to publish the video to over WHIP (None: previews only); ``camera`` the
+    camera id to ask for; ``tls_sha256`` a server certificate fingerprint to pin.
     """
 
     server: str
@@ -108,6 +109,12 @@ class DeviceConfig:
     connect_timeout_s: float = 5.0
     relay: str | None = None
     upload_timeout_s: float = 10.0
+    #: the camera id to ask for in hello (``cam-N``): the same id whatever order devices
+    #: start in (None: the server numbers new devices in order of first connection)
+    camera: str | None = None
+    #: hex SHA-256 of the server's certificate, pinned for an ``https`` server found by
+    #: mDNS (its certificate comes from its own local CA); None: the usual CA check
+    tls_sha256: str | None = None
 
 
 class _Stop(Exception):
@@ -218,7 +225,8 @@ class DeviceClient:
         attempts.
         """
         if self._http is None:
-            self._http = aiohttp.ClientSession()
+            pin = aiohttp.Fingerprint(bytes.fromhex(self.config.tls_sha256)) if self.config.tls_sha256 else None
+            self._http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=pin) if pin else None)
         failures = 0
         relay_task = None
         if self.config.relay and self.source is not None:
@@ -241,6 +249,13 @@ class DeviceClient:
                         raise ServiceUnavailableError(f"{self.config.server} refused the token (HTTP 401)",
                                                       hint="pass the token mmx serve printed: --token T") from None  # fmt: skip
                     error = f"HTTP {exc.status} on the WebSocket upgrade"
+                except aiohttp.ServerFingerprintMismatch as exc:
+                    # not a passing failure: the machine answering is not the server advertised
+                    raise ServiceUnavailableError(
+                        f"{self.config.server} presented a certificate with SHA-256 {exc.got.hex()}, "
+                        f"not the fingerprint {exc.expected.hex()} it was found with",
+                        hint="another machine answers at that address; give --server URL of the right one",
+                    ) from None
                 except (aiohttp.ClientError, OSError, asyncio.TimeoutError) as exc:
                     error = str(exc) or type(exc).__name__
                 finally:
@@ -281,6 +296,8 @@ class DeviceClient:
         }  # fmt: skip
         if self.placement:
             hello["placement"] = self.placement
+        if self.config.camera:
+            hello["camera"] = self.config.camera
         return hello
 
     async def _connect_once(self) -> bool:
@@ -338,6 +355,7 @@ class DeviceClient:
         """Wait for ``welcome`` (bounded by ``connect_timeout_s``). An ``error`` then a close
         with 4401/4400 is fatal."""
         deadline = time.monotonic() + self.config.connect_timeout_s
+        said = ""  # the server's error message before it closed, if any
         while True:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
@@ -353,13 +371,15 @@ class DeviceClient:
                 if obj.get("t") == "welcome":
                     return obj
                 if obj.get("t") == "error":
+                    said = str(obj.get("error") or "")
                     self._emit("server_error", error=obj.get("error"), ref=obj.get("ref"))
                 continue
             if msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSING, aiohttp.WSMsgType.CLOSED,
                             aiohttp.WSMsgType.ERROR):  # fmt: skip
                 code = ws.close_code
                 if code in FATAL_CLOSE_CODES:
-                    raise ServiceUnavailableError(f"the server refused the hello: {FATAL_CLOSE_CODES[code]} ({code})")
+                    raise ServiceUnavailableError(f"the server refused the hello: {FATAL_CLOSE_CODES[code]} ({code})"
+                                                  + (f": {said}" if said else ""))  # fmt: skip
                 return None
 
     async def _send(self, obj: dict[str, Any] | bytes) -> None:

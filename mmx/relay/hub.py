@@ -65,6 +65,8 @@ class CameraFeed:
     frame_at: float = 0.0
     live: bool = False
     session: Any = None
+    #: `time.monotonic` second since which the publisher sends no media (`mmx.relay.stall`), or None
+    stalled_since: float | None = None
     arrivals: deque = field(default_factory=lambda: deque(maxlen=60))
     decoder_queues: list = field(default_factory=list)
 
@@ -425,13 +427,18 @@ class Hub:
         return VideoFrame.from_ndarray(yuv, format="yuv420p")
 
     def status(self) -> dict[str, Any]:
-        """Program, cameras (live, fps, frames), encoder and viewer counts."""
+        """Program, cameras (live / stalled / lost, fps, frames), encoder and viewer counts.
+
+        ``stalled``: a publisher is connected but has sent no media for ``stalled_s`` seconds
+        (`mmx.relay.stall`); ``lost``: no publisher sending.
+        """
         now = time.monotonic()
         return {
             "program": self.program,
             "cuts": self.cuts,
             "cameras": [
-                {"camera": f.name, "status": "live" if f.live else "lost", "frames": f.frames,
+                {"camera": f.name, "status": _feed_status(f), "frames": f.frames,
+                 "stalled_s": round(now - f.stalled_since, 1) if f.stalled_since is not None else None,
                  "fps": f.fps(now), "dropped": f.dropped, "last_frame_age_ms": round((now - f.frame_at) * 1000, 1) if f.frames else None}
                 for f in self.cameras.values()
             ],
@@ -444,6 +451,14 @@ class Hub:
         for enc in [self.hero, *self.singles.values()]:
             await enc.close()
         self.executor.shutdown(wait=False, cancel_futures=True)
+
+
+def _feed_status(feed: CameraFeed) -> str:
+    if feed.stalled_since is not None:
+        pc = getattr(feed.session, "pc", None)
+        if getattr(pc, "connectionState", None) == "connected":
+            return "stalled"
+    return "live" if feed.live else "lost"
 
 
 def _render_slate(camera: str | None, size: tuple[int, int]) -> np.ndarray:

@@ -8,8 +8,13 @@ constant time; no token configured means no check):
 - ``POST /whep/hero`` (follows the program) or ``/whep/{camera}`` → ``201`` answer + ``Location``
 - ``DELETE /whep/{name}/{session}`` → ``204``
 - ``GET /`` viewer page (hero feed, camera name, latency), ``GET /publish/{camera}`` a page
-  that publishes the browser's camera, ``GET /status`` JSON (program, cameras, viewers, and
-  ``recording``: the armed take and its files, `mmx.relay.record`).
+  that publishes the browser's camera, ``GET /status`` JSON (program, cameras — ``live``,
+  ``stalled`` or ``lost`` —, viewers, and ``recording``: the armed take and its files,
+  `mmx.relay.record`).
+
+A publisher that is connected but sends no media for 2 s is reported as ``relay.stalled``,
+and ``relay.resumed`` when media is back (`mmx.relay.stall`); with ``post_event`` set (mmx
+serve's ``POST /v1/events``, `mmx.relay.record.ServePoster`) the events reach serve's stream.
 
 Errors answer ``{"error": "<reason>"}``: 400 bad SDP or name, 401 token, 404 unknown session,
 415 not ``application/sdp``. Every peer connection uses no STUN/TURN servers and host
@@ -40,6 +45,7 @@ from mmx.relay.hub import FanoutTrack, Hub
 from mmx.relay.jitter import bound_decoder_queues, install_marker_release
 from mmx.relay.net import HostRestrictedPeerConnection
 from mmx.relay.record import RelayRecording
+from mmx.relay.stall import STALL_AFTER_S, StallWatch
 
 StatusFn = Callable[[dict[str, Any]], None]
 PostFn = Callable[[str, dict[str, Any]], Any]
@@ -58,6 +64,7 @@ class PeerSession:
     name: str  # camera, or "hero"
     pc: HostRestrictedPeerConnection
     created: float = field(default_factory=time.monotonic)
+    connected_at: float | None = None  # time.monotonic() when the connection came up
     track: FanoutTrack | None = None
     channel: Any = None
     last_meta_at: float = 0.0
@@ -127,14 +134,16 @@ class Relay:
     none by default). ``ice_hosts`` restricts host candidates (empty: every
     interface as aioice chooses). ``on_status`` receives one dict per notable change.
     ``fast_rtp`` sends viewers' packets with `mmx.relay.fastsend` (False: aiortc's own loop).
-    ``post_event(type, data)`` receives the relay's events for mmx serve (``recording.*``);
-    ``recording`` (`mmx.relay.record`) writes the ISOs and the program while a take is armed.
+    ``post_event(type, data)`` receives the relay's events for mmx serve (``recording.*``,
+    ``relay.stalled``, ``relay.resumed``); ``recording`` (`mmx.relay.record`) writes the ISOs
+    and the program while a take is armed; ``stall_after_s`` is the silence after which a
+    publisher is stalled.
     """
 
     def __init__(self, *, token: str | None = None, ice_hosts: Sequence[str] = ("127.0.0.1",),
                  ice_servers: Sequence[str] = (),
                  on_status: StatusFn | None = None, lost_after_s: float = 1.0, fast_rtp: bool = True,
-                 post_event: PostFn | None = None) -> None:
+                 post_event: PostFn | None = None, stall_after_s: float = STALL_AFTER_S) -> None:
         install_marker_release()
         self.token = token
         self.fast_rtp = fast_rtp
@@ -147,6 +156,8 @@ class Relay:
         self.recording = RelayRecording(self.hub, post=lambda type, data: self.post_event(type, data),
                                         report=self.on_status)
         self.hub.on_program.append(self.recording.program_changed)
+        self.stalls = StallWatch(self.hub, on_change=self._stall_changed, stall_after_s=stall_after_s,
+                                 is_current=lambda session: self.sessions.get(session.id) is session)
         self.app = self._make_app()
 
     # ------------------------------------------------------------------ app
@@ -230,6 +241,7 @@ class Relay:
             if state in ("failed", "closed"):
                 await self._end(session, reason=state)
             elif state == "connected":
+                session.connected_at = time.monotonic()
                 self.on_status({"status": f"{kind}_connected", "name": name, "session": session.id})
 
         asyncio.get_running_loop().call_later(CONNECT_TIMEOUT_S, self._drop_if_unconnected, session)
@@ -276,6 +288,7 @@ class Relay:
         session = self._new_session("whip", camera)
         feed = self.hub.feed(camera)
         previous = feed.session
+        self.stalls.start()
 
         @session.pc.on("track")
         def _on_track(track: Any) -> None:
@@ -361,7 +374,12 @@ class Relay:
             self.on_status({"status": f"{session.kind}_closed", "name": session.name,
                             "session": session.id, "reason": reason})
 
+    def _stall_changed(self, kind: str, data: dict[str, Any]) -> None:
+        self.on_status({"status": kind, **data})
+        self.post_event(f"relay.{kind}", data)
+
     async def close(self) -> None:
+        await self.stalls.close()
         await self.recording.close()
         for session in list(self.sessions.values()):
             await self._end(session, reason="shutdown", quiet=True)
@@ -393,7 +411,8 @@ async def run_relay(*, server: str | None, host: str = "127.0.0.1", port: int = 
     """Run a relay until ``stop`` is set: serve HTTP, follow cuts, report status.
 
     Cuts come from ``events`` (``'-'`` stdin, or a JSON Lines file path) when given, else from
-    mmx serve at ``server``. ``on_status`` gets ``{"status": "listening", "url": …}`` first,
+    mmx serve at ``server``, which then also receives the relay's events (``relay.stalled``,
+    ``relay.resumed``) on ``POST /v1/events``. ``on_status`` gets ``{"status": "listening", "url": …}`` first,
     then changes and a ``{"status": "stats", …}`` record every ``status_interval_s``.
     Raises `ServiceUnavailableError` when ``host:port`` cannot be bound, `InputMissingError`
     when the events file does not exist.
@@ -439,9 +458,10 @@ async def run_relay(*, server: str | None, host: str = "127.0.0.1", port: int = 
 
         tasks.append(asyncio.ensure_future(stats()))
         await stop.wait()
+        await relay.stalls.close()
         await relay.recording.close()  # trailers and sha256, then recording.stopped for serve
         if poster is not None:
-            await poster.flush()
+            await poster.flush()  # the last recording.stopped or relay.stalled still lands
     finally:
         for task in tasks:
             task.cancel()

@@ -9,6 +9,7 @@ change, so a restarted server gives a reconnecting phone its old camera id and p
 from __future__ import annotations
 
 import asyncio
+import re
 import threading
 import time
 from collections import deque
@@ -192,6 +193,15 @@ def _fmt(value: float) -> str:
     return str(int(value)) if float(value).is_integer() else f"{value:g}"
 
 
+#: A camera id a device may ask for in its hello (``camera``): ``cam-N``, the ids the
+#: registry itself gives.
+CAMERA_ID = re.compile(r"cam-[1-9][0-9]{0,5}")
+
+
+class CameraTaken(Exception):
+    """A hello asked for a camera id another device holds (or not the one this device has)."""
+
+
 class Registry:
     """Cameras by id and by device id, persisted in ``<data_dir>/registry.json``."""
 
@@ -235,16 +245,33 @@ class Registry:
         """Rewrite the registry file atomically, now, in this thread. Raises IOFailure."""
         self.file.write(*self.snapshot(last_seq))
 
-    def camera_for(self, device: str) -> tuple[Camera, bool]:
-        """The camera of ``device`` (created and numbered on first sight); True when new."""
+    def camera_for(self, device: str, wanted: str | None = None) -> tuple[Camera, bool]:
+        """The camera of ``device`` (created and numbered on first sight); True when new.
+
+        ``wanted`` (a hello's ``camera``): the camera id the device asks for, so ids do not
+        depend on the order devices first connect. A new device gets it when no other device
+        holds it; a known device must ask for the id it has. Raises CameraTaken otherwise.
+        """
         entry = self._devices.get(device)
-        if entry and entry.get("camera") in self.cameras:
-            return self.cameras[entry["camera"]], False
-        if entry and isinstance(entry.get("camera"), str):
-            cam = Camera(camera=entry["camera"], device=device,
-                         placement=dict(entry.get("placement") or {}))  # fmt: skip
+        known = entry.get("camera") if entry and isinstance(entry.get("camera"), str) else None
+        if wanted is not None and known is not None and wanted != known:
+            raise CameraTaken(f"device {device} is {known} in this server's registry, not {wanted}")
+        if known in self.cameras:
+            return self.cameras[known], False
+        if known is not None:
+            cam = Camera(camera=known, device=device, placement=dict(entry.get("placement") or {}))  # type: ignore[union-attr]
             self.cameras[cam.camera] = cam
             return cam, False
+        if wanted is not None:
+            holder = next((d for d, e in self._devices.items() if e.get("camera") == wanted), None)
+            if holder is None and wanted in self.cameras:
+                holder = self.cameras[wanted].device
+            if holder is not None:
+                raise CameraTaken(f"camera {wanted} belongs to device {holder}")
+            cam = Camera(camera=wanted, device=device)
+            self._devices[device] = {"camera": cam.camera, "first_seen": time.time()}
+            self.cameras[cam.camera] = cam
+            return cam, True
         while f"cam-{self._next}" in self.cameras or any(e.get("camera") == f"cam-{self._next}" for e in self._devices.values()):
             self._next += 1
         cam = Camera(camera=f"cam-{self._next}", device=device)

@@ -14,7 +14,7 @@ from mmx.events import JOINT_NAMES, validate
 from mmx.serve.api import send_json
 from mmx.serve.limits import (MAX_HELLO_BYTES, MAX_HELLO_TEXT, MAX_TEXT, check_hello_text, check_placement_values,
                               normalise_lenses)  # fmt: skip
-from mmx.serve.registry import Camera, ClockOffset
+from mmx.serve.registry import CAMERA_ID, Camera, CameraTaken, ClockOffset
 
 #: WebSocket close codes of docs/device-protocol.md (4xxx: application-defined).
 CLOSE_BAD_TOKEN = 4401
@@ -43,7 +43,12 @@ class DeviceRoutes:
             hello = await self._read_hello(ws)
             if hello is None:
                 return ws
-            cam, new = self.registry.camera_for(hello["device"])
+            try:
+                cam, new = self.registry.camera_for(hello["device"], hello.get("camera"))
+            except CameraTaken as exc:
+                await send_json(ws, {"t": "error", "error": f"hello: {exc}", "ref": "hello"})
+                await self._close_ws(ws, CLOSE_BAD_HELLO, f"hello: {exc}")
+                return ws
             if new:
                 # the camera id is durable before the device hears it
                 await self.persist_registry()
@@ -121,6 +126,10 @@ class DeviceRoutes:
         device = hello.get("device")
         if not isinstance(device, str) or not device.strip() or len(device) > 128:
             await refuse("hello: missing 'device' (a stable device id of 1 to 128 characters)", CLOSE_BAD_HELLO, "hello")
+            return None
+        camera = hello.get("camera")
+        if camera is not None and not (isinstance(camera, str) and CAMERA_ID.fullmatch(camera)):
+            await refuse("hello: 'camera' must be a camera id such as cam-1", CLOSE_BAD_HELLO, "hello")
             return None
         for name in ("capabilities", "state", "placement"):
             if hello.get(name) is not None and not isinstance(hello[name], dict):
