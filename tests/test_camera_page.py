@@ -144,7 +144,7 @@ def studio(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def pairing(studio):
-    r = studio.http.post("/v1/pairings", json={"label": "browser test"})
+    r = studio.http.post("/v1/pairings", json={"name": "browser test"})
     assert r.status_code in (200, 201), r.text
     return r.json()
 
