@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import sys
 from pathlib import Path
@@ -13,6 +14,13 @@ ROOT = Path(__file__).resolve().parent.parent
 SHARED_DATA = Path(os.environ.get("MMX_SHARED_DATA", ROOT.parent / "shared" / "data"))
 #: The `mmx` command line for subprocess tests (works without the console script on PATH).
 MMX = [sys.executable, "-m", "mmx"]
+
+# A shell without job control starts a background command (`scripts/test_under_load.sh &`,
+# `nohup make test &`) with SIGINT ignored, and every process the tests start would inherit
+# that: the Ctrl-C tests would then see commands run to their end. Ctrl-C is what they test,
+# so the suite restores Python's own handler, which the children's exec resets to the default.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture
