@@ -54,6 +54,7 @@ import psutil  # noqa: E402
 
 from mmx.events import Producer, encode  # noqa: E402
 from mmx.relay.client import whep_subscribe, whip_publish  # noqa: E402
+from mmx.relay.jitter import is_keyframe  # noqa: E402
 from mmx.relay.pattern import pattern_track, read_frame  # noqa: E402
 
 TOKEN = "bench"
@@ -112,18 +113,67 @@ async def relay_status(base: str) -> dict:
             return await resp.json()
 
 
+class ViewerTrace:
+    """Viewer 1's receive side in time: first and last RTP packet of each frame, when the
+    jitter buffer released it to the decoder (keyframe?, bytes); keyed by the decoded pts."""
+
+    def __init__(self, pc) -> None:
+        receiver = pc.getTransceivers()[0].receiver
+        self.packets: dict[int, list[float]] = {}  # raw RTP timestamp → [first, last]
+        self.released: dict[int, tuple[float, bool, int, int]] = {}  # pts → (t, key, bytes, raw ts)
+        self._raw = 0
+        handle = receiver._handle_rtp_packet
+
+        async def traced_handle(packet, arrival_time_ms):
+            now = time.monotonic()
+            self.packets.setdefault(packet.timestamp, [now, now])[1] = now
+            self._raw = packet.timestamp  # the put below, if any, is for this packet's frame
+            return await handle(packet, arrival_time_ms)
+
+        receiver._handle_rtp_packet = traced_handle
+        queue = receiver._RTCRtpReceiver__decoder_queue
+        put = queue.put
+
+        def traced_put(item, *args, **kwargs):
+            if item is not None:
+                codec, frame = item
+                self.released.setdefault(frame.timestamp, (time.monotonic(), bool(is_keyframe(codec.name, frame.data)),
+                                                           len(frame.data), self._raw))
+            return put(item, *args, **kwargs)
+
+        queue.put = traced_put
+
+    def cut(self, written: float, old: tuple, new: tuple) -> dict:
+        """One cut at viewer 1: times (monotonic s) from the bench's write to the new frame decoded."""
+        rel = self.released.get(new[3])
+        first, last = self.packets.get(rel[3], [None, None]) if rel else (None, None)
+        return {"written": written, "old_decoded": old[0], "new_decoded": new[0],
+                "new_first_packet": first, "new_last_packet": last, "new_released": rel[0] if rel else None,
+                "new_key": rel[1] if rel else None, "new_bytes": rel[2] if rel else None}
+
+    def steady_decode_ms(self, window: list) -> float | None:
+        """Median release → decoded time of frames outside cuts (ms)."""
+        values = [(t - self.released[pts][0]) * 1000 for t, _s, _w, pts in window if pts in self.released]
+        return round(statistics.median(values), 2) if values else None
+
+
+def trace_viewer(pc) -> ViewerTrace:
+    return ViewerTrace(pc)
+
+
 async def measure(base: str, relay: psutil.Process, stdin, producer: Producer, viewers: int, seconds: float,
-                  cuts: int, cut_interval_s: float = 0.5) -> dict:
+                  cuts: int, cut_interval_s: float = 0.5, trace_cuts: bool = False) -> dict:
     subs = [await whep_subscribe(f"{base}/whep/hero", token=TOKEN) for _ in range(viewers)]
     counters = [counting_viewer(pc) for pc, _ in subs[1:]]
     track = subs[0][1]
-    samples: list[tuple[float, object]] = []  # (monotonic, stamp)
+    samples: list[tuple[float, object, float, int]] = []  # (monotonic, stamp, time.time(), pts)
+    trace = trace_viewer(subs[0][0]) if trace_cuts else None
 
     async def read_main() -> None:
         while True:
             frame = await track.recv()
             now_wall, now = time.time(), time.monotonic()
-            samples.append((now, read_frame(frame), now_wall))
+            samples.append((now, read_frame(frame), now_wall, frame.pts))
 
     reader = asyncio.ensure_future(read_main())
     await asyncio.sleep(1.5)  # warm-up: ICE, DTLS, first keyframe, encoder rate control
@@ -142,22 +192,26 @@ async def measure(base: str, relay: psutil.Process, stdin, producer: Producer, v
     hero_frames = status1["hero"]["encoded"] - status0["hero"]["encoded"]
     window = samples[n0:]
     fps = [len(window) / (t1 - t0)] + [(len(c) - c0[i]) / (t1 - t0) for i, c in enumerate(counters)]
-    lat = [(wall * 1000 - s.sent_ms % 2**40) % 2**40 for _, s, wall in window if s is not None and s.source != 255]
+    lat = [(wall * 1000 - s.sent_ms % 2**40) % 2**40 for _, s, wall, _pts in window if s is not None and s.source != 255]
     cpu = (cpu1.user + cpu1.system - cpu0.user - cpu0.system) / (t1 - t0) * 100
     # cuts: alternate cam-2 / cam-1, cut_interval_s apart
     gaps = []
+    traced_cuts = []
     current = 1
     for _ in range(cuts):
         nxt = 2 if current == 1 else 1
         mark = len(samples)
+        written = time.monotonic()
         stdin.write(encode(producer.make("director.cut", {"from": f"cam-{current}", "to": f"cam-{nxt}", "by": "operator"})))
         stdin.flush()
         await asyncio.sleep(cut_interval_s)
         seq = samples[mark:]
-        first_new = next((i for i, (_, s, _w) in enumerate(seq) if s is not None and s.source == nxt), None)
+        first_new = next((i for i, (_, s, _w, _p) in enumerate(seq) if s is not None and s.source == nxt), None)
         if first_new is not None:
             before = (seq[first_new - 1] if first_new > 0 else samples[mark - 1])
             gaps.append((seq[first_new][0] - before[0]) * 1000)
+            if trace is not None:
+                traced_cuts.append(trace.cut(written, before, seq[first_new]))
         current = nxt
     # leave the program on cam-1 for the next configuration
     if current != 1:
@@ -183,25 +237,37 @@ async def measure(base: str, relay: psutil.Process, stdin, producer: Producer, v
         "cut_gap_ms_median": round(statistics.median(gaps), 1) if gaps else None,
         "cut_gaps_ms": [round(g, 1) for g in gaps],
         "cuts_seen": len(gaps),
+        **({"cut_trace": traced_cuts, "steady_decode_ms": trace.steady_decode_ms(samples[n0:mark])}
+           if trace is not None else {}),
     }
 
 
 BASELINE = ROOT / "bench" / "lib" / "aiortc_baseline_relay.py"
 
 
-def relay_command(side: str, port: int) -> list[str]:
+CUT_TRACE = ROOT / "bench" / "lib" / "relay_cut_trace.py"
+
+
+def relay_command(side: str, port: int, trace: bool = False) -> list[str]:
     """The relay process of one side: ``mmx`` (mmx relay) or ``aiortc`` (stock aiortc baseline)."""
     if side == "aiortc":
         return [sys.executable, str(BASELINE), "--port", str(port)]
-    return [sys.executable, "-m", "mmx", "relay", "--port", str(port), "--token", TOKEN, "--events", "-"]
+    mmx = [str(CUT_TRACE)] if trace else ["-m", "mmx"]
+    return [sys.executable, *mmx, "relay", "--port", str(port), "--token", TOKEN, "--events", "-"]
 
 
 async def bench_size(width: int, height: int, viewer_counts: list[int], seconds: float, cuts: int,
-                     side: str = "mmx", cut_interval_s: float = 0.5) -> list[dict]:
+                     side: str = "mmx", cut_interval_s: float = 0.5, trace_cuts: bool = False) -> list[dict]:
     port = free_port()
     base = f"http://127.0.0.1:{port}"
-    relay_proc = subprocess.Popen(relay_command(side, port), stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
-                                  stderr=subprocess.PIPE, cwd=ROOT)
+    trace = trace_cuts and side == "mmx"
+    env = dict(os.environ)
+    if trace:
+        import tempfile
+
+        env["MMX_CUT_TRACE"] = trace_path = tempfile.mktemp(prefix="mmx-cut-trace-", suffix=".jsonl")
+    relay_proc = subprocess.Popen(relay_command(side, port, trace), stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                                  stderr=subprocess.PIPE, cwd=ROOT, env=env)
     line = relay_proc.stderr.readline().decode()
     assert "listening on" in line, line
     threading.Thread(target=lambda: [None for _ in relay_proc.stderr], daemon=True).start()
@@ -215,7 +281,7 @@ async def bench_size(width: int, height: int, viewer_counts: list[int], seconds:
         relay_proc.stdin.flush()
         relay = psutil.Process(relay_proc.pid)
         for n in viewer_counts:
-            result = await measure(base, relay, relay_proc.stdin, producer, n, seconds, cuts, cut_interval_s)
+            result = await measure(base, relay, relay_proc.stdin, producer, n, seconds, cuts, cut_interval_s, trace)
             result["size"] = f"{width}x{height}"
             result["side"] = side
             result["load_1min"] = round(os.getloadavg()[0], 2)
@@ -229,7 +295,74 @@ async def bench_size(width: int, height: int, viewer_counts: list[int], seconds:
                 proc.wait(timeout=20)
             except subprocess.TimeoutExpired:
                 proc.kill()
+    if trace:
+        relay_records = [json.loads(line) for line in Path(trace_path).read_text().splitlines()]
+        os.unlink(trace_path)
+        for result in results:
+            result["cut_trace"] = [merge_cut(cut, relay_records) for cut in result.get("cut_trace", [])]
+            print(json.dumps({"size": result["size"], "viewers": result["viewers"],
+                              "cut_breakdown": cut_breakdown(result)}), flush=True)
     return results
+
+
+def merge_cut(cut: dict, relay_records: list[dict]) -> dict:
+    """Add the relay's side of one cut: when the cut arrived, the new camera's first hero encode
+    and when the viewers' senders took it and finished sending it."""
+    relay_cut = next((r for r in relay_records if r["ev"] == "cut" and r["t"] >= cut["written"]), None)
+    if relay_cut is None:
+        return cut
+    enc = next((r for r in relay_records if r["ev"] == "encode" and r["hero"] and r["t0"] >= relay_cut["t"]), None)
+    out = {**cut, "relay_cut": relay_cut["t"]}
+    if enc is None:
+        return out
+    takes = [r for r in relay_records if r["ev"] == "take" and r["pts"] == enc["pts"]]
+    done = []
+    for take in takes:
+        nxt = next((r for r in relay_records if r["ev"] == "take" and r["viewer"] == take["viewer"]
+                    and r["called"] >= take["t"]), None)
+        if nxt is not None:
+            done.append(nxt["called"])
+    out.update(encode_start=enc["t0"], encode_end=enc["t1"], encode_bytes=enc["bytes"], encode_forced=enc["force"],
+               taken_first=min((t["t"] for t in takes), default=None), taken_last=max((t["t"] for t in takes), default=None),
+               sent_first=min(done, default=None), sent_last=max(done, default=None),
+               packets=takes[0]["packets"] if takes else None)
+    steady = [r["t1"] - r["t0"] for r in relay_records if r["ev"] == "encode" and r["hero"] and not r["force"]]
+    out["steady_encode_ms"] = statistics.median(steady) * 1000 if steady else None
+    return out
+
+
+#: cut-trace stages: (name, from, to), times in each merged cut
+CUT_STAGES = [
+    ("old shown → cut written", "old_decoded", "written"),
+    ("cut written → relay set_program", "written", "relay_cut"),
+    ("set_program → encode start", "relay_cut", "encode_start"),
+    ("encode (new camera's first frame)", "encode_start", "encode_end"),
+    ("encoded → first sender takes it", "encode_end", "taken_first"),
+    ("encoded → last sender takes it", "encode_end", "taken_last"),
+    ("encoded → all viewers sent", "encode_end", "sent_last"),
+    ("encoded → viewer 1 first packet", "encode_end", "new_first_packet"),
+    ("viewer 1 first → last packet", "new_first_packet", "new_last_packet"),
+    ("last packet → jitter release", "new_last_packet", "new_released"),
+    ("jitter release → decoded (viewer 1)", "new_released", "new_decoded"),
+    ("cut gap: old shown → new shown", "old_decoded", "new_decoded"),
+]
+
+
+def cut_breakdown(result: dict) -> dict:
+    """Median and p95 (ms) of each stage over the traced cuts of one configuration."""
+    out = {}
+    cuts = result.get("cut_trace", [])
+    for name, a, b in CUT_STAGES:
+        values = [(c[b] - c[a]) * 1000 for c in cuts if c.get(a) is not None and c.get(b) is not None]
+        if values:
+            out[name] = {"median": round(statistics.median(values), 1), "p95": round(pct(values, 0.95), 1)}
+    enc = [c["steady_encode_ms"] for c in cuts if c.get("steady_encode_ms")]
+    out["steady inter-frame encode ms"] = round(statistics.median(enc), 1) if enc else None
+    out["steady decode ms (viewer 1)"] = result.get("steady_decode_ms")
+    out["keyframe bytes"] = statistics.median([c["encode_bytes"] for c in cuts if c.get("encode_bytes")] or [0])
+    out["keyframe packets"] = statistics.median([c["packets"] for c in cuts if c.get("packets")] or [0])
+    out["first new frame a keyframe"] = sum(1 for c in cuts if c.get("new_key")) / len(cuts) if cuts else None
+    return out
 
 
 def main() -> None:
@@ -246,6 +379,9 @@ def main() -> None:
                              "or both alternately")
     parser.add_argument("--baseline", action="store_const", dest="side", const="aiortc",
                         help="the stock-aiortc baseline only (same as --side aiortc)")
+    parser.add_argument("--trace-cuts", action="store_true",
+                        help="mmx side: trace each cut from the relay's set_program to viewer 1's decode "
+                             "(bench/lib/relay_cut_trace.py) and print where the cut gap goes")
     parser.add_argument("--nice", type=int, default=0,
                         help="change this process's niceness (and its autogroup's) first, children inherit "
                              "it; e.g. -10 as root to measure on a machine busy with other sessions' work")
@@ -313,7 +449,7 @@ def run_all(args: argparse.Namespace) -> None:
             for size in sizes:
                 width, height = map(int, size.split("x"))
                 for r in asyncio.run(bench_size(width, height, viewer_counts, args.seconds, args.cuts, side,
-                                                args.cut_interval)):
+                                                args.cut_interval, args.trace_cuts)):
                     results.setdefault((side, size, r["viewers"]), []).append(r)
     report(results, sides, sizes, viewer_counts)
     print(f"# {time.monotonic() - started:.0f} s; load average at the end "
@@ -339,6 +475,19 @@ def report(results: dict[tuple[str, str, int], list[dict]], sides: list[str], si
                       f" {spread([r['relay_cpu_ms_per_frame'] for r in rows]):>17}"
                       f" {pct(gaps, 0.95):>9.1f} ({len(gaps)})"
                       f" {min(loads, default=0):.1f}–{max(loads, default=0):.1f}")
+    for size in sizes:
+        for n in viewer_counts:
+            rows = results.get(("mmx", size, n), [])
+            cuts = [c for r in rows for c in r.get("cut_trace", [])]
+            if not cuts:
+                continue
+            steady_decode = [r["steady_decode_ms"] for r in rows if r.get("steady_decode_ms") is not None]
+            breakdown = cut_breakdown({"cut_trace": cuts,
+                                       "steady_decode_ms": statistics.median(steady_decode) if steady_decode else None})
+            print(f"\nwhere the cut gap goes, mmx relay {size} {n} viewer(s), {len(cuts)} cuts (ms, median / p95):")
+            for name, value in breakdown.items():
+                shown = f"{value['median']:>7} / {value['p95']}" if isinstance(value, dict) else value
+                print(f"  {name:<40} {shown}")
     print()
     print("goals (issue 6 / 18), mmx relay first, stock aiortc for comparison:")
 
