@@ -19,9 +19,14 @@ this process (the hero viewers). Viewer 1 decodes every frame and reads the pixe
 (mmx.relay.pattern): latency = receive time − send time stamped by the publisher just before
 its encoder, so it covers publisher encode, network, relay decode/encode, viewer jitter buffer
 and decode. The other viewers count complete frames out of their jitter buffers without
-decoding, so the load generator does not drown the relay on 2 cores. Cut gap: at viewer 1,
+decoding, so the load generator does not drown the relay on 2 cores; they run in a process of
+their own (``--viewers-in-process`` puts them back with viewer 1, as before issue 18), since in
+one asyncio loop viewer 1's packets queue behind theirs (a 720p keyframe then reached viewer 1
+over ~30 ms instead of ~2). Cut gap: at viewer 1,
 the time from the last frame of the old camera to the first of the new one, over several cuts
-fed to the relay's events input.
+fed to the relay's events input. ``--trace-cuts`` (mmx side) times each cut's stages, from the
+relay's ``set_program`` through the hero keyframe encode, the senders, viewer 1's packets and
+jitter buffer to its decode, and prints the median and p95 of each.
 
 Targets (issues 6 and 18): latency p50 ≤ 30 ms at 360p and ≤ 45 ms at 720p; relay CPU with 8
 viewers within 1.3× of 1 viewer; cut gap ≤ 50 ms (p95 over 50 cuts at 720p with 8 viewers).
@@ -161,9 +166,53 @@ def trace_viewer(pc) -> ViewerTrace:
     return ViewerTrace(pc)
 
 
+async def counting_main(base: str, count: int) -> None:
+    """The counting viewers' own process: subscribe, print ready, count until SIGTERM, print the arrivals."""
+    subs = [await whep_subscribe(f"{base}/whep/hero", token=TOKEN) for _ in range(count)]
+    counters = [counting_viewer(pc) for pc, _ in subs]
+    print("ready", flush=True)
+    stop = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+    await stop.wait()
+    print(json.dumps(counters), flush=True)
+    for pc, _ in subs:
+        await pc.close()
+
+
+class CountingViewers:
+    """Viewers 2…n in a process of their own, so that viewer 1's receive path does not queue
+    behind theirs in one asyncio loop (each packet costs the receiver ~0.1 ms of Python; with
+    8 viewers in one loop a 720p keyframe reached viewer 1 over ~30 ms instead of ~2)."""
+
+    def __init__(self, base: str, count: int) -> None:
+        self.proc = subprocess.Popen([sys.executable, __file__, "--counting-viewers", base, "--count", str(count)],
+                                     stdout=subprocess.PIPE, cwd=ROOT)
+        self.cpu = psutil.Process(self.proc.pid)
+
+    async def ready(self) -> None:
+        line = await asyncio.get_running_loop().run_in_executor(None, self.proc.stdout.readline)
+        assert line.strip() == b"ready", line
+
+    async def arrivals(self) -> list[list[float]]:
+        self.proc.send_signal(signal.SIGTERM)
+        line = await asyncio.get_running_loop().run_in_executor(None, self.proc.stdout.readline)
+        try:
+            self.proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+        return json.loads(line)
+
+
 async def measure(base: str, relay: psutil.Process, stdin, producer: Producer, viewers: int, seconds: float,
-                  cuts: int, cut_interval_s: float = 0.5, trace_cuts: bool = False) -> dict:
-    subs = [await whep_subscribe(f"{base}/whep/hero", token=TOKEN) for _ in range(viewers)]
+                  cuts: int, cut_interval_s: float = 0.5, trace_cuts: bool = False,
+                  viewers_in_process: bool = False) -> dict:
+    subs = [await whep_subscribe(f"{base}/whep/hero", token=TOKEN)]  # viewer 1 first, as before
+    others = None
+    if viewers > 1 and not viewers_in_process:
+        others = CountingViewers(base, viewers - 1)
+        await others.ready()
+    elif viewers > 1:
+        subs += [await whep_subscribe(f"{base}/whep/hero", token=TOKEN) for _ in range(viewers - 1)]
     counters = [counting_viewer(pc) for pc, _ in subs[1:]]
     track = subs[0][1]
     samples: list[tuple[float, object, float, int]] = []  # (monotonic, stamp, time.time(), pts)
@@ -181,17 +230,18 @@ async def measure(base: str, relay: psutil.Process, stdin, producer: Producer, v
     n0 = len(samples)
     c0 = [len(c) for c in counters]
     status0 = await relay_status(base)
-    me = psutil.Process()
-    mine0 = me.cpu_times()
+    mine = [psutil.Process()] + ([others.cpu] if others else [])
+    mine0 = [p.cpu_times() for p in mine]
     cpu0 = relay.cpu_times()
     await asyncio.sleep(seconds)
     cpu1 = relay.cpu_times()
-    mine1 = me.cpu_times()
+    mine1 = [p.cpu_times() for p in mine]
     t1 = time.monotonic()
     status1 = await relay_status(base)
     hero_frames = status1["hero"]["encoded"] - status0["hero"]["encoded"]
     window = samples[n0:]
     fps = [len(window) / (t1 - t0)] + [(len(c) - c0[i]) / (t1 - t0) for i, c in enumerate(counters)]
+    viewers_cpu = sum(b.user + b.system - a.user - a.system for a, b in zip(mine0, mine1)) / (t1 - t0) * 100
     lat = [(wall * 1000 - s.sent_ms % 2**40) % 2**40 for _, s, wall, _pts in window if s is not None and s.source != 255]
     cpu = (cpu1.user + cpu1.system - cpu0.user - cpu0.system) / (t1 - t0) * 100
     # cuts: alternate cam-2 / cam-1, cut_interval_s apart
@@ -218,6 +268,8 @@ async def measure(base: str, relay: psutil.Process, stdin, producer: Producer, v
         stdin.write(encode(producer.make("director.cut", {"from": f"cam-{current}", "to": "cam-1", "by": "operator"})))
         stdin.flush()
     reader.cancel()
+    if others is not None:
+        fps += [sum(1 for t in arrivals if t0 <= t < t1) / (t1 - t0) for arrivals in await others.arrivals()]
     for pc, _ in subs:
         await pc.close()
     await asyncio.sleep(0.5)
@@ -232,7 +284,7 @@ async def measure(base: str, relay: psutil.Process, stdin, producer: Producer, v
         # (the relay then gets a share of a core, not what it asks for)
         "relay_cpu_ms_per_frame": round(cpu / 100 * (t1 - t0) * 1000 / hero_frames, 2) if hero_frames else None,
         "relay_dropped": sum(c["dropped"] for c in status1["cameras"]),
-        "viewers_process_cpu_pct": round((mine1.user + mine1.system - mine0.user - mine0.system) / (t1 - t0) * 100, 1),
+        "viewers_process_cpu_pct": round(viewers_cpu, 1),
         "cut_gap_ms_max": round(max(gaps), 1) if gaps else None,
         "cut_gap_ms_median": round(statistics.median(gaps), 1) if gaps else None,
         "cut_gaps_ms": [round(g, 1) for g in gaps],
@@ -257,7 +309,8 @@ def relay_command(side: str, port: int, trace: bool = False) -> list[str]:
 
 
 async def bench_size(width: int, height: int, viewer_counts: list[int], seconds: float, cuts: int,
-                     side: str = "mmx", cut_interval_s: float = 0.5, trace_cuts: bool = False) -> list[dict]:
+                     side: str = "mmx", cut_interval_s: float = 0.5, trace_cuts: bool = False,
+                     viewers_in_process: bool = False) -> list[dict]:
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     trace = trace_cuts and side == "mmx"
@@ -281,7 +334,8 @@ async def bench_size(width: int, height: int, viewer_counts: list[int], seconds:
         relay_proc.stdin.flush()
         relay = psutil.Process(relay_proc.pid)
         for n in viewer_counts:
-            result = await measure(base, relay, relay_proc.stdin, producer, n, seconds, cuts, cut_interval_s, trace)
+            result = await measure(base, relay, relay_proc.stdin, producer, n, seconds, cuts, cut_interval_s, trace,
+                                   viewers_in_process)
             result["size"] = f"{width}x{height}"
             result["side"] = side
             result["load_1min"] = round(os.getloadavg()[0], 2)
@@ -385,12 +439,19 @@ def main() -> None:
     parser.add_argument("--nice", type=int, default=0,
                         help="change this process's niceness (and its autogroup's) first, children inherit "
                              "it; e.g. -10 as root to measure on a machine busy with other sessions' work")
+    parser.add_argument("--viewers-in-process", action="store_true",
+                        help="viewers 2…n in this process with viewer 1 (the layout before issue 18)")
     parser.add_argument("--publisher", metavar="BASE", help=argparse.SUPPRESS)
+    parser.add_argument("--counting-viewers", metavar="BASE", help=argparse.SUPPRESS)
+    parser.add_argument("--count", type=int, default=1, help=argparse.SUPPRESS)
     parser.add_argument("--size", default="640x360", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.publisher:
         width, height = map(int, args.size.split("x"))
         asyncio.run(publisher_main(args.publisher, width, height))
+        return
+    if args.counting_viewers:
+        asyncio.run(counting_main(args.counting_viewers, args.count))
         return
     if args.nice:
         os.nice(args.nice)
@@ -449,7 +510,7 @@ def run_all(args: argparse.Namespace) -> None:
             for size in sizes:
                 width, height = map(int, size.split("x"))
                 for r in asyncio.run(bench_size(width, height, viewer_counts, args.seconds, args.cuts, side,
-                                                args.cut_interval, args.trace_cuts)):
+                                                args.cut_interval, args.trace_cuts, args.viewers_in_process)):
                     results.setdefault((side, size, r["viewers"]), []).append(r)
     report(results, sides, sizes, viewer_counts)
     print(f"# {time.monotonic() - started:.0f} s; load average at the end "
