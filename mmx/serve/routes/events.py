@@ -105,7 +105,7 @@ class EventRoutes:
         obj.setdefault("id", new_id())
         if obj.get("ts") is None:
             obj["ts"] = time.time()
-        if not obj.get("src"):
+        if obj.get("src") in (None, ""):  # any other non-string is refused by from_dict (422)
             obj["src"] = "operator"
         try:
             event = from_dict(obj)
