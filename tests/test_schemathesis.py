@@ -38,7 +38,7 @@ from .test_serve import AUTH, TOKEN, RawDevice, ServerThread
 
 DOCUMENT = ROOT / "mmx" / "serve" / "openapi.json"
 #: Generated examples per operation in the fuzzing phase (each of the positive and negative modes).
-MAX_EXAMPLES = 20
+MAX_EXAMPLES = 100
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance,
           response_headers_conformance]  # fmt: skip
 #: The values of ``follow`` that end `GET /v1/events` after the kept events (mmx/serve/routes/events.py).

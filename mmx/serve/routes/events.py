@@ -40,7 +40,7 @@ class EventRoutes:
     async def _get_events(self, request: web.Request) -> web.StreamResponse:
         since_text = request.query.get("since")
         since: int | None = None
-        if since_text not in (None, ""):
+        if since_text is not None:  # an empty since= is no seq either (400), not "from now"
             try:
                 since = int(since_text)
             except ValueError:
