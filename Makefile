@@ -47,6 +47,7 @@ test-busy: install
 man: install
 	$(VENV)/bin/python scripts/gen_man.py
 
-# Every benchmark in bench/, one after the other; each prints its own figures.
+# Every benchmark in bench/, one after the other; each prints its own figures. Helper modules
+# that are not benches (the stock-aiortc baseline relay) live in bench/lib/, outside the glob.
 bench: install
 	@for b in bench/*.py; do echo "== $$b"; $(VENV)/bin/python $$b || exit 1; done

@@ -274,7 +274,11 @@ def _check_envelope(obj: Any) -> None:
                          f"(years 2000 to 2100), got {ts:g}")  # fmt: skip
     for name, types in (("v", (int,)), ("seq", (int, _NONE)), ("session", _OPT_STR), ("src", _STR), ("data", _DICT)):
         if name in obj and not _accepts(types, obj[name]):
-            raise EventError(f"field '{name}' must be {_JSON_NAMES[types[0]]}, got {_json_type(obj[name])}")
+            value = obj[name]
+            if types[0] is int:  # a float here is a fraction or an integer past 64 bits as parsed
+                got = f"{value:g}" if isinstance(value, float) else _json_type(value)
+                raise EventError(f"field '{name}' must be a whole number, got {got}")
+            raise EventError(f"field '{name}' must be {_JSON_NAMES[types[0]]}, got {_json_type(value)}")
     for name in ("session", "src"):
         if isinstance(obj.get(name), str) and len(obj[name]) > MAX_NAME_LENGTH:
             raise EventError(f"field '{name}' is longer than {MAX_NAME_LENGTH} characters")

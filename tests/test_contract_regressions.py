@@ -348,3 +348,104 @@ def test_item8_a_command_posted_right_after_the_join_reaches_the_device_after_it
                     await asyncio.sleep(0.02)
 
     run(main())
+
+
+# -- found by Schemathesis (tests/test_schemathesis.py) ---------------------------------------
+
+
+def test_fuzz_login_with_a_broken_form_body_is_400_not_500(srv):
+    async def main():
+        for content_type, body, message in (
+            (b"multipart/form-data", b'{"token": "x"}',
+             "malformed multipart/form-data body: boundary missed for Content-Type: multipart/form-data"),
+            (b"application/x-www-form-urlencoded", b"token=\xff\xfe",
+             "malformed application/x-www-form-urlencoded body: 'utf-8' codec can't decode byte 0xff in position 6: "
+             "invalid start byte"),
+        ):  # fmt: skip
+            status, answer = await raw_http(srv.config.port, b"POST /v1/login HTTP/1.1\r\nHost: x\r\nContent-Type: "
+                                            + content_type + b"\r\nContent-Length: " + str(len(body)).encode()
+                                            + b"\r\nConnection: close\r\n\r\n" + body)  # fmt: skip
+            assert (status, orjson.loads(answer)) == (400, {"error": message})
+        assert not [line for line in srv.logs if "internal error" in line]
+
+    run(main())
+
+
+def test_fuzz_405_names_the_methods_and_a_post_beside_the_commands_is_405_not_422(srv):
+    async def main():
+        async with aiohttp.ClientSession() as http:
+            dev = await RawDevice(srv, http, "dev-allow").connect()
+            for method, path, allow in (("TRACE", "/v1/state", "GET,HEAD"),
+                                        ("POST", f"/v1/cameras/{dev.camera}/placement", "PUT"),
+                                        ("POST", f"/v1/cameras/{dev.camera}/preview.jpg", "GET,HEAD"),
+                                        ("OPTIONS", f"/v1/cameras/{dev.camera}/preview.mjpeg", "GET,HEAD")):  # fmt: skip
+                async with http.request(method, srv.url + path, headers=AUTH) as resp:
+                    assert (resp.status, resp.headers.get("Allow")) == (405, allow), (method, path)
+                    assert (await resp.json())["error"] == f"method {method} not allowed here: {method} {path}"
+            # an unknown command is still the 422 of DESIGN.md
+            status, err = await call(http, srv, "POST", f"/v1/cameras/{dev.camera}/teleport", {})
+            assert (status, err["error"]) == (422, "unsupported command 'teleport': use flip, zoom, still")
+
+    run(main())
+
+
+def test_fuzz_posted_event_with_a_src_or_v_of_the_wrong_type_is_422(srv):
+    async def main():
+        async with aiohttp.ClientSession() as http:
+            for field, value, message in (("src", {}, "field 'src' must be a string, got an object"),
+                                          ("src", 0, "field 'src' must be a string, got a number"),
+                                          ("v", 22375876142924685312, "field 'v' must be a whole number, got 2.23759e+19"),
+                                          ("v", 1.5, "field 'v' must be a whole number, got 1.5")):  # fmt: skip
+                status, err = await call(http, srv, "POST", "/v1/events", {"type": "still.marker", field: value,
+                                                                           "data": {"label": "x"}})  # fmt: skip
+                assert (status, err["error"]) == (422, message)
+            # null (as the document says) and left out are filled in
+            for body in ({"type": "still.marker", "src": None, "ts": None, "data": {"label": "a"}},
+                         {"type": "still.marker", "data": {"label": "b"}}):  # fmt: skip
+                assert (await call(http, srv, "POST", "/v1/events", body))[0] == 202
+            posted = await events(http, srv, types="still.marker")
+            assert [(e["data"]["label"], e["src"]) for e in posted] == [("a", "operator"), ("b", "operator")]
+
+    run(main())
+
+
+def test_fuzz_a_by_that_is_no_string_is_400_not_operator(srv):
+    async def main():
+        async with aiohttp.ClientSession() as http:
+            for path, body, message in (("/v1/director/mode", {"mode": "ghost", "by": {}}, "by must be a string"),
+                                        ("/v1/director/release", {"by": 0}, "by must be a string"),
+                                        ("/v1/ghost/p-1/veto", {"by": []}, "by must be a string of at most 128 characters")):  # fmt: skip
+                status, err = await call(http, srv, "POST", path, body)
+                assert (status, err["error"]) == (400, message), path
+            assert (await call(http, srv, "GET", "/v1/director"))[1]["mode"] == "manual"
+            status, state = await call(http, srv, "POST", "/v1/director/mode", {"mode": "ghost", "by": ""})
+            assert (status, state["mode"]) == (200, "ghost")
+            assert (await events(http, srv, types="director.mode"))[-1]["data"]["by"] == "operator"
+
+    run(main())
+
+
+def test_fuzz_an_empty_put_placement_is_400_and_keeps_the_placement(srv):
+    async def main():
+        async with aiohttp.ClientSession() as http:
+            dev = await RawDevice(srv, http, "dev-keep", placement={"label": "front", "azimuth_deg": 10}).connect()
+            url = f"{srv.url}/v1/cameras/{dev.camera}/placement"
+            async with http.put(url, headers=AUTH) as resp:
+                assert (resp.status, await resp.json()) == (400, {"error": "PUT placement takes a JSON placement "
+                                                                           "object (send {} to clear it)"})  # fmt: skip
+            cam = (await call(http, srv, "GET", f"/v1/cameras/{dev.camera}"))[1]
+            assert cam["placement"] == {"label": "front", "azimuth_deg": 10}
+            status, cam = await call(http, srv, "PUT", f"/v1/cameras/{dev.camera}/placement", {})
+            assert (status, cam["placement"]) == (200, {})
+
+    run(main())
+
+
+def test_fuzz_an_empty_since_is_400(srv):
+    async def main():
+        async with aiohttp.ClientSession() as http:
+            async with http.get(srv.url + "/v1/events", params={"since": "", "follow": "0"}, headers=AUTH) as resp:
+                assert (resp.status, await resp.json()) == (400, {"error": "since must be a whole number (an event "
+                                                                           "seq), got ''"})  # fmt: skip
+
+    run(main())

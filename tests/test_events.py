@@ -107,7 +107,7 @@ def test_producer_numbers_seq_and_makes_unique_ulids():
         (b'{"id":"' + b"a" * 129 + b'","ts":1795264001,"type":"x"}', "field 'id' must be a string of 1 to 128 characters"),
         (b'{"id":"a","type":"x"}', "missing field 'ts'"),
         (b'{"id":"a","ts":"now","type":"x"}', "field 'ts' must be a finite number"),
-        (b'{"id":"a","ts":1795264001,"type":"x","seq":"7"}', "field 'seq' must be a number, got a string"),
+        (b'{"id":"a","ts":1795264001,"type":"x","seq":"7"}', "field 'seq' must be a whole number, got a string"),
         (b'{"id":"a","ts":1795264001,"type":"x","data":[]}', "field 'data' must be an object, got an array"),
         (b'{"id":"a","ts":1795264001,"type":"director.cut","data":{"to":3}}', "director.cut: data field 'to' must be a string, got a number"),
         (b'{"id":"a","ts":1795264001,"type":"director.cut","data":{}}', "director.cut: missing data field 'to'"),

@@ -11,6 +11,8 @@ from typing import Any
 
 import orjson
 from aiohttp import web
+from aiohttp.http_exceptions import BadHttpMessage
+from multidict import MultiDictProxy
 
 from mmx.serve.registry import Camera
 
@@ -58,6 +60,24 @@ async def read_json(request: web.Request) -> dict[str, Any]:
     if not isinstance(obj, dict):
         raise ApiError(400, "the body must be a JSON object")
     return obj
+
+
+#: What aiohttp's form and multipart parsers raise on a broken body (a multipart type without
+#: a boundary, a part without headers, bytes that are not UTF-8 in a urlencoded form).
+BROKEN_BODY_ERRORS = (ValueError, AssertionError, BadHttpMessage)
+
+
+def broken_body_reason(exc: BaseException) -> str:
+    """The first line of a parser's complaint about a broken body (its type name when empty)."""
+    return (getattr(exc, "message", None) or str(exc)).strip().split("\n")[0] or type(exc).__name__
+
+
+async def read_form(request: web.Request) -> MultiDictProxy:
+    """The request body as a form (urlencoded or multipart). Raises ApiError 400 when it is broken."""
+    try:
+        return await request.post()
+    except BROKEN_BODY_ERRORS as exc:
+        raise ApiError(400, f"malformed {request.content_type} body: {broken_body_reason(exc)}"[:300]) from None
 
 
 def id_order(camera: str) -> tuple[int, str]:

@@ -283,7 +283,9 @@ class Server(EventRoutes, SessionRoutes, DirectorRoutes, CameraRoutes, PreviewRo
             if exc.status < 400:
                 raise
             text = {404: "no such endpoint", 405: f"method {request.method} not allowed here"}.get(exc.status, exc.reason)
-            return json_response({"error": f"{text}: {request.method} {request.path}"}, exc.status)
+            # a 405 names the methods the path does answer (RFC 9110 section 15.5.6)
+            headers = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
+            return json_response({"error": f"{text}: {request.method} {request.path}"}, exc.status, headers)
         except EventError as exc:
             # input that would make an event outside the contract, caught at the hub
             self.log(f"refused: {request.method} {request.path}: {exc.reason}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from typing import Any
 
@@ -16,6 +17,10 @@ from mmx.serve.limits import check_placement_values
 from mmx.serve.registry import Camera
 
 COMMANDS = ("flip", "zoom", "still")
+#: The paths beside the commands (other methods): a POST there is 405 with their ``Allow``,
+#: not an unsupported command (422), and ``Allow`` never lists a POST that would be refused.
+NOT_COMMANDS = ("placement", "preview.jpg", "preview.mjpeg")
+COMMAND_PATTERN = "(?!(?:" + "|".join(re.escape(n) for n in NOT_COMMANDS) + ")$)[^/]+"
 
 
 def _field_of(reason: str) -> str | None:
@@ -32,7 +37,7 @@ class CameraRoutes:
         r.add_get("/v1/cameras", self._cameras_list)
         r.add_get("/v1/cameras/{camera}", self._camera_get)
         r.add_put("/v1/cameras/{camera}/placement", self._put_placement)
-        r.add_post("/v1/cameras/{camera}/{command}", self._camera_command)
+        r.add_post("/v1/cameras/{camera}/{command:" + COMMAND_PATTERN + "}", self._camera_command)
 
     async def _cameras_list(self, request: web.Request) -> web.Response:
         return json_response([c.public() for c in sorted(self.registry.cameras.values(), key=cam_order)])
@@ -42,6 +47,9 @@ class CameraRoutes:
 
     async def _put_placement(self, request: web.Request) -> web.Response:
         cam = self._camera(request.match_info["camera"])
+        if not (await request.read()).strip():
+            # an empty PUT would clear the placement by accident; clearing it takes an explicit {}
+            raise ApiError(400, "PUT placement takes a JSON placement object (send {} to clear it)")
         body = await read_json(request)
         placement = body.get("placement", body) if isinstance(body.get("placement"), dict) else body
         try:

@@ -24,7 +24,7 @@ from typing import Any
 from aiohttp import web
 
 from mmx.events import Event
-from mmx.serve.api import ApiError, read_json
+from mmx.serve.api import ApiError, read_form, read_json
 from mmx.serve.auth import SESSION_COOKIE, session_cookie_value
 
 STATIC_PREFIX = "/static/console/"
@@ -90,7 +90,7 @@ class ConsoleRoutes:
     async def _login(self, request: web.Request) -> web.Response:
         form = request.content_type in ("application/x-www-form-urlencoded", "multipart/form-data")
         if form:
-            token = (await request.post()).get("token")
+            token = (await read_form(request)).get("token")
         else:
             token = (await read_json(request)).get("token")
         if not isinstance(token, str) or not self.auth.is_operator_token(token):

@@ -25,9 +25,10 @@ class DirectorRoutes:
     async def _director(self, request: web.Request) -> web.Response:
         action = request.match_info["action"]
         body = await read_json(request)
-        by = body.get("by") or "operator"
-        if not isinstance(by, str):
+        by = body.get("by", "")
+        if not isinstance(by, str):  # {} or 0 once became "operator" unseen
             raise ApiError(400, "by must be a string")
+        by = by or "operator"
         if len(by) > MAX_NAME or len(str(body.get("proposal") or "")) > MAX_NAME:
             raise ApiError(422, f"by and proposal are at most {MAX_NAME} characters")
         if action == "cut":

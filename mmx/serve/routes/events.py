@@ -40,7 +40,7 @@ class EventRoutes:
     async def _get_events(self, request: web.Request) -> web.StreamResponse:
         since_text = request.query.get("since")
         since: int | None = None
-        if since_text not in (None, ""):
+        if since_text is not None:  # an empty since= is no seq either (400), not "from now"
             try:
                 since = int(since_text)
             except ValueError:
@@ -105,7 +105,7 @@ class EventRoutes:
         obj.setdefault("id", new_id())
         if obj.get("ts") is None:
             obj["ts"] = time.time()
-        if not obj.get("src"):
+        if obj.get("src") in (None, ""):  # any other non-string is refused by from_dict (422)
             obj["src"] = "operator"
         try:
             event = from_dict(obj)

@@ -110,9 +110,10 @@ class GhostRoutes:
         if answer not in ("accept", "veto"):
             raise ApiError(404, f"unknown answer {answer!r}: use accept or veto")
         body = await read_json(request)
-        by = body.get("by") or "operator"
+        by = body.get("by", "")
         if not isinstance(by, str) or len(by) > 128:
             raise ApiError(400, "by must be a string of at most 128 characters")
+        by = by or "operator"
         stored = self.proposals.get(pid)
         if stored is None:
             raise ApiError(404, f"unknown proposal {pid!r}")

@@ -14,11 +14,10 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp import web
-from aiohttp.http_exceptions import BadHttpMessage
 
 from mmx.events import new_id
 from mmx.fileio import fsync_dir
-from mmx.serve.api import ApiError, json_response
+from mmx.serve.api import BROKEN_BODY_ERRORS, ApiError, broken_body_reason, json_response
 from mmx.serve.auth import PRINCIPAL
 from mmx.serve.limits import still_kind
 from mmx.serve.stills import SAFE_ID, SHA256_HEX, STILL_TYPES, jpeg_size
@@ -57,9 +56,8 @@ class StillRoutes:
         try:
             try:
                 await self._read_still_form(request, form)
-            except (ValueError, AssertionError, BadHttpMessage) as exc:  # aiohttp's multipart parser on a broken body
-                reason = (getattr(exc, "message", None) or str(exc)).strip().split("\n")[0] or type(exc).__name__
-                raise ApiError(400, f"malformed multipart/form-data body: {reason}"[:300]) from None
+            except BROKEN_BODY_ERRORS as exc:
+                raise ApiError(400, f"malformed multipart/form-data body: {broken_body_reason(exc)}"[:300]) from None
             fields = form.fields
             for name in ("camera", "still", "sha256"):
                 if not fields.get(name):
