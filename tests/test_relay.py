@@ -600,13 +600,22 @@ def test_bounded_decoder_queue_drops_to_a_keyframe_and_asks_for_one():
     for ts, data in enumerate([key, delta, delta]):
         q.put(frame(data, ts))
     assert q.qsize() == 3 and asked == []
-    q.put(frame(delta, 3))  # the decoder is 3 behind: drop everything, wait for a keyframe
-    assert q.qsize() == 0 and asked == [1] and q.dropped == 4
+    q.put(frame(delta, 3))  # the decoder is 3 behind: keep its keyframe only, wait for the next
+    assert q.qsize() == 1 and asked == [1] and q.dropped == 3
     q.put(frame(delta, 4))  # still waiting; asked less than 0.5 s ago, so no second request
-    assert q.qsize() == 0 and q.dropped == 5 and asked == [1]
+    assert q.qsize() == 1 and q.dropped == 4 and asked == [1]
     q.put(frame(key, 5))
     q.put(frame(delta, 6))
-    assert [q.get_nowait()[1].timestamp for _ in range(2)] == [5, 6]
+    assert [q.get_nowait()[1].timestamp for _ in range(3)] == [0, 5, 6]
+    for ts, data in enumerate([delta, delta, delta], start=7):  # no keyframe queued: drop them all
+        q.put(frame(data, ts))
+    q.put(frame(delta, 10))
+    assert q.qsize() == 0 and q.dropped == 8
+    q.put(frame(key, 11))
+    for ts in range(12, 14):
+        q.put(frame(delta, ts))
+    q.put(frame(key, 14))  # a keyframe arriving in a full queue replaces it
+    assert q.qsize() == 1 and q.get_nowait()[1].timestamp == 14 and q.dropped == 11
     q.put(None)  # the stop signal always gets through
     assert q.get_nowait() is None
 

@@ -114,6 +114,10 @@ def is_keyframe(codec_name: str, data: bytes) -> bool | None:
 class BoundedDecoderQueue(queue.Queue):
     """A drop-in for ``RTCRtpReceiver``'s decoder queue holding at most ``max_frames`` frames.
 
+    A full queue drops what the decoder has not reached: a keyframe arriving replaces it all; an
+    inter frame arriving is dropped with all but the newest queued keyframe, and the queue then
+    drops inter frames until the next keyframe.
+
     ``request_keyframe()`` is called (on the event loop thread, where aiortc puts frames) when
     frames had to be dropped, at most once per ``min_request_interval_s``; a receiver still
     waiting after that asks again with its next dropped frame. ``dropped`` counts dropped frames.
@@ -146,9 +150,13 @@ class BoundedDecoderQueue(queue.Queue):
                 return
             self._await_keyframe = False
         if self.qsize() >= self.max_frames and key is not None:
-            flushed = 0
             with self.mutex:
-                kept = [queued for queued in self.queue if queued is None]
+                # an inter frame overflowing keeps the newest queued keyframe: a decoder too slow
+                # to reach it before the queue fills again would otherwise never decode anything
+                newest_key = None if key else next(
+                    (queued for queued in reversed(self.queue)
+                     if queued is not None and is_keyframe(queued[0].name, queued[1].data)), None)
+                kept = [queued for queued in self.queue if queued is None or queued is newest_key]
                 flushed = len(self.queue) - len(kept)
                 self.queue.clear()
                 self.queue.extend(kept)
