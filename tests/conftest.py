@@ -23,9 +23,10 @@ if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
     signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def shared_data() -> Path:
-    """``../shared/data`` (real recordings); the test is skipped when it is absent."""
+    """``../shared/data`` (real recordings); the test is skipped when it is absent. Session
+    scoped, so that module fixtures built from the recordings can ask for it too."""
     if not (SHARED_DATA / "README.md").exists():
         pytest.skip("../shared/data is absent")
     return SHARED_DATA

@@ -45,7 +45,7 @@ def write_captures(root, sessions) -> None:
 
 
 @pytest.fixture(scope="module")
-def framing_capture(tmp_path_factory):
+def framing_capture(tmp_path_factory, shared_data):
     root = tmp_path_factory.mktemp("train") / "sessions"
     write_captures(root, framing_sessions(10))
     return root
