@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from operator import itemgetter
@@ -160,7 +161,7 @@ class Ledger:
             # 16 KiB pages for a new file (a no-op on an existing one): fewer b-tree pages,
             # splits and WAL frames per event; a push costs ~12% less CPU than with 4 KiB
             conn.execute(f"PRAGMA page_size = {PAGE_SIZE}")
-            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            mode = _journal_mode_wal(conn, busy_timeout_ms / 1000)
             if mode.lower() != "wal":
                 raise LedgerError(f"cannot put ledger {path} in WAL mode (got {mode})")
             conn.execute("PRAGMA synchronous = FULL")
@@ -365,6 +366,22 @@ class Ledger:
         return self.conn.execute(
             "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)
         ).fetchone() is not None
+
+
+def _journal_mode_wal(conn: sqlite3.Connection, timeout_s: float) -> str:
+    """Put ``conn``'s file in WAL mode; the journal mode it then has.
+
+    SQLite may answer "database is locked" to this without waiting out the busy timeout (two
+    processes opening one new file at once; seen in CI), so it is asked again every 10 ms
+    until ``timeout_s`` passed."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            return conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() >= deadline:
+                raise
+            time.sleep(0.01)
 
 
 def _event_filter(session: str | None, types: Sequence[str]) -> tuple[str, list[Any]]:
