@@ -266,6 +266,24 @@ def test_check_event_checks_what_a_producer_built_before_it_goes_on():
         check_event(Event("x", data={"d": _nested(40)}))
 
 
+def test_issue18_a_three_digit_exponent_or_an_e_in_a_hex_id_stays_on_the_fast_path() -> None:
+    """A number with a 3-digit exponent (or an id like ``…3e456…``) cannot break a limit: orjson
+    refuses what overflows a double, so such lines are accepted without the walk, as decode
+    accepts them; an integer of 19 digits still takes the walk, and 1e400 is refused."""
+    from mmx.events import certainly_valid
+
+    for raw in (_line(id="9b2e4567-e89b-42d3-a456-3e4561740000"), _line(data={"x": 1e300, "y": -2.5e-300}),
+                b'{"v":1,"id":"a","ts":1.7e9,"type":"x","data":{"z":1E+123}}'):  # fmt: skip
+        assert certainly_valid(orjson.loads(raw), raw), raw
+        decode(raw)  # and decode agrees
+    big = _line(data={"n": 10**19})
+    assert not certainly_valid(orjson.loads(big), big)
+    with pytest.raises(EventError, match="beyond 64 bits"):
+        decode(big)
+    with pytest.raises(EventError):
+        decode(b'{"v":1,"id":"a","ts":1.7e9,"type":"x","data":{"z":1e400}}')
+
+
 def test_the_fast_walk_test_answers_as_its_regular_expression() -> None:
     """`_needs_walk` is `_NEEDS_WALK.search` in C substring searches (issue 18): same answer."""
     import random
