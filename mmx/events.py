@@ -379,14 +379,10 @@ _ENVELOPE_NAMES = frozenset({"v", "id", "seq", "ts", "type", "session", "src", "
 #: In a line: a run of 19 digits, i.e. an integer that may not fit 64 bits (orjson gives
 #: integers up to 20 digits as int, longer ones as float). Lines without one, shorter than
 #: MAX_STRING_LENGTH and with fewer braces and brackets than MAX_DEPTH, cannot break a limit
-#: that `certainly_valid` leaves unchecked: the other number limit, finiteness, holds for
-#: every float orjson yields (it refuses NaN, Infinity and numbers that overflow a double,
-#: so an exponent of any size needs no walk). An earlier version also walked every line with
-#: a 3-digit exponent, which in a line means any ``e`` and three digits: 30 % of the lines
-#: with random UUID ids and 6.5 % with ULIDs took the slow path for nothing (issue 18:
-#: dropping it cut push CPU by 29 % with UUIDs and 22 % with ULIDs at 1M events). Tested as a
-#: substring of the line with every digit made 0 (`_needs_walk`): faster than the
-#: expression, for which re has no fast path.
+#: that `certainly_valid` leaves unchecked: finiteness holds for every float orjson yields
+#: (it refuses NaN, Infinity and numbers that overflow a double), so an exponent of any size
+#: needs no walk. Tested as a substring of the line with every digit made 0 (`_needs_walk`),
+#: faster than the expression, for which re has no fast path (issue 18).
 _NEEDS_WALK = re.compile(rb"[0-9]{19}")
 _WALK_FOLD = bytes.maketrans(b"0123456789", b"0000000000")
 _DIGITS_19 = b"0" * 19
