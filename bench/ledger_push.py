@@ -9,7 +9,8 @@ Writes a realistic events file (several sessions; cuts, ghost proposals and deci
 camera changes, commands and acks, stills, markers, holds) once per id kind: time-ordered
 ULIDs (what mmx producers make) and random UUIDv4s (what the device protocol allows and the
 phone app sends; they scatter inserts over the unique ``id`` index). Then, after one untimed
-warm-up of each side, alternates for ``--runs`` rounds (A B A B, fresh output each time):
+warm-up of each side, alternates for ``--runs`` rounds (A B A B, fresh output each time, after an
+``os.sync()`` so no run pays for the write-back of the one before):
 
 1. ``mmx ledger push FILE --ledger L`` (WAL, synchronous=FULL, default batches),
 2. ``sqlite-utils insert R events FILE --nl`` (one table, the reference),
@@ -200,6 +201,9 @@ def bench_ids(work: Path, n: int, ids: str, runs: int, extra: list[str]) -> None
             out = work / f"out-{side}.db"
             for leftover in work.glob(f"out-{side}.db*"):
                 leftover.unlink()
+            # the previous run's ~600 MB of dirty pages would otherwise be written back (and
+            # its deleted file's blocks discarded) while this run fsyncs: a cost of the other side
+            os.sync()
             wall, code, rss, err, cpu = run_child(cmd(out))
             if code != 0:
                 raise SystemExit(f"{side} failed: {err.decode()}")
