@@ -255,10 +255,10 @@ def test_permission_errors_reported_when_the_os_refuses(tmp_path, monkeypatch):
             raise PermissionError(13, "Permission denied", str(path))
         return real_scandir(path)
 
-    from mmx.dataset import discover as discover_mod
+    from mmx.dataset import discover_kinds as discover_mod
     from mmx.errors import IOFailure
 
-    real_sha = discover_mod._sha256
+    real_sha = discover_mod.file_sha256
 
     def sha(path):
         if Path(path) == tree["secret"]:  # what sha256_file raises on EACCES
@@ -266,7 +266,7 @@ def test_permission_errors_reported_when_the_os_refuses(tmp_path, monkeypatch):
         return real_sha(path)
 
     monkeypatch.setattr(os, "scandir", scandir)
-    monkeypatch.setattr(discover_mod, "_sha256", sha)
+    monkeypatch.setattr(discover_mod, "file_sha256", sha)
     items = discover([tmp_path])
     _check_permission_items(items, tree)
     assert next(it for it in items if it["path"] == str(tree["secret"]))["error"] == (

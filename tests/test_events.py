@@ -288,7 +288,7 @@ def test_the_fast_walk_test_answers_as_its_regular_expression() -> None:
     """`_needs_walk` is `_NEEDS_WALK.search` in C substring searches (issue 18): same answer."""
     import random
 
-    from mmx.events import _NEEDS_WALK, _needs_walk
+    from mmx.contract import _NEEDS_WALK, _needs_walk
 
     rng = random.Random(3)
     alphabet = b"0123456789eE+-.x\\" + b'"{}[],: '

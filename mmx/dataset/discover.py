@@ -32,6 +32,9 @@ always
     dangling link, an ``.npz`` without the expected keys, undecodable audio)
     ``error`` (the message); ``sha256`` may be null.
 
+The per-kind readers are in `mmx.dataset.discover_kinds`; walking, classifying and linking
+here.
+
 Library code: nothing is printed; problems are items or warnings, never exceptions, except
 `InputMissingError` for a root that does not exist.
 """
@@ -46,52 +49,28 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlparse
 
-import orjson
+from mmx.dataset.discover_kinds import (
+    AUDIO_SUFFIXES,
+    PLAYLIST_SUFFIXES,
+    Hashes,
+    audio_item,
+    error_item,
+    features_item,
+    json_tracks,
+    looks_like_pose,
+    m3u_tracks,
+    playlist_item,
+    pose_item,
+    session_item,
+    strerror_of,
+)
+from mmx.errors import InputMissingError, MmxError
 
-from mmx.errors import EventError, InputMissingError, MmxError
-
-AUDIO_SUFFIXES = frozenset({".wav", ".wave", ".flac", ".ogg", ".oga", ".mp3", ".aif", ".aiff"})
-PLAYLIST_SUFFIXES = frozenset({".m3u", ".m3u8"})
 #: Order of kinds in the inventory (then by path).
 KIND_ORDER = ("audio", "features", "playlist", "pose", "session", "error")
-#: JSON playlists larger than this are not read (a playlist is a short list of paths).
-MAX_JSON_PLAYLIST_BYTES = 16 << 20
 
 ProgressHandler = Callable[[str], None]
-
-
-def _sha256(path: str | Path) -> str:
-    from mmx.audio.artifact import sha256_file
-
-    return sha256_file(path)
-
-
-class _Hashes:
-    """sha256 per file identity, so a file reached twice is read once."""
-
-    def __init__(self) -> None:
-        self._by_id: dict[tuple[int, int], str] = {}
-
-    def get(self, path: str | Path) -> str:
-        st = os.stat(path)
-        key = (st.st_dev, st.st_ino)
-        if key not in self._by_id:
-            self._by_id[key] = _sha256(path)
-        return self._by_id[key]
-
-
-def _item(kind: str, path: str | Path, **fields: Any) -> dict[str, Any]:
-    out: dict[str, Any] = {"kind": kind, "path": str(path), "sha256": None, "size": None}
-    out.update(fields)
-    out.setdefault("missing", [])
-    out.setdefault("warnings", [])
-    return out
-
-
-def _error(path: str | Path, message: str, *, size: int | None = None) -> dict[str, Any]:
-    return _item("error", path, size=size, error=message)
 
 
 # --- walking --------------------------------------------------------------------------------
@@ -105,10 +84,6 @@ class _Found:
     message: str = ""
 
 
-def _strerror(exc: OSError) -> str:
-    return exc.strerror or str(exc)
-
-
 def _walk(roots: Iterable[Path]) -> Iterator[_Found]:
     """Yield files, session directories and problems under ``roots`` (each at most once)."""
     seen_dirs: set[tuple[int, int]] = set()
@@ -117,7 +92,7 @@ def _walk(roots: Iterable[Path]) -> Iterator[_Found]:
         try:
             st = os.stat(root)
         except OSError as exc:
-            yield _Found("error", root, message=f"cannot read {root}: {_strerror(exc)}")
+            yield _Found("error", root, message=f"cannot read {root}: {strerror_of(exc)}")
             continue
         if not stat.S_ISDIR(st.st_mode):
             key = (st.st_dev, st.st_ino)
@@ -138,7 +113,7 @@ def _walk(roots: Iterable[Path]) -> Iterator[_Found]:
                 with os.scandir(directory) as it:
                     entries = sorted(it, key=lambda e: e.name)
             except OSError as exc:
-                yield _Found("error", directory, message=f"cannot list directory {directory}: {_strerror(exc)}")
+                yield _Found("error", directory, message=f"cannot list directory {directory}: {strerror_of(exc)}")
                 continue
             names = {e.name for e in entries}
             if "session.json" in names and "events.jsonl" in names:
@@ -159,7 +134,7 @@ def _walk(roots: Iterable[Path]) -> Iterator[_Found]:
                     if entry.is_symlink() and exc.errno == errno.ELOOP:  # a link pointing at itself
                         yield _Found("error", path, message=f"symbolic link loop at {path}")
                     else:
-                        yield _Found("error", path, message=f"cannot read {path}: {_strerror(exc)}")
+                        yield _Found("error", path, message=f"cannot read {path}: {strerror_of(exc)}")
                     continue
                 ekey = (est.st_dev, est.st_ino)
                 if stat.S_ISDIR(est.st_mode):
@@ -180,308 +155,32 @@ def _walk(roots: Iterable[Path]) -> Iterator[_Found]:
             stack.extend(reversed(subdirs))
 
 
-# --- per-kind readers ------------------------------------------------------------------------
 
 
-def _audio_item(path: Path, size: int, hashes: _Hashes) -> dict[str, Any]:
-    import soundfile as sf
-
-    sha = hashes.get(path)  # first: an unreadable file is reported as such, not as bad audio
-    try:
-        info = sf.info(str(path))
-    except (sf.SoundFileError, RuntimeError) as exc:
-        reason = str(exc).replace(f"Error opening {str(path)!r}: ", "").strip()
-        return _error(path, f"{path}: cannot decode audio: {reason}", size=size)
-    return _item(
-        "audio", path, sha256=sha, size=size,
-        duration_s=float(info.frames) / info.samplerate if info.samplerate else None,
-        sr=int(info.samplerate), channels=int(info.channels), format=str(info.format).lower(), features=None,
-    )  # fmt: skip
-
-
-def _first_key(keys: Iterable[str], *needles: str) -> str | None:
-    for key in keys:
-        low = key.lower()
-        if any(n in low for n in needles):
-            return key
-    return None
-
-
-def _features_item(path: Path, size: int, hashes: _Hashes) -> dict[str, Any]:
-    import numpy as np
-
-    from mmx.audio.artifact import read_header
-
-    try:
-        header = read_header(path)
-    except MmxError as exc:
-        return _error(path, exc.message, size=size)
-    keys: list[str] = header["keys"]
-    sha = hashes.get(path)
-    if not header["missing_keys"]:
-        return _item(
-            "features", path, sha256=sha, size=size, duration_s=header.get("duration_s"),
-            audio_sha256=header.get("sha256"), foreign=False, keys=keys, tempo_bpm=header.get("tempo_bpm"),
-            n_beats=header.get("n_beats"), audio=None, params_hash=header.get("params_hash"),
-            source_path=header.get("source_path"),
-        )  # fmt: skip
-    mel_key = _first_key(keys, "mel")
-    tempo_key = _first_key(keys, "tempo", "bpm")
-    beat_key = _first_key(keys, "beat")
-    if mel_key is None or (tempo_key is None and beat_key is None):
-        lacking = [] if mel_key else ["a mel spectrogram"]
-        if tempo_key is None and beat_key is None:
-            lacking.append("tempo or beat arrays")
-        found = ", ".join(keys) if keys else "no arrays"
-        return _error(path, f"{path}: .npz without the expected keys: no {' and no '.join(lacking)} "
-                            f"(found: {found})", size=size)  # fmt: skip
-    tempo = n_beats = duration = None
-    try:
-        with np.load(path, allow_pickle=False) as npz:
-            if tempo_key is not None and npz[tempo_key].size == 1:
-                tempo = float(npz[tempo_key].reshape(-1)[0])
-            if beat_key is not None and npz[beat_key].ndim == 1:
-                n_beats = int(npz[beat_key].shape[0])
-            sr_key, hop_key = _first_key(keys, "sr", "sample_rate"), _first_key(keys, "hop")
-            mel = npz[mel_key]
-            if sr_key and hop_key and mel.ndim == 2 and npz[sr_key].size == 1 and npz[hop_key].size == 1:
-                sr, hop = float(npz[sr_key].reshape(-1)[0]), float(npz[hop_key].reshape(-1)[0])
-                if sr > 0:
-                    duration = max(mel.shape) * hop / sr
-    except (ValueError, OSError, TypeError) as exc:
-        return _error(path, f"{path}: corrupt .npz ({exc})", size=size)
-    return _item(
-        "features", path, sha256=sha, size=size, duration_s=duration, audio_sha256=None, foreign=True,
-        keys=keys, tempo_bpm=tempo, n_beats=n_beats, audio=None,
-        foreign_keys={"mel": mel_key, "tempo": tempo_key, "beats": beat_key},
-    )  # fmt: skip
-
-
-def _m3u_tracks(path: Path) -> list[str]:
-    text = path.read_bytes().decode("utf-8", errors="replace")
-    return [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
-
-
-def _json_tracks(path: Path, size: int) -> list[str] | None:
-    """Track locations of a JSON playlist, or None when the file is not one.
-
-    A playlist is a non-empty list (or ``{"tracks" | "playlist" | "items": [...]}``) of
-    strings or of objects with ``path``/``file``/``location``/``src``/``url``, every one an
-    audio file name or a URL.
-    """
-    if size > MAX_JSON_PLAYLIST_BYTES:
-        return None
-    try:
-        doc = orjson.loads(path.read_bytes())
-    except orjson.JSONDecodeError:
-        return None
-    if isinstance(doc, dict):
-        doc = next((doc[k] for k in ("tracks", "playlist", "items") if isinstance(doc.get(k), list)), None)
-    if not isinstance(doc, list) or not doc:
-        return None
-    out: list[str] = []
-    for entry in doc:
-        if isinstance(entry, str):
-            out.append(entry)
-        elif isinstance(entry, dict):
-            loc = next((entry[k] for k in ("path", "file", "location", "src", "url") if isinstance(entry.get(k), str)), None)
-            if loc is None:
-                return None
-            out.append(loc)
-        else:
-            return None
-    # a JSON list of anything else (names, settings) is not a playlist
-    if not all(urlparse(loc).scheme in ("http", "https", "file") or Path(loc).suffix.lower() in AUDIO_SUFFIXES
-               for loc in out):  # fmt: skip
-        return None
-    return out
-
-
-def _playlist_item(path: Path, size: int, hashes: _Hashes, fmt: str, locations: list[str]) -> dict[str, Any]:
-    tracks = []
-    missing = []
-    for loc in locations:
-        parsed = urlparse(loc)
-        if parsed.scheme == "file":
-            target = Path(unquote(parsed.path))
-        elif parsed.scheme in ("http", "https"):
-            tracks.append({"path": loc, "sha256": None, "exists": False})
-            continue
-        else:
-            target = Path(loc).expanduser()
-            if not target.is_absolute():
-                target = path.parent / target
-        target = Path(os.path.normpath(target))
-        sha = None
-        exists = target.is_file()
-        if exists:
-            try:
-                sha = hashes.get(target)
-            except (MmxError, OSError):
-                sha = None
-        else:
-            missing.append(f"playlist {path} lists {loc} which does not exist")
-        tracks.append({"path": str(target), "sha256": sha, "exists": exists})
-    return _item("playlist", path, sha256=hashes.get(path), size=size, format=fmt, tracks=tracks, missing=missing)
-
-
-def _looks_like_pose(path: Path) -> bool:
-    if path.name.endswith(".pose.jsonl"):
-        return True
-    try:
-        with open(path, "rb") as fp:
-            first = fp.readline(1 << 16)
-        obj = orjson.loads(first)
-    except (OSError, orjson.JSONDecodeError):
-        return False
-    return isinstance(obj, dict) and isinstance(obj.get("header"), dict) and "joints" in obj["header"]
-
-
-def _pose_item(path: Path, size: int, hashes: _Hashes) -> dict[str, Any]:
-    from mmx.events import iter_lines
-
-    samples = observed = 0
-    fps = None
-    t_min = t_max = None
-    warnings: list[str] = []
-    with open(path, "rb") as fp:
-        for line_no, line in iter_lines(fp):
-            if line is None:
-                warnings.append(f"line {line_no}: line too long")
-                continue
-            try:
-                obj = orjson.loads(line)
-            except orjson.JSONDecodeError:
-                warnings.append(f"line {line_no}: not JSON")
-                continue
-            if not isinstance(obj, dict):
-                warnings.append(f"line {line_no}: not a JSON object")
-                continue
-            if "header" in obj:
-                if isinstance(obj["header"], dict) and type(obj["header"].get("fps")) in (int, float):
-                    fps = float(obj["header"]["fps"])
-                continue
-            t = obj.get("t")
-            if type(t) not in (int, float) or "joints" not in obj:
-                warnings.append(f"line {line_no}: a pose frame needs a number 't' and 'joints'")
-                continue
-            joints = obj["joints"]
-            if joints is not None and not isinstance(joints, dict):
-                warnings.append(f"line {line_no}: 'joints' must be an object or null")
-                continue
-            samples += 1
-            observed += joints is not None
-            t_min = t if t_min is None else min(t_min, t)
-            t_max = t if t_max is None else max(t_max, t)
-    duration = None
-    if t_min is not None:
-        duration = float(t_max - t_min) + (1.0 / fps if fps else 0.0)
-    missing = [] if observed else [f"pose file {path} has no frame with a body in it"]
-    return _item(
-        "pose", path, sha256=hashes.get(path), size=size, samples=samples, duration_s=duration, fps=fps,
-        n_observed=observed, missing=missing, warnings=warnings,
-    )  # fmt: skip
-
-
-def _session_item(directory: Path, hashes: _Hashes) -> dict[str, Any]:
-    from mmx.events import read_events
-
-    session_json = directory / "session.json"
-    events_path = directory / "events.jsonl"
-    warnings: list[str] = []
-    meta: dict[str, Any] = {}
-    try:
-        loaded = orjson.loads(session_json.read_bytes())
-        if isinstance(loaded, dict):
-            meta = loaded
-        else:
-            warnings.append("session.json: not a JSON object")
-    except orjson.JSONDecodeError as exc:
-        warnings.append(f"session.json: not JSON ({exc})")
-    except OSError as exc:
-        return _error(session_json, f"cannot read {session_json}: {_strerror(exc)}")
-
-    cameras: dict[str, None] = {}
-    meta_cams = meta.get("cameras")
-    if isinstance(meta_cams, dict):
-        meta_cams = [{"camera": k} for k in meta_cams]
-    for cam in meta_cams if isinstance(meta_cams, list) else []:
-        cid = cam if isinstance(cam, str) else (cam.get("camera") or cam.get("id")) if isinstance(cam, dict) else None
-        if isinstance(cid, str):
-            cameras[cid] = None
-    pose: Counter[str] = Counter()
-    cues: list[dict[str, Any]] = []
-    n_events = 0
-    first_ts = last_ts = None
-    session_id = next((meta[k] for k in ("session", "id", "session_id") if isinstance(meta.get(k), str)), None)
-    title = meta.get("title") if isinstance(meta.get("title"), str) else None
-
-    def on_error(exc: EventError) -> None:
-        warnings.append(f"events.jsonl: {exc.message}")
-
-    try:
-        with open(events_path, "rb") as fp:
-            for event in read_events(fp, on_error=on_error):
-                n_events += 1
-                first_ts = event.ts if first_ts is None else min(first_ts, event.ts)
-                last_ts = event.ts if last_ts is None else max(last_ts, event.ts)
-                if session_id is None and event.session:
-                    session_id = event.session
-                data = event.data
-                if event.type == "pose.sample":
-                    pose[data["camera"]] += 1
-                    cameras.setdefault(data["camera"], None)
-                elif event.type in ("camera.joined", "camera.changed") and isinstance(data.get("camera"), str):
-                    cameras.setdefault(data["camera"], None)
-                elif event.type == "session.started" and title is None and isinstance(data.get("title"), str):
-                    title = data["title"]
-                elif event.type == "music.cue":
-                    cues.append({
-                        "track": data["track"], "title": data.get("title"), "path": data.get("path"),
-                        "started_at": data.get("started_at", event.ts), "offset_s": data.get("offset_s", 0.0),
-                        "features": None, "audio": None,
-                    })  # fmt: skip
-    except OSError as exc:
-        return _error(events_path, f"cannot read {events_path}: {_strerror(exc)}")
-    sid = session_id or directory.name
-    missing = []
-    if not pose:
-        missing.append(f"session {sid} has no pose.sample events")
-    if not cues:
-        missing.append(f"session {sid} has no music.cue events")
-    return _item(
-        "session", directory, sha256=hashes.get(events_path), size=events_path.stat().st_size, session=sid,
-        title=title, status=meta.get("status") if isinstance(meta.get("status"), str) else None,
-        session_json=str(session_json), events_path=str(events_path), n_events=n_events,
-        cameras=sorted(cameras), pose_samples=dict(sorted(pose.items())), started_at=first_ts, ended_at=last_ts,
-        cues=cues, missing=missing, warnings=warnings,
-    )  # fmt: skip
-
-
-def _classify(found: _Found, hashes: _Hashes) -> dict[str, Any] | None:
+def _classify(found: _Found, hashes: Hashes) -> dict[str, Any] | None:
     """The inventory item for one walked entry, or None when it is nothing mmx uses."""
     path, size = found.path, found.size or 0
     if found.kind == "error":
-        return _error(path, found.message)
+        return error_item(path, found.message)
     if found.kind == "session":
-        return _session_item(path, hashes)
+        return session_item(path, hashes)
     suffix = path.suffix.lower()
     try:
         if suffix in AUDIO_SUFFIXES:
-            return _audio_item(path, size, hashes)
+            return audio_item(path, size, hashes)
         if suffix == ".npz":
-            return _features_item(path, size, hashes)
+            return features_item(path, size, hashes)
         if suffix in PLAYLIST_SUFFIXES:
-            return _playlist_item(path, size, hashes, "m3u", _m3u_tracks(path))
+            return playlist_item(path, size, hashes, "m3u", m3u_tracks(path))
         if suffix == ".json":
-            locations = _json_tracks(path, size)
-            return None if locations is None else _playlist_item(path, size, hashes, "json", locations)
-        if suffix == ".jsonl" and _looks_like_pose(path):
-            return _pose_item(path, size, hashes)
+            locations = json_tracks(path, size)
+            return None if locations is None else playlist_item(path, size, hashes, "json", locations)
+        if suffix == ".jsonl" and looks_like_pose(path):
+            return pose_item(path, size, hashes)
     except MmxError as exc:
-        return _error(path, exc.message, size=size)
+        return error_item(path, exc.message, size=size)
     except OSError as exc:
-        return _error(path, f"cannot read {path}: {_strerror(exc)}", size=size)
+        return error_item(path, f"cannot read {path}: {strerror_of(exc)}", size=size)
     return None
 
 
@@ -492,7 +191,7 @@ def _track_label(track: str, title: Any) -> str:
     return f"{track[:12]} ({title})" if isinstance(title, str) and title else track[:12]
 
 
-def _link(items: list[dict[str, Any]], hashes: _Hashes) -> None:
+def _link(items: list[dict[str, Any]], hashes: Hashes) -> None:
     audio_by_sha: dict[str, list[str]] = defaultdict(list)
     features_by_sha: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for item in items:
@@ -562,7 +261,7 @@ def discover(roots: Iterable[str | Path], *, on_progress: ProgressHandler | None
         if not os.path.lexists(path):
             raise InputMissingError(f"no such file or directory: {root}")
         paths.append(path)
-    hashes = _Hashes()
+    hashes = Hashes()
     items: list[dict[str, Any]] = []
     for found in _walk(paths):
         if on_progress is not None:

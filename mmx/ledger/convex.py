@@ -23,307 +23,55 @@ module writes):
   (exit 69). HTTP 413 halves the batch.
 - Limits: at most `MAX_BATCH_EVENTS` (500) events and `DEFAULT_MAX_BATCH_BYTES` (4 MiB) of
   JSON per call, well under Convex's 16 MiB argument limit; larger runs are split by bytes.
+
+The sync loop is here; one call on the wire is `mmx.ledger.convex_client`, the marks
+`mmx.ledger.sync_marks`; this module re-exports both.
 """
 
 from __future__ import annotations
 
 import os
-import random
 import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit
 
-import httpx
-import orjson
-
-from mmx.errors import DataError, LedgerError, ServiceUnavailableError, TemporaryFailure
+from mmx.errors import ServiceUnavailableError, TemporaryFailure
+from mmx.ledger.convex_client import (  # re-exported: the wire is part of this module's API
+    DEFAULT_MAX_BATCH_BYTES,
+    ENVELOPE_FIELDS,
+    INGEST_PATH,
+    MAX_BATCH_EVENTS,
+    STATUS_UDF_FAILED,
+    ConvexClient,
+    ConvexFunctionError,
+    RetryPolicy,
+    _Retryable,
+    _TooLarge,
+    event_json,
+    request_body,
+)
 from mmx.ledger.store import Ledger, StoredEvent
-
-#: The mutation `examples/convex/convex/production.ts` exports.
-INGEST_PATH = "production:ingestEvents"
-#: Most events per call: the mutation refuses more (`MAX_BATCH` in production.ts).
-MAX_BATCH_EVENTS = 500
-#: Most JSON bytes of events per call (Convex accepts 16 MiB of arguments; stay well under).
-DEFAULT_MAX_BATCH_BYTES = 4 * 1024 * 1024
-#: Convex answers a failed function with this HTTP status (the npm client's STATUS_CODE_UDF_FAILED).
-STATUS_UDF_FAILED = 560
-#: The envelope fields the mutation's validator accepts (extra fields would fail validation).
-ENVELOPE_FIELDS = ("v", "id", "seq", "ts", "type", "session", "src", "data")
-
-_OPEN_HEAD = b'{"path":"' + INGEST_PATH.encode() + b'","format":"json","args":{"events":['
-_CLOSE = b"]}}"
+from mmx.ledger.sync_marks import (  # re-exported, as are the sync marks
+    SyncState,
+    mark_acked,
+    mark_error,
+    normalize_url,
+    read_state,
+    session_sync,
+    session_sync_summary,
+    sync_states,
+)
 
 
-class ConvexFunctionError(DataError):
-    """The Convex function refused a batch (``{"status": "error"}``): not retried. Exit 65."""
-
-    def __init__(self, message: str, *, hint: str | None = None, error_message: str = "") -> None:
-        super().__init__(message, hint=hint)
-        self.error_message = error_message
-
-
-class _Retryable(Exception):
-    """A failure worth trying again: network error, timeout, 408/429/5xx."""
-
-
-class _TooLarge(Exception):
-    """HTTP 413: the deployment wants smaller calls."""
-
-
-# -- the sync marks ----------------------------------------------------------------------
-
-def normalize_url(url: str) -> str:
-    """The deployment URL as a target key: scheme and host lowercased, no trailing slash.
-
-    Raises ServiceUnavailableError when ``url`` is not an http(s) URL with a host.
-    """
-    parts = urlsplit(url.strip())
-    if parts.scheme.lower() not in ("http", "https") or not parts.netloc:
-        raise ServiceUnavailableError(
-            f"not a Convex deployment URL: {url!r}",
-            hint="give the deployment URL from the Convex dashboard, e.g. https://happy-otter-123.convex.cloud",
-        )
-    return f"{parts.scheme.lower()}://{parts.netloc.lower()}{parts.path.rstrip('/')}"
-
-
-@dataclass(frozen=True, slots=True)
-class SyncState:
-    """One target's sync marks (``convex_sync`` row); ``acked_seq`` 0 when never synced."""
-
-    target: str
-    acked_seq: int = 0
-    acked_at: float | None = None
-    events_acked: int = 0
-    last_error: str | None = None
-    last_error_at: float | None = None
-
-
-def _has_table(conn: sqlite3.Connection) -> bool:
-    return conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'convex_sync'").fetchone() is not None
-
-
-def read_state(conn: sqlite3.Connection, target: str) -> SyncState:
-    """The sync marks of ``target`` (a normalized URL)."""
-    if not _has_table(conn):
-        return SyncState(target)
-    row = conn.execute(
-        "SELECT target, acked_seq, acked_at, events_acked, last_error, last_error_at FROM convex_sync WHERE target = ?",
-        (target,),
-    ).fetchone()
-    return SyncState(*row) if row else SyncState(target)
-
-
-def sync_states(conn: sqlite3.Connection) -> list[SyncState]:
-    """Every target's sync marks, by target URL (empty when nothing was ever synced)."""
-    if not _has_table(conn):
-        return []
-    rows = conn.execute(
-        "SELECT target, acked_seq, acked_at, events_acked, last_error, last_error_at FROM convex_sync ORDER BY target"
-    ).fetchall()
-    return [SyncState(*row) for row in rows]
-
-
-def session_sync(conn: sqlite3.Connection) -> dict[str, dict[str, int]]:
-    """Per session, per target: how many of the session's events Convex has not acknowledged.
-
-    ``{session_id: {target_url: unsynced_events}}``; a session with 0 everywhere is fully
-    synced. Empty when no target was ever synced. Reads only.
-    """
-    out: dict[str, dict[str, int]] = {}
-    for state in sync_states(conn):
-        rows = conn.execute(
-            "SELECT session, sum(seq > ?) FROM events WHERE session IS NOT NULL GROUP BY session", (state.acked_seq,)
-        )
-        for session, unsynced in rows:
-            out.setdefault(session, {})[state.target] = int(unsynced or 0)
-    return out
-
-
-def session_sync_summary(conn: sqlite3.Connection, session_ids: Sequence[str]) -> dict[str, str]:
-    """Per session, one line of sync state for ``mmx ledger sessions``.
-
-    ``never synced`` when no deployment was ever synced; otherwise per target ``synced`` or
-    ``N to sync`` (plus ``, failing`` while the target's last call failed), targets joined
-    by ``; `` and named by host when there are several.
-    """
-    states = sync_states(conn)
-    if not states:
-        return {sid: "never synced" for sid in session_ids}
-    per_session = session_sync(conn)
-    out: dict[str, str] = {}
-    for sid in session_ids:
-        parts = []
-        for state in states:
-            left = per_session.get(sid, {}).get(state.target, 0)
-            text = "synced" if left == 0 else f"{left} to sync" + (", failing" if state.last_error else "")
-            parts.append(text if len(states) == 1 else f"{urlsplit(state.target).netloc}: {text}")
-        out[sid] = "; ".join(parts)
-    return out
-
-
-def _write(conn: sqlite3.Connection, sql: str, params: Sequence[Any]) -> None:
-    try:
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            conn.execute(sql, params)
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
-    except sqlite3.Error as exc:
-        raise LedgerError(f"cannot record Convex sync state in the ledger: {exc}") from exc
-
-
-def mark_acked(conn: sqlite3.Connection, target: str, seq: int, count: int, at: float) -> None:
-    """Record that Convex acknowledged every event up to local ``seq`` (never moves back)."""
-    _write(
-        conn,
-        "INSERT INTO convex_sync (target, acked_seq, acked_at, events_acked) VALUES (?, ?, ?, ?) "
-        "ON CONFLICT (target) DO UPDATE SET acked_seq = max(acked_seq, excluded.acked_seq), "
-        "acked_at = excluded.acked_at, events_acked = events_acked + excluded.events_acked, "
-        "last_error = NULL, last_error_at = NULL",
-        (target, seq, at, count),
-    )
-
-
-def mark_error(conn: sqlite3.Connection, target: str, message: str, at: float) -> None:
-    """Record the last failure for ``target`` (shown by ``mmx ledger sessions``)."""
-    _write(
-        conn,
-        "INSERT INTO convex_sync (target, last_error, last_error_at) VALUES (?, ?, ?) "
-        "ON CONFLICT (target) DO UPDATE SET last_error = excluded.last_error, last_error_at = excluded.last_error_at",
-        (target, message[:2000], at),
-    )
-
-
-# -- the wire ----------------------------------------------------------------------------
-
-
-def event_json(stored: StoredEvent) -> bytes:
-    """One stored event as the mutation's envelope: exactly `ENVELOPE_FIELDS`, compact JSON.
-
-    Fields the producer left out get the envelope's defaults (``v`` 1, ``seq`` and
-    ``session`` null, ``src`` "", ``data`` {}); unknown envelope fields stay in the ledger.
-    """
-    obj = orjson.loads(stored.raw)
-    data = obj.get("data")
-    return orjson.dumps({
-        "v": obj.get("v", 1), "id": stored.id, "seq": obj.get("seq"), "ts": stored.ts, "type": stored.type,
-        "session": stored.session, "src": stored.src, "data": data if isinstance(data, dict) else {},
-    })  # fmt: skip
-
-
-def request_body(events: Sequence[bytes]) -> bytes:
-    """The ``/api/mutation`` body for a batch of `event_json` encodings."""
-    return _OPEN_HEAD + b",".join(events) + _CLOSE
-
-
-@dataclass
-class RetryPolicy:
-    """Exponential backoff with jitter: the n-th wait is ``min(cap_s, base_s * 2**n)`` times a
-    random factor in [0.5, 1] ("equal jitter"), for at most ``retry_for_s`` seconds per batch
-    (None: without end, e.g. ``--follow`` through hours offline)."""
-
-    base_s: float = 0.5
-    cap_s: float = 30.0
-    retry_for_s: float | None = 300.0
-    rng: random.Random = field(default_factory=random.Random)
-
-    def delay(self, attempt: int) -> float:
-        return min(self.cap_s, self.base_s * (2**attempt)) * self.rng.uniform(0.5, 1.0)
-
-
-class ConvexClient:
-    """Calls ``production:ingestEvents`` on one deployment; one keep-alive connection pool.
-
-    ``timeout_s`` bounds each call (connect, write, read, pool). ``transport`` is for tests.
-    """
-
-    def __init__(
-        self,
-        url: str,
-        deploy_key: str,
-        *,
-        timeout_s: float = 30.0,
-        transport: httpx.BaseTransport | None = None,
-    ) -> None:
-        self.url = normalize_url(url)
-        self._http = httpx.Client(
-            base_url=self.url,
-            timeout=httpx.Timeout(timeout_s, connect=min(timeout_s, 10.0)),
-            headers={"Authorization": f"Convex {deploy_key}", "Content-Type": "application/json"},
-            transport=transport,
-        )
-
-    def close(self) -> None:
-        self._http.close()
-
-    def __enter__(self) -> ConvexClient:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def ingest(self, body: bytes) -> Any:
-        """One call with a prepared body; returns the mutation's ``value``.
-
-        Raises `_Retryable`, `_TooLarge`, `ConvexFunctionError` (without batch context) or
-        ServiceUnavailableError as the module docstring describes.
-        """
-        try:
-            response = self._http.post("/api/mutation", content=body)
-        except httpx.TransportError as exc:  # connect/read/write errors and timeouts
-            raise _Retryable(f"{type(exc).__name__}: {exc or 'no answer'}") from exc
-        status = response.status_code
-        if status in (200, STATUS_UDF_FAILED):
-            try:
-                answer = response.json()
-            except ValueError:
-                raise _Retryable(f"HTTP {status} with a body that is not JSON: {response.text[:200]!r}") from None
-            if isinstance(answer, dict) and answer.get("status") == "success":
-                return answer.get("value")
-            if isinstance(answer, dict) and answer.get("status") == "error":
-                raise ConvexFunctionError(str(answer.get("errorMessage", "")), error_message=str(answer.get("errorMessage", "")))
-            raise _Retryable(f"HTTP {status} with an unexpected answer: {response.text[:200]!r}")
-        message = _error_text(response)
-        if status in (401, 403):
-            raise ServiceUnavailableError(
-                f"Convex at {self.url} refused the deploy key (HTTP {status}: {message})",
-                hint="set the deploy key of this deployment (dashboard → Settings → Deploy keys) in $CONVEX_DEPLOY_KEY "
-                "or the variable named by --deploy-key-env",
-            )
-        if status == 413:
-            raise _TooLarge(message)
-        if status in (408, 429) or 500 <= status < 600:
-            raise _Retryable(f"HTTP {status}: {message}")
-        hint = (
-            "deploy the functions first: cd examples/convex && npx convex deploy"
-            if status == 404
-            else "is the URL a Convex deployment (https://<name>.convex.cloud)?"
-        )
-        raise ServiceUnavailableError(f"Convex at {self.url} answered HTTP {status}: {message}", hint=hint)
-
-
-def _error_text(response: httpx.Response) -> str:
-    try:
-        body = response.json()
-    except ValueError:
-        return response.text[:300] or response.reason_phrase
-    if isinstance(body, dict):
-        code, message = body.get("code"), body.get("message") or body.get("errorMessage")
-        if code and message:
-            return f"{code}: {message}"
-        if message or code:
-            return str(message or code)
-    return response.text[:300]
-
-
-# -- the sync ----------------------------------------------------------------------------
+__all__ = [
+    "DEFAULT_MAX_BATCH_BYTES", "ENVELOPE_FIELDS", "INGEST_PATH", "MAX_BATCH_EVENTS", "STATUS_UDF_FAILED", "batches",
+    "check_deployment", "ConvexClient", "ConvexFunctionError", "event_json", "LedgerWaiter", "mark_acked",
+    "mark_error", "normalize_url", "read_state", "request_body", "RetryPolicy", "session_sync",
+    "session_sync_summary", "sync", "sync_states", "SyncProgress", "SyncState", "SyncThread",
+]  # fmt: skip
 
 
 @dataclass
