@@ -32,8 +32,6 @@ from typing import Any
 
 from mmx.errors import EventError
 
-
-
 #: Longest accepted line in bytes (without its line end); longer lines are reported and
 #: skipped without being held in memory whole (a 10 MB line costs one 1 MiB read buffer at a time).
 MAX_LINE_BYTES = 1 << 20
