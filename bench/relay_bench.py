@@ -2,7 +2,7 @@
 """Benchmark `mmx relay` on loopback against a stock-aiortc relay: fps per viewer, latency, relay CPU, cut gap.
 
     /work/venv/bin/python bench/relay_bench.py [--runs 5] [--side both|mmx|aiortc] [--baseline]
-        [--seconds 2.5] [--sizes 640x360,1280x720] [--viewers 1,8] [--cuts 10]
+        [--seconds 2.5] [--sizes 640x360,720p] [--viewers 1,8] [--cuts 10]
 
 Two sides, run alternately (mmx, aiortc, aiortc, mmx, …) after one short warm-up run each that
 is discarded: ``mmx`` is `mmx relay`; ``aiortc`` is bench/lib/aiortc_baseline_relay.py, the same
@@ -419,10 +419,30 @@ def cut_breakdown(result: dict) -> dict:
     return out
 
 
+def frame_sizes(text: str) -> list[str]:
+    """``--sizes``: comma-separated ``WxH`` or 16:9 ``<H>p`` (``720p`` is ``1280x720``), as ``WxH``."""
+    sizes = []
+    for part in text.split(","):
+        part = part.strip().lower()
+        try:
+            if part.endswith("p"):
+                height = int(part[:-1])
+                width = height * 16 // 9 // 2 * 2
+            else:
+                width, height = map(int, part.split("x"))
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{part!r} is not a frame size (e.g. 1280x720 or 720p)") from None
+        if not (16 <= width <= 7680 and 16 <= height <= 4320):
+            raise argparse.ArgumentTypeError(f"{part!r} is out of range (16x16 to 7680x4320)")
+        sizes.append(f"{width}x{height}")
+    return sizes
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=2.5, help="measurement window per configuration")
-    parser.add_argument("--sizes", default="640x360,1280x720")
+    parser.add_argument("--sizes", type=frame_sizes, default="640x360,1280x720",
+                        help="frame sizes, WxH or 16:9 <H>p, comma-separated (default 640x360,1280x720)")
     parser.add_argument("--viewers", default="1,8")
     parser.add_argument("--cuts", type=int, default=10, help="cuts per configuration and run (cut gap)")
     parser.add_argument("--cut-interval", type=float, default=0.5, help="seconds between cuts")
@@ -493,7 +513,7 @@ def verdict(value: float | None, goal: float) -> str:
 
 def run_all(args: argparse.Namespace) -> None:
     sides = ["mmx", "aiortc"] if args.side == "both" else [args.side]
-    sizes = args.sizes.split(",")
+    sizes = args.sizes
     viewer_counts = [int(v) for v in args.viewers.split(",")]
     started = time.monotonic()
     print(f"# relay bench on {os.cpu_count()} cores; niceness {os.nice(0)}; sides {', '.join(sides)}; "
