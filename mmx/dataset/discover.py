@@ -50,8 +50,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mmx.audio.features import AUDIO_SUFFIXES
 from mmx.dataset.discover_kinds import (
-    AUDIO_SUFFIXES,
     PLAYLIST_SUFFIXES,
     Hashes,
     audio_item,

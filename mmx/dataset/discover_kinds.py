@@ -17,9 +17,9 @@ from urllib.parse import unquote, urlparse
 
 import orjson
 
+from mmx.audio.features import AUDIO_SUFFIXES  # discover finds what `mmx features` reads
 from mmx.errors import EventError, MmxError
 
-AUDIO_SUFFIXES = frozenset({".wav", ".wave", ".flac", ".ogg", ".oga", ".mp3", ".aif", ".aiff"})
 PLAYLIST_SUFFIXES = frozenset({".m3u", ".m3u8"})
 #: JSON playlists larger than this are not read (a playlist is a short list of paths).
 MAX_JSON_PLAYLIST_BYTES = 16 << 20
