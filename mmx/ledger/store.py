@@ -73,6 +73,18 @@ class BatchResult:
 
 
 @dataclass(slots=True)
+class StagedBatch:
+    """A batch inserted inside a transaction not yet committed (`Ledger.stage`): ``before``
+    the highest seq before it, ``inserted`` how many of its rows were new, ``settled`` the
+    sessions it settled (see `Ledger._settled`)."""
+
+    batch: Batch
+    before: int
+    inserted: int
+    settled: set[str]
+
+
+@dataclass(slots=True)
 class PushStats:
     """Totals of a push: events read (valid lines), inserted, duplicates, bad lines, batches."""
 
@@ -206,6 +218,14 @@ class Ledger:
         other SQLite failure (disk full, I/O error), BatchRefused when a row broke a constraint
         or held a value SQLite cannot store; then nothing of the batch was stored.
         """
+        staged = self.stage(batch)
+        self.commit_staged(staged)
+        return self.finish(staged)
+
+    def stage(self, batch: Batch) -> StagedBatch:
+        """The first half of `write_batch`: begin the transaction and insert the batch,
+        leaving the transaction open for `commit_staged`. Raises what `write_batch` raises
+        (after a rollback: nothing of the batch stays)."""
         conn = self.conn
         rows = batch.rows
         settled: set[str] = set()
@@ -221,28 +241,51 @@ class Ledger:
                         self._project(batch, before, inserted, unsettled)  # type: ignore[arg-type]
                     if unsettled:
                         settled = self._settled(unsettled)  # type: ignore[arg-type]
-                conn.execute("COMMIT")
             except BaseException:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
                 raise
         except (sqlite3.IntegrityError, OverflowError) as exc:
             raise BatchRefused(f"the ledger refused an event of the batch: {exc}") from exc
-        except sqlite3.OperationalError as exc:
-            if "locked" in str(exc) or "busy" in str(exc):
-                raise TemporaryFailure(f"ledger {self.path} is locked by another writer: {exc}",
-                                       hint="try again; another process held the ledger too long") from exc  # fmt: skip
-            raise LedgerError(f"cannot write ledger {self.path}: {exc}") from exc
         except sqlite3.Error as exc:
-            raise LedgerError(f"cannot write ledger {self.path}: {exc}") from exc
-        self._settled_sessions |= settled
+            raise self._write_error(exc) from exc
+        return StagedBatch(batch=batch, before=before, inserted=inserted, settled=settled)
+
+    def commit_staged(self, staged: StagedBatch) -> None:
+        """COMMIT the transaction `stage` left open (the WAL is fsync'ed, and SQLite may
+        checkpoint). Holds no Python state, so it may run on another thread while the caller
+        makes no other call on this ledger (`mmx.ledger.ingest.push_stream` reads the next
+        batch meanwhile). Raises TemporaryFailure / LedgerError after a rollback."""
+        conn = self.conn
+        try:
+            try:
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+        except sqlite3.Error as exc:
+            raise self._write_error(exc) from exc
+
+    def finish(self, staged: StagedBatch) -> BatchResult:
+        """The last step of `write_batch`, after `commit_staged` returned: the result of the
+        committed batch, handed to each commit hook in order."""
+        self._settled_sessions |= staged.settled
+        before, inserted = staged.before, staged.inserted
         # New rows took seq before+1 … before+inserted: the write lock was held throughout
         # and seq is an INTEGER PRIMARY KEY of a table whose rows are never deleted.
-        result = BatchResult(rows=rows, inserted=inserted, first_seq=before + 1 if inserted else None,
+        result = BatchResult(rows=staged.batch.rows, inserted=inserted, first_seq=before + 1 if inserted else None,
                              last_seq=before + inserted if inserted else None)  # fmt: skip
         for hook in self.commit_hooks:
             hook(result)
         return result
+
+    def _write_error(self, exc: sqlite3.Error) -> TemporaryFailure | LedgerError:
+        """The error to raise for a failed write: TemporaryFailure when the lock was busy."""
+        if isinstance(exc, sqlite3.OperationalError) and ("locked" in str(exc) or "busy" in str(exc)):
+            return TemporaryFailure(f"ledger {self.path} is locked by another writer: {exc}",
+                                    hint="try again; another process held the ledger too long")  # fmt: skip
+        return LedgerError(f"cannot write ledger {self.path}: {exc}")
 
     def _settled(self, sessions: set[str]) -> set[str]:
         """Those of ``sessions`` that have a real start or end (inside the transaction)."""
