@@ -69,8 +69,9 @@ def ledger_push(
     such as `mmx serve | mmx ledger push` is durable within --interval-ms. An event id
     already in the ledger is stored once (pushing a file twice changes nothing). Sessions,
     cameras, director events (cuts, holds, modes, markers, ghost proposals and decisions) and
-    stills are projected into production tables in the same transaction. Several pushes may
-    write one ledger at the same time.
+    stills are projected into production tables in the same transaction. While a full batch
+    commits (on a second thread) the next one is read. Several pushes may write one ledger
+    at the same time.
 
     With --echo each event is written to stdout (compact JSON, as received) only after its
     batch committed, so the echo is a durable acknowledgement. A bad line is reported on
