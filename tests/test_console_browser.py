@@ -349,7 +349,9 @@ def test_dragging_a_camera_in_the_coverage_map_changes_its_placement(shoot, brow
     after = wait_for(lambda: (lambda p: p if p.get("azimuth_deg") != before.get("azimuth_deg") else None)(
         next(c for c in shoot.state()["cameras"] if c["camera"] == "cam-3")["placement"]), 5, "the new placement")
     assert abs(after["azimuth_deg"]) < 5 and after["label"] == "right" and after["distance_m"] > 0
-    assert [e for e in shoot.events("camera.changed") if e["data"]["camera"] == "cam-3" and "placement" in e["data"]]
+    # the event reaches the journal after the state changed: wait for it, do not race it
+    wait_for(lambda: [e for e in shoot.events("camera.changed") if e["data"]["camera"] == "cam-3" and "placement" in e["data"]],
+             10, "the camera.changed event of the new placement")
     cov = shoot.http.get("/v1/coverage").json()
     assert next(a for a in cov["arcs"] if a["camera"] == "cam-3")["center_deg"] == pytest.approx(after["azimuth_deg"])
 
